@@ -1,0 +1,31 @@
+// Bundles the two executables with esbuild: dist/hfk.mjs (the CLI) and
+// dist/hfk-init.mjs (the initramfs init, dry run and block reader daemon).
+// Run with: node src/build.ts  (npm run build)
+
+import { readFileSync } from 'node:fs';
+import { build } from 'esbuild';
+
+const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+const entries: Record<string, string> = { hfk: 'src/cli/hfk.ts' };
+try {
+  readFileSync(new URL('./init/main.ts', import.meta.url));
+  entries['hfk-init'] = 'src/init/main.ts';
+} catch {
+  // the init is not written yet
+}
+
+await build({
+  entryPoints: entries,
+  outdir: 'dist',
+  outExtension: { '.js': '.mjs' },
+  bundle: true,
+  platform: 'node',
+  format: 'esm',
+  target: 'node24',
+  sourcemap: 'linked',
+  legalComments: 'none',
+  logLevel: 'warning',
+  define: { HFK_VERSION: JSON.stringify(pkg.version) },
+  // Some dependencies are CommonJS and call require(); give ESM a require.
+  banner: { js: "import { createRequire as __hfkCreateRequire } from 'node:module'; const require = __hfkCreateRequire(import.meta.url);" },
+});

@@ -1,0 +1,67 @@
+// hfk: the command-line tool. Each subcommand lives in ./commands/.
+
+import { describeError, HfkError } from '../errors.ts';
+import { type Command, helpText, type Output, parseCommandArgs, stdio } from './command.ts';
+import { diffCommand } from './commands/diff.ts';
+import { gcCommand } from './commands/gc.ts';
+import { keygen } from './commands/keygen.ts';
+import { publishCommand } from './commands/publish.ts';
+import { serveCommand } from './commands/serve.ts';
+import { verifyCommand } from './commands/verify.ts';
+
+declare const HFK_VERSION: string;
+export const VERSION = typeof HFK_VERSION === 'string' ? HFK_VERSION : 'dev';
+
+export const COMMANDS: Command[] = [keygen, publishCommand, verifyCommand, diffCommand, gcCommand, serveCommand];
+
+function overview(): string {
+  const w = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;
+  return [
+    'hfk — boot an operating system from plain HTTP mirrors',
+    '',
+    'Usage: hfk COMMAND [options]      hfk COMMAND --help',
+    '',
+    'Commands:',
+    ...COMMANDS.map((c) => `  ${c.name.padEnd(w)}${c.summary}`),
+    '',
+    'Docs: README.md, docs/FORMAT.md',
+    '',
+  ].join('\n');
+}
+
+export async function main(argv: string[], io: Output = stdio()): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    const sub = name === 'help' ? COMMANDS.find((c) => c.name === rest[0]) : undefined;
+    io.out(sub ? helpText('hfk', sub) : overview());
+    return name === undefined ? 2 : 0;
+  }
+  if (name === '--version' || name === '-V') {
+    io.out(`hfk ${VERSION} (node ${process.versions.node})\n`);
+    return 0;
+  }
+  const cmd = COMMANDS.find((c) => c.name === name);
+  if (!cmd) {
+    const near = COMMANDS.filter((c) => c.name.startsWith(name.slice(0, 2))).map((c) => c.name);
+    io.err(`hfk: unknown command '${name}'${near.length ? ` (did you mean ${near.join(' or ')}?)` : ''}\nrun hfk --help for the list of commands\n`);
+    return 2;
+  }
+  const json = rest.includes('--json');
+  try {
+    const parsed = parseCommandArgs('hfk', cmd, rest);
+    if (parsed === 'help') {
+      io.out(helpText('hfk', cmd));
+      return 0;
+    }
+    return await cmd.run({ ...parsed, io });
+  } catch (e) {
+    const code = e instanceof HfkError ? e.code : 'E_INTERNAL';
+    if (json) {
+      io.out(`${JSON.stringify({ ok: false, error: { code, message: e instanceof Error ? e.message : String(e), ...(e instanceof HfkError && e.hint ? { hint: e.hint } : {}) } }, null, 2)}\n`);
+    }
+    io.err(`hfk ${cmd.name}: ${describeError(e)}\n`);
+    if (!(e instanceof HfkError) && process.env.HFK_DEBUG) io.err(`${(e as Error).stack}\n`);
+    return code === 'E_USAGE' ? 2 : 1;
+  }
+}
+

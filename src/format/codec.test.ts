@@ -1,0 +1,77 @@
+import { randomBytes } from 'node:crypto';
+import * as zlib from 'node:zlib';
+import { describe, expect, it } from 'vitest';
+import {
+  BlockDecodeError,
+  blockHash,
+  CODEC_TAG,
+  CODECS,
+  decodeBlock,
+  decodeBlockSync,
+  encodeBlock,
+  isValidBlockSize,
+  isZeroBlock,
+  objectCodec,
+} from './codec.ts';
+
+const text = Buffer.from('hfk block '.repeat(6554).slice(0, 65536));
+
+describe('block codecs', () => {
+  for (const codec of CODECS) {
+    it(`${codec}: round trip, async and sync`, async () => {
+      const obj = encodeBlock(text, codec);
+      expect(objectCodec(obj)).toBe(codec);
+      if (codec !== 'none') expect(obj.length).toBeLessThan(text.length / 10);
+      expect((await decodeBlock(obj, text.length)).equals(text)).toBe(true);
+      expect(decodeBlockSync(obj, text.length).equals(text)).toBe(true);
+    });
+  }
+
+  it('stores a block that does not shrink raw, under any codec', () => {
+    const noise = randomBytes(65536);
+    for (const codec of CODECS) {
+      const obj = encodeBlock(noise, codec);
+      expect(obj[0]).toBe(CODEC_TAG.none);
+      expect(obj.length).toBe(noise.length + 1);
+      expect(obj.subarray(1).equals(noise)).toBe(true);
+    }
+  });
+
+  it('refuses output longer than the expected block (bounded decompression)', async () => {
+    // 16 MiB of zeros compress to a few hundred bytes: a decompression bomb for a 64 KiB block.
+    const bomb = Buffer.concat([Buffer.from([CODEC_TAG.zstd]), zlib.zstdCompressSync(Buffer.alloc(16 << 20))]);
+    await expect(decodeBlock(bomb, 65536)).rejects.toThrow(BlockDecodeError);
+    const dbomb = Buffer.concat([Buffer.from([CODEC_TAG.deflate]), zlib.deflateSync(Buffer.alloc(16 << 20))]);
+    expect(() => decodeBlockSync(dbomb, 65536)).toThrow(BlockDecodeError);
+    const bbomb = Buffer.concat([Buffer.from([CODEC_TAG.brotli]), zlib.brotliCompressSync(Buffer.alloc(16 << 20))]);
+    await expect(decodeBlock(bbomb, 65536)).rejects.toThrow(/corrupt compressed block|decodes to/);
+  });
+
+  it('refuses output shorter than expected, bad tags and corrupt streams', async () => {
+    const obj = encodeBlock(text, 'zstd');
+    await expect(decodeBlock(obj, text.length + 1)).rejects.toThrow(/decodes to 65536 bytes, expected 65537/);
+    await expect(decodeBlock(Buffer.from([9, 1, 2, 3]), 3)).rejects.toThrow(/unknown codec tag 9/);
+    await expect(decodeBlock(Buffer.alloc(0), 3)).rejects.toThrow(/empty object/);
+    const broken = Buffer.from(obj);
+    broken.fill(0x55, 6, broken.length - 2);
+    await expect(decodeBlock(broken, text.length)).rejects.toThrow(BlockDecodeError);
+    const raw = encodeBlock(randomBytes(100), 'none');
+    expect(() => decodeBlockSync(raw, 99)).toThrow(/decodes to 100 bytes, expected 99/);
+  });
+
+  it('names blocks by the SHA-256 of their content', () => {
+    expect(blockHash(Buffer.from('abc'))).toBe('ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
+  });
+
+  it('recognises all-zero blocks', () => {
+    expect(isZeroBlock(Buffer.alloc(65536))).toBe(true);
+    const b = Buffer.alloc(65536);
+    b[65535] = 1;
+    expect(isZeroBlock(b)).toBe(false);
+  });
+
+  it('accepts powers of two from 4 KiB to 1 MiB as block sizes', () => {
+    expect([4096, 65536, 1 << 20].every(isValidBlockSize)).toBe(true);
+    expect([2048, 3 * 4096, 2 << 20, 0, -4096, 65536.5].some(isValidBlockSize)).toBe(false);
+  });
+});

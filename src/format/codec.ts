@@ -1,0 +1,179 @@
+// Block objects: one compressed block each, self-describing by a one-byte
+// codec tag so that a block stored once under one codec can be shared by
+// images published with another. See docs/FORMAT.md.
+
+import { hash } from 'node:crypto';
+import { promisify } from 'node:util';
+import * as zlib from 'node:zlib';
+import { z } from 'zod';
+
+export const CODECS = ['zstd', 'deflate', 'brotli', 'none'] as const;
+export const Codec = z.enum(CODECS);
+export type Codec = z.infer<typeof Codec>;
+
+/** Tag byte at offset 0 of every block object. */
+export const CODEC_TAG = { none: 0, zstd: 1, deflate: 2, brotli: 3 } as const satisfies Record<Codec, number>;
+const TAG_CODEC: readonly Codec[] = ['none', 'zstd', 'deflate', 'brotli'];
+
+export const DEFAULT_LEVEL: Record<Codec, number> = { zstd: 3, deflate: 6, brotli: 5, none: 0 };
+export const LEVEL_RANGE: Record<Codec, [number, number]> = {
+  zstd: [1, 19],
+  deflate: [1, 9],
+  brotli: [0, 11],
+  none: [0, 0],
+};
+
+export const MIN_BLOCK_SIZE = 4096;
+export const MAX_BLOCK_SIZE = 1024 * 1024;
+export const DEFAULT_BLOCK_SIZE = 64 * 1024;
+
+export function isValidBlockSize(n: number): boolean {
+  return Number.isInteger(n) && n >= MIN_BLOCK_SIZE && n <= MAX_BLOCK_SIZE && (n & (n - 1)) === 0;
+}
+
+/** SHA-256 of a block's uncompressed content, lower-case hex: the block's name. */
+export function blockHash(data: Uint8Array): string {
+  return hash('sha256', data, 'hex');
+}
+
+const zeroCache = new Map<number, Buffer>();
+function zeros(n: number): Buffer {
+  let z = zeroCache.get(n);
+  if (!z) {
+    z = Buffer.alloc(n);
+    zeroCache.set(n, z);
+  }
+  return z;
+}
+
+/** True when every byte is zero: such blocks are not stored at all. */
+export function isZeroBlock(data: Buffer): boolean {
+  return data.equals(zeros(data.length));
+}
+
+/** A buffer of `n` zero bytes (shared; never write into it). */
+export function zeroBlock(n: number): Buffer {
+  return zeros(n);
+}
+
+function compressSync(codec: Codec, data: Buffer, level: number): Buffer {
+  switch (codec) {
+    case 'zstd':
+      return zlib.zstdCompressSync(data, {
+        params: {
+          [zlib.constants.ZSTD_c_compressionLevel]: level,
+          [zlib.constants.ZSTD_c_checksumFlag]: 0,
+          [zlib.constants.ZSTD_c_contentSizeFlag]: 1,
+        },
+        pledgedSrcSize: data.length,
+      });
+    case 'deflate':
+      return zlib.deflateSync(data, { level });
+    case 'brotli':
+      return zlib.brotliCompressSync(data, {
+        params: {
+          [zlib.constants.BROTLI_PARAM_QUALITY]: level,
+          [zlib.constants.BROTLI_PARAM_SIZE_HINT]: data.length,
+          [zlib.constants.BROTLI_PARAM_LGWIN]: 22,
+        },
+      });
+    case 'none':
+      return data;
+  }
+}
+
+/**
+ * Encodes one block as an object: tag byte + payload. A block that does not
+ * shrink under `codec` is stored raw (tag `none`).
+ */
+export function encodeBlock(data: Buffer, codec: Codec, level = DEFAULT_LEVEL[codec]): Buffer {
+  if (codec !== 'none') {
+    const packed = compressSync(codec, data, level);
+    if (packed.length < data.length) {
+      const out = Buffer.allocUnsafe(packed.length + 1);
+      out[0] = CODEC_TAG[codec];
+      packed.copy(out, 1);
+      return out;
+    }
+  }
+  const out = Buffer.allocUnsafe(data.length + 1);
+  out[0] = CODEC_TAG.none;
+  data.copy(out, 1);
+  return out;
+}
+
+/** Which codec an object says it uses; undefined for an unknown tag. */
+export function objectCodec(object: Uint8Array): Codec | undefined {
+  return object.length > 0 ? TAG_CODEC[object[0]!] : undefined;
+}
+
+export class BlockDecodeError extends Error {
+  override name = 'BlockDecodeError';
+}
+
+const zstdDecompress = promisify(zlib.zstdDecompress);
+const inflate = promisify(zlib.inflate);
+const brotliDecompress = promisify(zlib.brotliDecompress);
+
+function checkLength(out: Buffer, expected: number): Buffer {
+  if (out.length !== expected) {
+    throw new BlockDecodeError(`block decodes to ${out.length} bytes, expected ${expected}`);
+  }
+  return out;
+}
+
+function wrap(e: unknown): BlockDecodeError {
+  if (e instanceof BlockDecodeError) return e;
+  const msg = e instanceof Error ? e.message : String(e);
+  // Node reports output over maxOutputLength as ERR_BUFFER_TOO_LARGE / RangeError.
+  return new BlockDecodeError(`corrupt compressed block: ${msg}`);
+}
+
+/**
+ * Decodes an object to exactly `expected` bytes. Decompression is bounded:
+ * output beyond `expected` is an error, never an allocation.
+ * Throws BlockDecodeError for a bad tag, a corrupt stream or a wrong length.
+ */
+export function decodeBlockSync(object: Buffer, expected: number): Buffer {
+  const codec = objectCodec(object);
+  const payload = object.subarray(1);
+  try {
+    switch (codec) {
+      case 'none':
+        return checkLength(payload, expected);
+      case 'zstd':
+        return checkLength(zlib.zstdDecompressSync(payload, { maxOutputLength: Math.max(expected, 1) }), expected);
+      case 'deflate':
+        return checkLength(zlib.inflateSync(payload, { maxOutputLength: Math.max(expected, 1) }), expected);
+      case 'brotli':
+        return checkLength(zlib.brotliDecompressSync(payload, { maxOutputLength: Math.max(expected, 1) }), expected);
+      default:
+        throw new BlockDecodeError(`unknown codec tag ${object.length ? object[0] : '(empty object)'}`);
+    }
+  } catch (e) {
+    throw wrap(e);
+  }
+}
+
+/** As decodeBlockSync, but decompresses on libuv's threadpool. */
+export async function decodeBlock(object: Buffer, expected: number): Promise<Buffer> {
+  const codec = objectCodec(object);
+  const payload = object.subarray(1);
+  const opts = { maxOutputLength: Math.max(expected, 1) };
+  try {
+    switch (codec) {
+      case 'none':
+        return checkLength(payload, expected);
+      case 'zstd':
+        return checkLength(await zstdDecompress(payload, opts), expected);
+      case 'deflate':
+        return checkLength(await inflate(payload, opts), expected);
+      case 'brotli':
+        return checkLength(await brotliDecompress(payload, opts), expected);
+      default:
+        throw new BlockDecodeError(`unknown codec tag ${object.length ? object[0] : '(empty object)'}`);
+    }
+  } catch (e) {
+    throw wrap(e);
+  }
+}

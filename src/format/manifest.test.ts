@@ -1,0 +1,167 @@
+import { createPrivateKey, createPublicKey } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { FormatError, SignatureError, UsageError } from '../errors.ts';
+import { generateKeyPair, type PrivateKey, parsePublicKey, publicKeyFromRaw } from './keys.ts';
+import {
+  blockCountFor,
+  blockLength,
+  decodeManifest,
+  decodePointer,
+  encodeManifest,
+  encodePointer,
+  type Manifest,
+  manifestDigest,
+  parseImageRef,
+} from './manifest.ts';
+
+/** A fixed key: Ed25519 signatures are deterministic, so the bytes are too. */
+function fixedKey(): PrivateKey {
+  const seed = Buffer.alloc(32, 7);
+  const key = createPrivateKey({ key: Buffer.concat([Buffer.from('302e020100300506032b657004220420', 'hex'), seed]), format: 'der', type: 'pkcs8' });
+  const der = createPublicKey(key).export({ format: 'der', type: 'spki' });
+  return { key, publicKey: publicKeyFromRaw(der.subarray(der.length - 32)) };
+}
+
+const A = 'a'.repeat(64);
+const B = 'b'.repeat(64);
+
+function sample(key: PrivateKey): Manifest {
+  return {
+    header: {
+      name: 'demo',
+      version: 3,
+      created: '2026-01-02T03:04:05.000Z',
+      imageSize: 4 * 65536 + 100,
+      blockSize: 65536,
+      blockCount: 5,
+      codec: 'zstd',
+      filesystem: 'squashfs',
+      source: { kind: 'file', name: 'root.sqfs' },
+      previous: { version: 2, sha256: 'c'.repeat(64) },
+      keyId: key.publicKey.id,
+    },
+    blocks: [A, null, B, A, B],
+    objectSizes: new Map([
+      [A, 1234],
+      [B, 101],
+    ]),
+  };
+}
+
+describe('manifest', () => {
+  const key = fixedKey();
+
+  it('round-trips and verifies', () => {
+    const bytes = encodeManifest(sample(key), key);
+    const m = decodeManifest(bytes, key.publicKey);
+    expect(m.header).toEqual(sample(key).header);
+    expect(m.blocks).toEqual([A, null, B, A, B]);
+    expect([...m.objectSizes]).toEqual([
+      [A, 1234],
+      [B, 101],
+    ]);
+  });
+
+  it('lays out bytes as docs/FORMAT.md says', () => {
+    const bytes = encodeManifest(sample(key), key);
+    expect(bytes.toString('latin1', 0, 4)).toBe('HFKM');
+    expect(bytes.readUInt16LE(4)).toBe(1);
+    const h = bytes.readUInt32LE(8);
+    expect(JSON.parse(bytes.toString('utf8', 12, 12 + h)).name).toBe('demo');
+    let off = 12 + h;
+    expect(bytes.readUInt32LE(off)).toBe(2); // unique blocks, in order of first use
+    expect(bytes.toString('hex', off + 4, off + 36)).toBe(A);
+    expect(bytes.toString('hex', off + 36, off + 68)).toBe(B);
+    expect(bytes.readUInt32LE(off + 68)).toBe(1234);
+    expect(bytes.readUInt32LE(off + 72)).toBe(101);
+    off += 76;
+    expect([0, 1, 2, 3, 4].map((i) => bytes.readUInt32LE(off + 4 * i))).toEqual([0, 0xffffffff, 1, 0, 1]);
+    expect(bytes.length).toBe(off + 20 + 64);
+  });
+
+  it('matches the golden bytes (the format must not drift)', () => {
+    const golden = readFileSync(new URL('./testdata/manifest-v1.hex', import.meta.url), 'utf8').trim();
+    expect(encodeManifest(sample(key), key).toString('hex')).toBe(golden);
+  });
+
+  it('refuses a manifest signed by another key, naming both keys', () => {
+    const other = parsePublicKey(generateKeyPair().publicLine, 'x');
+    const bytes = encodeManifest(sample(key), key);
+    expect(() => decodeManifest(bytes, other)).toThrow(SignatureError);
+    expect(() => decodeManifest(bytes, other)).toThrow(new RegExp(`signed by key ${key.publicKey.id}, not by the pinned key ${other.id}`));
+  });
+
+  it('detects any changed byte', () => {
+    const bytes = encodeManifest(sample(key), key);
+    for (const at of [20, bytes.length - 100, bytes.length - 70, bytes.length - 1]) {
+      const bad = Buffer.from(bytes);
+      bad[at]! ^= 1;
+      expect(() => decodeManifest(bad, key.publicKey), `byte ${at}`).toThrow(/bad signature|corrupt|signed by key/);
+    }
+  });
+
+  it('reports truncated and malformed manifests as FormatError', () => {
+    const bytes = encodeManifest(sample(key), key);
+    expect(() => decodeManifest(bytes.subarray(0, 50), null)).toThrow(FormatError);
+    expect(() => decodeManifest(bytes.subarray(0, bytes.length - 4), null)).toThrow(/block table is/);
+    const wrongMagic = Buffer.from(bytes);
+    wrongMagic.write('XXXX', 0, 'latin1');
+    expect(() => decodeManifest(wrongMagic, null)).toThrow(/not an hfk manifest/);
+    const future = Buffer.from(bytes);
+    future.writeUInt16LE(9, 4);
+    expect(() => decodeManifest(future, null)).toThrow(/format version 9; this hfk reads version 1/);
+    const hugeHeader = Buffer.from(bytes);
+    hugeHeader.writeUInt32LE(0x7fffffff, 8);
+    expect(() => decodeManifest(hugeHeader, null)).toThrow(/header length/);
+  });
+
+  it('refuses block indices outside the unique table', () => {
+    const m = sample(key);
+    const bytes = encodeManifest(m, key);
+    const off = bytes.length - 64 - 20; // first index
+    const bad = Buffer.from(bytes);
+    bad.writeUInt32LE(7, off);
+    expect(() => decodeManifest(bad, null)).toThrow(/block 0 refers to unique entry 7 of 2/);
+  });
+
+  it('refuses to encode a block list that does not fit the image size', () => {
+    const m = sample(key);
+    expect(() => encodeManifest({ ...m, blocks: m.blocks.slice(1) }, key)).toThrow(/block list has 4 entries/);
+  });
+
+  it('computes block counts and lengths', () => {
+    expect(blockCountFor(0, 4096)).toBe(0);
+    expect(blockCountFor(4097, 4096)).toBe(2);
+    expect(blockLength({ imageSize: 4 * 65536 + 100, blockSize: 65536 }, 4)).toBe(100);
+    expect(blockLength({ imageSize: 4 * 65536 + 100, blockSize: 65536 }, 3)).toBe(65536);
+  });
+
+  it('digests the whole file', () => {
+    const bytes = encodeManifest(sample(key), key);
+    expect(manifestDigest(bytes)).toMatch(/^[0-9a-f]{64}$/);
+    expect(manifestDigest(bytes)).not.toBe(manifestDigest(bytes.subarray(1)));
+  });
+});
+
+describe('pointer', () => {
+  it('round-trips', () => {
+    const p = { format: 'hfk-pointer/1' as const, name: 'demo', version: 4, manifest: 'v4.hfkm', sha256: 'd'.repeat(64), size: 999 };
+    expect(decodePointer(encodePointer(p))).toEqual(p);
+  });
+  it('names what is wrong', () => {
+    expect(() => decodePointer(Buffer.from('{'), 'images/x/latest.json')).toThrow(/images\/x\/latest.json is not JSON/);
+    expect(() => decodePointer(Buffer.from('{"format":"hfk-pointer/1","name":"x"}'))).toThrow(/not an hfk pointer: .*version/s);
+  });
+});
+
+describe('image references', () => {
+  it.each([
+    ['debian', { name: 'debian', version: undefined }],
+    ['debian@12', { name: 'debian', version: 12 }],
+    ['a.b-c_d@1', { name: 'a.b-c_d', version: 1 }],
+  ])('%s', (text, want) => expect(parseImageRef(text, 'hfk.image')).toEqual(want));
+  it.each(['', '@3', 'x@', 'x@0', 'x@-1', 'x@1.5', '../etc', 'a/b'])('refuses %j', (text) => {
+    expect(() => parseImageRef(text, 'hfk.image')).toThrow(UsageError);
+  });
+});

@@ -1,0 +1,243 @@
+// The manifest: one signed file per version of an image. Layout (all
+// integers little-endian), documented in docs/FORMAT.md:
+//
+//   0    4   magic "HFKM"
+//   4    2   format version (1)
+//   6    2   reserved, 0
+//   8    4   header length H
+//   12   H   header, UTF-8 JSON (ManifestHeader)
+//   .    4   number of unique blocks U
+//   .    32U SHA-256 of each unique block, in order of first use
+//   .    4U  size in bytes of each unique block's stored object
+//   .    4N  per block (N = header.blockCount): index into the unique table,
+//            0xFFFFFFFF for an all-zero block (no object)
+//   .    64  Ed25519 signature over every byte before it
+
+import { createHash } from 'node:crypto';
+import { z } from 'zod';
+import { FormatError, SignatureError, UsageError } from '../errors.ts';
+import { Codec, isValidBlockSize } from './codec.ts';
+import { Filesystem } from './fstype.ts';
+import { type PrivateKey, type PublicKey, signBytes, verifyBytes } from './keys.ts';
+
+export const MANIFEST_MAGIC = 'HFKM';
+export const MANIFEST_FORMAT_VERSION = 1;
+export const ZERO_INDEX = 0xffffffff;
+const SIGNATURE_BYTES = 64;
+const HASH_BYTES = 32;
+/** Refuse absurd headers before parsing them. */
+const MAX_HEADER_BYTES = 64 * 1024;
+
+export const ImageName = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'an image name is 1-64 letters, digits, dots, dashes or underscores, starting with a letter or digit');
+
+export const Sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, 'a SHA-256 is 64 lower-case hex digits');
+
+export const ManifestHeader = z.strictObject({
+  name: ImageName,
+  version: z.number().int().positive(),
+  created: z.iso.datetime(),
+  imageSize: z.number().int().nonnegative(),
+  blockSize: z.number().int().refine(isValidBlockSize, 'block size must be a power of two from 4 KiB to 1 MiB'),
+  blockCount: z.number().int().nonnegative(),
+  codec: Codec,
+  filesystem: Filesystem,
+  source: z.strictObject({ kind: z.enum(['file', 'blockdev', 'cloop']), name: z.string() }),
+  previous: z.strictObject({ version: z.number().int().positive(), sha256: Sha256Hex }).nullable(),
+  keyId: z.string().regex(/^[0-9a-f]{16}$/),
+});
+export type ManifestHeader = z.infer<typeof ManifestHeader>;
+
+export interface Manifest {
+  readonly header: ManifestHeader;
+  /** Per block: its SHA-256 (hex), or null for an all-zero block. */
+  readonly blocks: readonly (string | null)[];
+  /** Stored object size for every distinct block hash. */
+  readonly objectSizes: ReadonlyMap<string, number>;
+}
+
+export function blockCountFor(imageSize: number, blockSize: number): number {
+  return Math.ceil(imageSize / blockSize);
+}
+
+/** Length of block i (the last one may be short). */
+export function blockLength(header: Pick<ManifestHeader, 'imageSize' | 'blockSize'>, index: number): number {
+  return Math.min(header.blockSize, header.imageSize - index * header.blockSize);
+}
+
+/** Distinct block hashes of a manifest (no zero blocks). */
+export function uniqueBlocks(m: Manifest): string[] {
+  return [...m.objectSizes.keys()];
+}
+
+export function manifestDigest(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+export function encodeManifest(m: Manifest, key: PrivateKey): Buffer {
+  const header = ManifestHeader.parse(m.header);
+  if (header.keyId !== key.publicKey.id) {
+    throw new FormatError(`manifest says key ${header.keyId} but is being signed with key ${key.publicKey.id}`);
+  }
+  if (m.blocks.length !== header.blockCount || header.blockCount !== blockCountFor(header.imageSize, header.blockSize)) {
+    throw new FormatError(
+      `manifest block list has ${m.blocks.length} entries; an image of ${header.imageSize} bytes in ${header.blockSize}-byte blocks has ${blockCountFor(header.imageSize, header.blockSize)}`,
+    );
+  }
+  const order = new Map<string, number>();
+  const indices = new Uint32Array(m.blocks.length);
+  m.blocks.forEach((h, i) => {
+    if (h === null) {
+      indices[i] = ZERO_INDEX;
+      return;
+    }
+    let idx = order.get(h);
+    if (idx === undefined) {
+      idx = order.size;
+      order.set(h, idx);
+    }
+    indices[i] = idx;
+  });
+  const headerBytes = Buffer.from(JSON.stringify(header), 'utf8');
+  const u = order.size;
+  const size = 12 + headerBytes.length + 4 + u * (HASH_BYTES + 4) + indices.length * 4 + SIGNATURE_BYTES;
+  const out = Buffer.alloc(size);
+  out.write(MANIFEST_MAGIC, 0, 'latin1');
+  out.writeUInt16LE(MANIFEST_FORMAT_VERSION, 4);
+  out.writeUInt32LE(headerBytes.length, 8);
+  headerBytes.copy(out, 12);
+  let off = 12 + headerBytes.length;
+  out.writeUInt32LE(u, off);
+  off += 4;
+  for (const h of order.keys()) {
+    if (!/^[0-9a-f]{64}$/.test(h)) throw new FormatError(`block hash '${h}' is not 64 hex digits`);
+    out.write(h, off, 'hex');
+    off += HASH_BYTES;
+  }
+  for (const h of order.keys()) {
+    const s = m.objectSizes.get(h);
+    if (s === undefined) throw new FormatError(`no object size for block ${h}`);
+    out.writeUInt32LE(s, off);
+    off += 4;
+  }
+  for (const idx of indices) {
+    out.writeUInt32LE(idx, off);
+    off += 4;
+  }
+  signBytes(key, out.subarray(0, off)).copy(out, off);
+  return out;
+}
+
+/**
+ * Parses and checks a manifest. With `key`, the signature must verify
+ * (SignatureError otherwise); without it, the caller only wants to look.
+ */
+export function decodeManifest(bytes: Buffer, key: PublicKey | null, what = 'manifest'): Manifest {
+  const fail = (why: string): never => {
+    throw new FormatError(`${what} is corrupt: ${why}`);
+  };
+  if (bytes.length < 12 + 2 + 4 + SIGNATURE_BYTES) fail(`only ${bytes.length} bytes`);
+  if (bytes.toString('latin1', 0, 4) !== MANIFEST_MAGIC) fail('it does not start with "HFKM" (not an hfk manifest)');
+  const fv = bytes.readUInt16LE(4);
+  if (fv !== MANIFEST_FORMAT_VERSION) {
+    throw new FormatError(`${what} has format version ${fv}; this hfk reads version ${MANIFEST_FORMAT_VERSION}`, {
+      hint: 'upgrade hfk on this machine',
+    });
+  }
+  const hlen = bytes.readUInt32LE(8);
+  if (hlen > MAX_HEADER_BYTES || 12 + hlen + 4 > bytes.length - SIGNATURE_BYTES) fail(`header length ${hlen} is out of range`);
+  const body = bytes.subarray(0, bytes.length - SIGNATURE_BYTES);
+  const signature = bytes.subarray(bytes.length - SIGNATURE_BYTES);
+  let json: unknown;
+  try {
+    json = JSON.parse(bytes.toString('utf8', 12, 12 + hlen));
+  } catch (e) {
+    fail(`header is not JSON (${(e as Error).message})`);
+  }
+  const parsed = ManifestHeader.safeParse(json);
+  if (!parsed.success) fail(`header: ${z.prettifyError(parsed.error).replace(/\n/g, '; ')}`);
+  const header = parsed.data!;
+  if (key) {
+    if (header.keyId !== key.id) {
+      throw new SignatureError(`${what} (${header.name} v${header.version}) is signed by key ${header.keyId}, not by the pinned key ${key.id}`, {
+        hint: 'pin the publisher\'s public key (its PREFIX.pub), or check that the mirror serves the image you meant',
+      });
+    }
+    if (!verifyBytes(key, body, signature)) {
+      throw new SignatureError(`${what} (${header.name} v${header.version}) has a bad signature: its bytes were changed after signing`, {
+        hint: 'the mirror or a proxy serves a damaged or forged manifest; try another mirror',
+      });
+    }
+  }
+  if (header.blockCount !== blockCountFor(header.imageSize, header.blockSize)) {
+    fail(`blockCount ${header.blockCount} does not match imageSize ${header.imageSize} / blockSize ${header.blockSize}`);
+  }
+  let off = 12 + hlen;
+  const u = body.readUInt32LE(off);
+  off += 4;
+  const need = u * (HASH_BYTES + 4) + header.blockCount * 4;
+  if (off + need !== body.length) fail(`block table is ${body.length - off} bytes, expected ${need}`);
+  if (u > header.blockCount) fail(`${u} unique blocks in an image of ${header.blockCount} blocks`);
+  const hashes: string[] = new Array(u);
+  for (let i = 0; i < u; i++, off += HASH_BYTES) hashes[i] = body.toString('hex', off, off + HASH_BYTES);
+  const objectSizes = new Map<string, number>();
+  for (let i = 0; i < u; i++, off += 4) {
+    const s = body.readUInt32LE(off);
+    if (s === 0 || s > header.blockSize + 1) fail(`object size ${s} of block ${hashes[i]} is out of range`);
+    if (objectSizes.has(hashes[i]!)) fail(`block ${hashes[i]} is listed twice in the unique table`);
+    objectSizes.set(hashes[i]!, s);
+  }
+  const blocks: (string | null)[] = new Array(header.blockCount);
+  for (let i = 0; i < header.blockCount; i++, off += 4) {
+    const idx = body.readUInt32LE(off);
+    if (idx === ZERO_INDEX) blocks[i] = null;
+    else if (idx < u) blocks[i] = hashes[idx]!;
+    else fail(`block ${i} refers to unique entry ${idx} of ${u}`);
+  }
+  return { header, blocks, objectSizes };
+}
+
+// The pointer: the one mutable file per image, naming its latest manifest.
+
+export const POINTER_FORMAT = 'hfk-pointer/1';
+export const Pointer = z.strictObject({
+  format: z.literal(POINTER_FORMAT),
+  name: ImageName,
+  version: z.number().int().positive(),
+  manifest: z.string().regex(/^v[1-9][0-9]*\.hfkm$/),
+  sha256: Sha256Hex,
+  size: z.number().int().positive(),
+});
+export type Pointer = z.infer<typeof Pointer>;
+
+export function encodePointer(p: Pointer): Buffer {
+  return Buffer.from(`${JSON.stringify(Pointer.parse(p), null, 1)}\n`, 'utf8');
+}
+
+export function decodePointer(bytes: Buffer, what = 'pointer'): Pointer {
+  let json: unknown;
+  try {
+    json = JSON.parse(bytes.toString('utf8'));
+  } catch (e) {
+    throw new FormatError(`${what} is not JSON: ${(e as Error).message}`);
+  }
+  const r = Pointer.safeParse(json);
+  if (!r.success) throw new FormatError(`${what} is not an hfk pointer: ${z.prettifyError(r.error).replace(/\n/g, '; ')}`);
+  return r.data;
+}
+
+/** Parses `NAME` or `NAME@VERSION`; `what` names the argument for errors. */
+export function parseImageRef(text: string, what: string): { name: string; version: number | undefined } {
+  const at = text.lastIndexOf('@');
+  const name = at < 0 ? text : text.slice(0, at);
+  const vtext = at < 0 ? undefined : text.slice(at + 1);
+  if (!ImageName.safeParse(name).success) {
+    throw new UsageError(`${what} must be NAME or NAME@VERSION with NAME of letters, digits, '.', '-', '_': got '${text}'`);
+  }
+  if (vtext === undefined) return { name, version: undefined };
+  if (!/^[1-9][0-9]{0,9}$/.test(vtext)) {
+    throw new UsageError(`${what}: the version after '@' must be a positive whole number: got '${vtext}'`);
+  }
+  return { name, version: Number(vtext) };
+}

@@ -1,0 +1,333 @@
+// The publisher: image → block objects + signed manifest + pointer.
+//
+// Order of writes is what makes a publish safe to interrupt:
+//   1. everything the user gave is checked before the store is touched;
+//   2. block objects the store lacks are written (temporary name, rename);
+//   3. the data is flushed, then the manifest is written, then the pointer.
+// A reader therefore never sees a pointer to a manifest whose blocks are
+// missing. If anything fails, the objects this run created are removed
+// again, so the store is left exactly as it was.
+
+import { execFile } from 'node:child_process';
+import { availableParallelism } from 'node:os';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import type { Worker } from 'node:worker_threads';
+import { type Codec, DEFAULT_LEVEL, isValidBlockSize, LEVEL_RANGE } from '../format/codec.ts';
+import { MissingError, StoreError, UsageError } from '../errors.ts';
+import { detectFilesystem, FSTYPE_PROBE_BYTES, type Filesystem } from '../format/fstype.ts';
+import type { PrivateKey } from '../format/keys.ts';
+import { blockPath, manifestFile, manifestPath, pointerPath } from '../format/layout.ts';
+import { blockCountFor, encodeManifest, encodePointer, type Manifest, ManifestHeader, manifestDigest } from '../format/manifest.ts';
+import { readManifest } from '../store/images.ts';
+import type { LocalStore } from '../store/local.ts';
+import { chunkSizeFor, openImage } from './source.ts';
+import { BufferPool } from '../util/bufpool.ts';
+import { type ChunkJob, type ChunkReply, startPublishWorker } from './worker.ts';
+
+export interface PublishOptions {
+  image: string;
+  store: LocalStore;
+  name: string;
+  key: PrivateKey;
+  blockSize: number;
+  codec: Codec;
+  level?: number;
+  /** Creation time written into the manifest (default: now, or SOURCE_DATE_EPOCH). */
+  created?: Date;
+  /** Worker threads (default: one per core). */
+  workers?: number;
+  onProgress?: (p: PublishProgress) => void;
+}
+
+export interface PublishProgress {
+  phase: 'blocks' | 'manifest';
+  bytesDone: number;
+  bytesTotal: number;
+}
+
+export interface PublishResult {
+  name: string;
+  version: number;
+  previousVersion: number | null;
+  manifest: string;
+  manifestSha256: string;
+  image: { path: string; kind: string; size: number; filesystem: Filesystem };
+  blockSize: number;
+  codec: Codec;
+  level: number;
+  blocks: {
+    total: number;
+    zero: number;
+    unique: number;
+    /** unique blocks written by this run */
+    new: number;
+    /** unique blocks the store already had */
+    reused: number;
+  };
+  bytes: {
+    image: number;
+    /** uncompressed bytes of the blocks written by this run */
+    newData: number;
+    /** bytes of block objects written (after compression) */
+    written: number;
+    manifest: number;
+    /** total stored size of all unique blocks of this image */
+    stored: number;
+  };
+  /** uncompressed / compressed for the blocks written by this run */
+  compressionRatio: number;
+  /** image size / size of its unique non-zero blocks */
+  dedupRatio: number;
+  seconds: number;
+  cpuSeconds: number;
+}
+
+export function checkPublishOptions(o: Pick<PublishOptions, 'blockSize' | 'codec' | 'level' | 'name'>): number {
+  if (!isValidBlockSize(o.blockSize)) {
+    throw new UsageError(`--block-size must be a power of two from 4K to 1M: got ${o.blockSize}`);
+  }
+  const [lo, hi] = LEVEL_RANGE[o.codec];
+  const level = o.level ?? DEFAULT_LEVEL[o.codec];
+  if (!Number.isInteger(level) || level < lo || level > hi) {
+    throw new UsageError(`--level for ${o.codec} must be a whole number from ${lo} to ${hi}: got ${o.level}`);
+  }
+  return level;
+}
+
+function defaultCreated(): Date {
+  const epoch = process.env.SOURCE_DATE_EPOCH;
+  if (epoch && /^\d+$/.test(epoch)) return new Date(Number(epoch) * 1000);
+  return new Date();
+}
+
+/** A pool of publish workers fed round-robin, at most `depth` chunks each. */
+class WorkerPool {
+  private readonly workers: Worker[];
+  private readonly inFlight: number[];
+  private readonly waiting = new Map<number, { resolve: (r: ChunkReply) => void; reject: (e: Error) => void; worker: number }>();
+  private slotWaiters: (() => void)[] = [];
+  private nextId = 0;
+  private readonly depth: number;
+
+  constructor(n: number, depth: number, config: Parameters<typeof startPublishWorker>[0]) {
+    this.depth = depth;
+    this.workers = Array.from({ length: n }, () => startPublishWorker(config));
+    this.inFlight = this.workers.map(() => 0);
+    this.workers.forEach((w, i) => {
+      w.on('message', (r: ChunkReply) => {
+        const job = this.waiting.get(r.id);
+        if (!job) return;
+        this.waiting.delete(r.id);
+        this.inFlight[i]!--;
+        this.slotWaiters.shift()?.();
+        job.resolve(r);
+      });
+      w.on('error', (e) => this.failAll(i, e));
+      w.on('exit', (code) => this.failAll(i, new Error(`publish worker exited with status ${code}`)));
+    });
+  }
+
+  private failAll(worker: number, e: Error): void {
+    for (const [id, job] of this.waiting) {
+      if (job.worker !== worker) continue;
+      this.waiting.delete(id);
+      this.inFlight[worker]!--;
+      this.slotWaiters.shift()?.();
+      job.reject(e);
+    }
+  }
+
+  /** Waits for a free slot, then hands `data` to the least busy worker (`data` is detached). */
+  async submit(data: Uint8Array): Promise<{ reply: Promise<ChunkReply> }> {
+    for (;;) {
+      let best = 0;
+      for (let i = 1; i < this.workers.length; i++) if (this.inFlight[i]! < this.inFlight[best]!) best = i;
+      if (this.inFlight[best]! < this.depth) {
+        const id = this.nextId++;
+        this.inFlight[best]!++;
+        const reply = new Promise<ChunkReply>((resolve, reject) => this.waiting.set(id, { resolve, reject, worker: best }));
+        // Hand the bytes over without copying when the chunk owns its memory.
+        const owned =
+          data.byteOffset === 0 && data.buffer instanceof ArrayBuffer && data.byteLength === data.buffer.byteLength
+            ? data
+            : new Uint8Array(data);
+        this.workers[best]!.postMessage({ id, data: owned } satisfies ChunkJob, [owned.buffer as ArrayBuffer]);
+        return { reply };
+      }
+      await new Promise<void>((r) => this.slotWaiters.push(r));
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+}
+
+async function syncFilesystem(dir: string): Promise<void> {
+  // syncfs(2) through coreutils: one call flushes every object just written.
+  await promisify(execFile)('sync', ['-f', dir]).catch(() => promisify(execFile)('sync', []).catch(() => {}));
+}
+
+export async function publish(o: PublishOptions): Promise<PublishResult> {
+  const t0 = performance.now();
+  const cpu0 = process.cpuUsage();
+  const level = checkPublishOptions(o);
+  ManifestHeader.shape.name.parse(o.name);
+  const source = await openImage(o.image);
+  const unlock = await o.store.lock(`publish ${o.name}`).catch(async (e) => {
+    await source.close();
+    throw e;
+  });
+  const created: string[] = []; // objects this run wrote; removed on failure
+  try {
+    // The previous version, if any: its pointer gives the number to follow.
+    let previous: { version: number; sha256: string } | null = null;
+    try {
+      const prev = await readManifest(o.store, o.name, undefined, null);
+      previous = { version: prev.manifest.header.version, sha256: prev.digest };
+    } catch (e) {
+      if (!(e instanceof MissingError)) throw e;
+    }
+    const versions = await o.store.listVersions(o.name);
+    const version = Math.max(previous?.version ?? 0, ...versions, 0) + 1;
+
+    const blockCount = blockCountFor(source.size, o.blockSize);
+    const blocks: (string | null)[] = new Array(blockCount);
+    const written = new Map<string, number>(); // hash → object size, new in this run
+    const existed = new Map<string, number>(); // hash → object size, already stored
+    let zero = 0;
+    let filesystem: Filesystem = 'unknown';
+    let done = 0;
+    let lastReport = 0;
+    let firstError: unknown;
+    const pool = new WorkerPool(Math.max(1, o.workers ?? availableParallelism()), 2, {
+      root: o.store.root,
+      codec: o.codec,
+      level,
+      blockSize: o.blockSize,
+    });
+    const replies: Promise<void>[] = [];
+    const buffers = new BufferPool(chunkSizeFor(o.blockSize), 16);
+    try {
+      let index = 0;
+      for await (const chunk of source.chunks(o.blockSize, buffers)) {
+        if (firstError) break;
+        if (index === 0) filesystem = detectFilesystem(chunk.subarray(0, FSTYPE_PROBE_BYTES));
+        const first = index;
+        index += Math.ceil(chunk.length / o.blockSize);
+        const { reply } = await pool.submit(chunk);
+        const length = chunk.length;
+        replies.push(
+          reply.then(
+            (r) => {
+              buffers.put(r.data.buffer);
+              if (!r.ok) {
+                firstError ??= new StoreError(`cannot write to store ${o.store.location}: ${r.message}`, {
+                  hint: r.code === 'ENOSPC' ? 'the disk of the store is full' : 'check the store folder',
+                });
+                return;
+              }
+              r.blocks.forEach((b, k) => {
+                if (b.state === 'zero') {
+                  blocks[first + k] = null;
+                  zero++;
+                  return;
+                }
+                blocks[first + k] = b.hash;
+                (b.state === 'written' ? written : existed).set(b.hash, b.size);
+              });
+              done += length;
+              const now = performance.now();
+              if (o.onProgress && now - lastReport > 100) {
+                lastReport = now;
+                o.onProgress({ phase: 'blocks', bytesDone: done, bytesTotal: source.size });
+              }
+            },
+            (e) => {
+              firstError ??= e;
+            },
+          ),
+        );
+      }
+      await Promise.all(replies);
+      if (firstError) throw firstError;
+      if (index !== blockCount) throw new Error(`internal: read ${index} blocks, expected ${blockCount}`);
+    } finally {
+      // Every reply is in (or the pool is being torn down): list what was written.
+      await Promise.allSettled(replies);
+      for (const h of written.keys()) created.push(blockPath(h));
+      await pool.close();
+    }
+    const sizes = new Map<string, number>([...existed, ...written]);
+    const stats = { zero, new: written.size, reused: 0, newData: 0, written: 0 };
+    for (const h of sizes.keys()) if (!written.has(h)) stats.reused++;
+    for (const s of written.values()) stats.written += s;
+    const counted = new Set<string>();
+    blocks.forEach((h, i) => {
+      if (h && written.has(h) && !counted.has(h)) {
+        counted.add(h);
+        stats.newData += Math.min(o.blockSize, source.size - i * o.blockSize);
+      }
+    });
+    o.onProgress?.({ phase: 'manifest', bytesDone: source.size, bytesTotal: source.size });
+
+    const manifest: Manifest = {
+      header: {
+        name: o.name,
+        version,
+        created: (o.created ?? defaultCreated()).toISOString(),
+        imageSize: source.size,
+        blockSize: o.blockSize,
+        blockCount,
+        codec: o.codec,
+        filesystem,
+        source: { kind: source.kind, name: path.basename(source.path) },
+        previous,
+        keyId: o.key.publicKey.id,
+      },
+      blocks,
+      objectSizes: sizes,
+    };
+    const bytes = encodeManifest(manifest, o.key);
+    const digest = manifestDigest(bytes);
+    await syncFilesystem(o.store.root);
+    await o.store.writeAtomic(manifestPath(o.name, version), bytes, { fsync: true });
+    created.push(manifestPath(o.name, version));
+    await o.store.writeAtomic(
+      pointerPath(o.name),
+      encodePointer({ format: 'hfk-pointer/1', name: o.name, version, manifest: manifestFile(version), sha256: digest, size: bytes.length }),
+      { fsync: true },
+    );
+    created.length = 0; // published: nothing to roll back
+
+    let stored = 0;
+    for (const s of sizes.values()) stored += s;
+    const uniqueData = sizes.size * o.blockSize;
+    const cpu = process.cpuUsage(cpu0);
+    return {
+      name: o.name,
+      version,
+      previousVersion: previous?.version ?? null,
+      manifest: manifestPath(o.name, version),
+      manifestSha256: digest,
+      image: { path: source.path, kind: source.kind, size: source.size, filesystem },
+      blockSize: o.blockSize,
+      codec: o.codec,
+      level,
+      blocks: { total: blockCount, zero: stats.zero, unique: sizes.size, new: stats.new, reused: stats.reused },
+      bytes: { image: source.size, newData: stats.newData, written: stats.written, manifest: bytes.length, stored },
+      compressionRatio: stats.written ? stats.newData / stats.written : 1,
+      dedupRatio: uniqueData ? source.size / Math.min(uniqueData, source.size) : 1,
+      seconds: (performance.now() - t0) / 1000,
+      cpuSeconds: (cpu.user + cpu.system) / 1e6,
+    };
+  } finally {
+    try {
+      for (const rel of created) await o.store.remove(rel);
+    } finally {
+      await source.close();
+      await unlock();
+    }
+  }
+}

@@ -1,0 +1,107 @@
+// The publisher's worker threads: each takes a chunk of the image (many
+// blocks), and for every block hashes it, skips it if it is all zero or the
+// store already has it, and otherwise compresses it and writes the object
+// (temporary name, rename). All CPU and file work runs here, one worker per
+// core; the main thread only reads the image and collects results.
+//
+// The worker runs this very module: in the esbuild bundle that is the bundle
+// file, under vitest the .ts source (Node 24 strips the types).
+
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
+import { type Codec, encodeBlock, isZeroBlock, blockHash } from '../format/codec.ts';
+import { blockPath } from '../format/layout.ts';
+import { TMP_PREFIX } from '../store/local.ts';
+
+const ROLE = 'hfk-publish-worker';
+
+export interface WorkerConfig {
+  role: typeof ROLE;
+  root: string;
+  codec: Codec;
+  level: number;
+  blockSize: number;
+}
+
+export interface ChunkJob {
+  id: number;
+  data: Uint8Array;
+}
+
+/** What happened to one block: all-zero, already in the store, or written now. */
+export type BlockOutcome =
+  | { state: 'zero' }
+  | { state: 'existed' | 'written'; hash: string; size: number };
+
+/** The reply hands the chunk's memory back (transferred) for reuse. */
+export type ChunkReply =
+  | { id: number; ok: true; blocks: BlockOutcome[]; data: Uint8Array }
+  | { id: number; ok: false; message: string; code: string | undefined; data: Uint8Array };
+
+export function startPublishWorker(config: Omit<WorkerConfig, 'role'>): Worker {
+  return new Worker(new URL(import.meta.url), {
+    workerData: { ...config, role: ROLE } satisfies WorkerConfig,
+    // Under vitest the module is TypeScript; Node strips the types itself.
+    execArgv: [],
+  });
+}
+
+function processChunk(cfg: WorkerConfig, seen: Map<string, BlockOutcome>, madeDirs: Set<string>, job: ChunkJob): BlockOutcome[] {
+  const data = Buffer.from(job.data.buffer, job.data.byteOffset, job.data.byteLength);
+  const out: BlockOutcome[] = [];
+  for (let off = 0; off < data.length; off += cfg.blockSize) {
+    const block = data.subarray(off, Math.min(off + cfg.blockSize, data.length));
+    if (isZeroBlock(block)) {
+      out.push({ state: 'zero' });
+      continue;
+    }
+    const hash = blockHash(block);
+    const known = seen.get(hash);
+    if (known) {
+      out.push(known);
+      continue;
+    }
+    const dest = path.join(cfg.root, ...blockPath(hash).split('/'));
+    let outcome: BlockOutcome;
+    try {
+      outcome = { state: 'existed', hash, size: fs.statSync(dest).size };
+    } catch {
+      const object = encodeBlock(block, cfg.codec, cfg.level);
+      const dir = path.dirname(dest);
+      if (!madeDirs.has(dir)) {
+        fs.mkdirSync(dir, { recursive: true });
+        madeDirs.add(dir);
+      }
+      const tmp = path.join(dir, `${TMP_PREFIX}${hash}.${process.pid}.${Math.random().toString(16).slice(2, 10)}`);
+      fs.writeFileSync(tmp, object, { flag: 'wx', mode: 0o644 });
+      try {
+        fs.renameSync(tmp, dest);
+      } catch (e) {
+        fs.rmSync(tmp, { force: true });
+        throw e;
+      }
+      outcome = { state: 'written', hash, size: object.length };
+    }
+    seen.set(hash, outcome);
+    out.push(outcome);
+  }
+  return out;
+}
+
+function runWorker(cfg: WorkerConfig): void {
+  const seen = new Map<string, BlockOutcome>();
+  const madeDirs = new Set<string>();
+  parentPort!.on('message', (job: ChunkJob) => {
+    let reply: ChunkReply;
+    try {
+      reply = { id: job.id, ok: true, blocks: processChunk(cfg, seen, madeDirs, job), data: job.data };
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      reply = { id: job.id, ok: false, message: err.message, code: err.code, data: job.data };
+    }
+    parentPort!.postMessage(reply, [job.data.buffer as ArrayBuffer]);
+  });
+}
+
+if (!isMainThread && (workerData as WorkerConfig | undefined)?.role === ROLE) runWorker(workerData as WorkerConfig);

@@ -1,0 +1,123 @@
+// Reading images out of any StoreReader: the pointer, signed manifests and
+// verified blocks. Verification happens here, at the boundary: a block
+// leaves this module hash-checked, or not at all.
+
+import { BlockDecodeError, blockHash, decodeBlock } from '../format/codec.ts';
+import { InvalidError, MissingError } from '../errors.ts';
+import type { PublicKey } from '../format/keys.ts';
+import { blockPath, manifestPath, pointerPath } from '../format/layout.ts';
+import {
+  decodeManifest,
+  decodePointer,
+  type Manifest,
+  manifestDigest,
+  type Pointer,
+} from '../format/manifest.ts';
+import { HttpOrigin, type HttpOriginOptions } from './http.ts';
+import { LocalStore } from './local.ts';
+import { isUrl, type ReadOptions, type StoreReader } from './store.ts';
+
+export async function openStore(location: string, http: HttpOriginOptions = {}): Promise<StoreReader> {
+  return isUrl(location) ? new HttpOrigin(location, http) : await LocalStore.open(location);
+}
+
+export async function readPointer(store: StoreReader, name: string, options: ReadOptions = {}): Promise<Pointer> {
+  let bytes: Buffer;
+  try {
+    bytes = await store.read(pointerPath(name), { ...options, fresh: true });
+  } catch (e) {
+    if (e instanceof MissingError) {
+      throw new MissingError(e.source, `there is no image '${name}' in ${store.location} (no ${pointerPath(name)})`, {
+        hint: 'check the image name (hfk.image= / --name) and the mirror URL',
+        cause: e,
+      });
+    }
+    throw e;
+  }
+  const p = decodePointer(bytes, `${pointerPath(name)} in ${store.location}`);
+  if (p.name !== name) throw new InvalidError(store.location, `${pointerPath(name)} names image '${p.name}', not '${name}'`);
+  return p;
+}
+
+export interface LoadedManifest {
+  manifest: Manifest;
+  bytes: Buffer;
+  digest: string;
+}
+
+/**
+ * Reads one manifest (the latest if `version` is undefined) and checks it:
+ * signature against `key` (when given), name and version, and the digest
+ * the pointer promised.
+ */
+export async function readManifest(
+  store: StoreReader,
+  name: string,
+  version: number | undefined,
+  key: PublicKey | null,
+  options: ReadOptions = {},
+): Promise<LoadedManifest> {
+  let expectDigest: string | undefined;
+  let v = version;
+  if (v === undefined) {
+    const p = await readPointer(store, name, options);
+    v = p.version;
+    expectDigest = p.sha256;
+  }
+  const rel = manifestPath(name, v);
+  let bytes: Buffer;
+  try {
+    bytes = await store.read(rel, options);
+  } catch (e) {
+    if (e instanceof MissingError) {
+      throw new MissingError(e.source, `image '${name}' has no version ${v} in ${store.location} (no ${rel})`, {
+        hint: version === undefined ? 'the store is being published or was pruned; try again' : 'list versions with hfk verify --store … --name NAME',
+        cause: e,
+      });
+    }
+    throw e;
+  }
+  const digest = manifestDigest(bytes);
+  if (expectDigest !== undefined && digest !== expectDigest) {
+    throw new InvalidError(store.location, `${rel} in ${store.location} has SHA-256 ${digest.slice(0, 12)}…, the pointer says ${expectDigest.slice(0, 12)}…`);
+  }
+  const manifest = decodeManifest(bytes, key, `${rel} in ${store.location}`);
+  if (manifest.header.name !== name || manifest.header.version !== v) {
+    throw new InvalidError(
+      store.location,
+      `${rel} in ${store.location} describes ${manifest.header.name} v${manifest.header.version}, not ${name} v${v}`,
+    );
+  }
+  return { manifest, bytes, digest };
+}
+
+/**
+ * Verifies an object's bytes against its name and decodes them. Throws
+ * InvalidError (naming `source`) for anything that does not check out.
+ */
+export async function verifyObject(source: string, hash: string, object: Buffer, length: number): Promise<Buffer> {
+  let data: Buffer;
+  try {
+    data = await decodeBlock(object, length);
+  } catch (e) {
+    if (e instanceof BlockDecodeError) throw new InvalidError(source, `block ${hash.slice(0, 12)}… from ${source}: ${e.message}`);
+    throw e;
+  }
+  const actual = blockHash(data);
+  if (actual !== hash) {
+    throw new InvalidError(source, `block ${hash.slice(0, 12)}… from ${source} has content hash ${actual.slice(0, 12)}…: corrupt or forged`);
+  }
+  return data;
+}
+
+/** Reads and verifies one block object from a store. */
+export async function readBlock(
+  store: StoreReader,
+  hash: string,
+  length: number,
+  objectSize: number | undefined,
+  options: ReadOptions = {},
+): Promise<Buffer> {
+  const object = await store.read(blockPath(hash), { ...options, ...(objectSize === undefined ? {} : { expectedSize: objectSize }) });
+  return verifyObject(store.location, hash, object, length);
+}
