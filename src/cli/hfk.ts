@@ -1,8 +1,11 @@
 #!/usr/bin/env node
 // Entry point of the hfk bundle (dist/hfk.mjs).
+import { isMainThread } from 'node:worker_threads';
 import { main } from './main.ts';
 
-main(process.argv.slice(2)).then(
+// Worker threads load this same bundle to run their own role; only the main
+// thread is the command line.
+if (isMainThread) main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
   },

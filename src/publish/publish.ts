@@ -223,6 +223,7 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
             (r) => {
               buffers.put(r.data.buffer);
               if (!r.ok) {
+                for (const h of r.written) written.set(h, 0);
                 firstError ??= new StoreError(`cannot write to store ${o.store.location}: ${r.message}`, {
                   hint: r.code === 'ENOSPC' ? 'the disk of the store is full' : 'check the store folder',
                 });

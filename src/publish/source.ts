@@ -202,10 +202,11 @@ class CloopSource implements ImageSource {
       while (pendingBytes >= emitSize || (!next && pendingBytes > 0)) {
         const all = pending.length === 1 ? pending[0]! : Buffer.concat(pending);
         const take = !next ? all.length : emitSize;
+        // Split before yielding: the consumer may transfer (detach) the chunk.
+        const rest = all.length > take ? Buffer.from(all.subarray(take)) : undefined;
+        pending = rest ? [rest] : [];
+        pendingBytes = rest?.length ?? 0;
         yield all.subarray(0, take);
-        const rest = all.subarray(take);
-        pending = rest.length ? [rest] : [];
-        pendingBytes = rest.length;
       }
     }
   }

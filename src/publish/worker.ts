@@ -37,7 +37,25 @@ export type BlockOutcome =
 /** The reply hands the chunk's memory back (transferred) for reuse. */
 export type ChunkReply =
   | { id: number; ok: true; blocks: BlockOutcome[]; data: Uint8Array }
-  | { id: number; ok: false; message: string; code: string | undefined; data: Uint8Array };
+  | {
+      id: number;
+      ok: false;
+      message: string;
+      code: string | undefined;
+      data: Uint8Array;
+      /** Objects this chunk wrote before it failed (the publisher removes them). */
+      written: string[];
+    };
+
+class ChunkError extends Error {
+  readonly code: string | undefined;
+  readonly written: string[];
+  constructor(cause: NodeJS.ErrnoException, written: string[]) {
+    super(cause.message);
+    this.code = cause.code;
+    this.written = written;
+  }
+}
 
 export function startPublishWorker(config: Omit<WorkerConfig, 'role'>): Worker {
   return new Worker(new URL(import.meta.url), {
@@ -50,6 +68,23 @@ export function startPublishWorker(config: Omit<WorkerConfig, 'role'>): Worker {
 function processChunk(cfg: WorkerConfig, seen: Map<string, BlockOutcome>, madeDirs: Set<string>, job: ChunkJob): BlockOutcome[] {
   const data = Buffer.from(job.data.buffer, job.data.byteOffset, job.data.byteLength);
   const out: BlockOutcome[] = [];
+  const written: string[] = [];
+  try {
+    blocksOf(cfg, seen, madeDirs, data, out, written);
+  } catch (e) {
+    throw new ChunkError(e as NodeJS.ErrnoException, written);
+  }
+  return out;
+}
+
+function blocksOf(
+  cfg: WorkerConfig,
+  seen: Map<string, BlockOutcome>,
+  madeDirs: Set<string>,
+  data: Buffer,
+  out: BlockOutcome[],
+  written: string[],
+): void {
   for (let off = 0; off < data.length; off += cfg.blockSize) {
     const block = data.subarray(off, Math.min(off + cfg.blockSize, data.length));
     if (isZeroBlock(block)) {
@@ -74,19 +109,19 @@ function processChunk(cfg: WorkerConfig, seen: Map<string, BlockOutcome>, madeDi
         madeDirs.add(dir);
       }
       const tmp = path.join(dir, `${TMP_PREFIX}${hash}.${process.pid}.${Math.random().toString(16).slice(2, 10)}`);
-      fs.writeFileSync(tmp, object, { flag: 'wx', mode: 0o644 });
       try {
+        fs.writeFileSync(tmp, object, { flag: 'wx', mode: 0o644 });
         fs.renameSync(tmp, dest);
       } catch (e) {
         fs.rmSync(tmp, { force: true });
         throw e;
       }
+      written.push(hash);
       outcome = { state: 'written', hash, size: object.length };
     }
     seen.set(hash, outcome);
     out.push(outcome);
   }
-  return out;
 }
 
 function runWorker(cfg: WorkerConfig): void {
@@ -97,8 +132,8 @@ function runWorker(cfg: WorkerConfig): void {
     try {
       reply = { id: job.id, ok: true, blocks: processChunk(cfg, seen, madeDirs, job), data: job.data };
     } catch (e) {
-      const err = e as NodeJS.ErrnoException;
-      reply = { id: job.id, ok: false, message: err.message, code: err.code, data: job.data };
+      const err = e as ChunkError;
+      reply = { id: job.id, ok: false, message: err.message, code: err.code, data: job.data, written: err.written ?? [] };
     }
     parentPort!.postMessage(reply, [job.data.buffer as ArrayBuffer]);
   });
