@@ -27,5 +27,11 @@ await build({
   logLevel: 'warning',
   define: { HFK_VERSION: JSON.stringify(pkg.version) },
   // Some dependencies are CommonJS and call require(); give ESM a require.
-  banner: { js: "import { createRequire as __hfkCreateRequire } from 'node:module'; const require = __hfkCreateRequire(import.meta.url);" },
+  banner: {
+    js: [
+      "import { createRequire as __hfkCreateRequire } from 'node:module'; const require = __hfkCreateRequire(import.meta.url);",
+      // Fail clearly on an old runtime, before any module code runs.
+      "if (Number(process.versions.node.split('.')[0]) < 24) { process.stderr.write('hfk needs Node.js 24 or newer; this is ' + process.version + '. Use the one npm ci installed: node_modules/.bin/node\\n'); process.exit(1); }",
+    ].join('\n'),
+  },
 });

@@ -4,7 +4,9 @@ import { describeError, HfkError } from '../errors.ts';
 import { type Command, helpText, type Output, parseCommandArgs, stdio } from './command.ts';
 import { diffCommand } from './commands/diff.ts';
 import { gcCommand } from './commands/gc.ts';
+import { getCommand } from './commands/get.ts';
 import { keygen } from './commands/keygen.ts';
+import { mirrorsCommand } from './commands/mirrors.ts';
 import { publishCommand } from './commands/publish.ts';
 import { serveCommand } from './commands/serve.ts';
 import { verifyCommand } from './commands/verify.ts';
@@ -12,7 +14,7 @@ import { verifyCommand } from './commands/verify.ts';
 declare const HFK_VERSION: string;
 export const VERSION = typeof HFK_VERSION === 'string' ? HFK_VERSION : 'dev';
 
-export const COMMANDS: Command[] = [keygen, publishCommand, verifyCommand, diffCommand, gcCommand, serveCommand];
+export const COMMANDS: Command[] = [keygen, publishCommand, verifyCommand, diffCommand, gcCommand, serveCommand, mirrorsCommand, getCommand];
 
 function overview(): string {
   const w = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;

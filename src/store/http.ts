@@ -79,6 +79,7 @@ export class HttpOrigin implements StoreReader {
     const headers: Record<string, string> = {};
     if (options.fresh) headers['cache-control'] = 'no-cache';
     let res: Dispatcher.ResponseData;
+    const t0 = performance.now();
     try {
       res = await request(url, {
         method: 'GET',
@@ -91,6 +92,7 @@ export class HttpOrigin implements StoreReader {
     } catch (e) {
       throw transportError(this.location, url, e, options.signal);
     }
+    const t1 = performance.now();
     const { statusCode } = res;
     if (statusCode === 404 || statusCode === 410) {
       await res.body.dump().catch(() => {});
@@ -106,6 +108,10 @@ export class HttpOrigin implements StoreReader {
       body = Buffer.from(await res.body.arrayBuffer());
     } catch (e) {
       throw transportError(this.location, url, e, options.signal);
+    }
+    if (options.timing) {
+      options.timing.ttfbMs = t1 - t0;
+      options.timing.bodyMs = performance.now() - t1;
     }
     if (declared !== undefined && Number(declared) !== body.length) {
       throw new BrokenError(this.location, `${url}: response cut short: ${body.length} of ${declared} bytes`);

@@ -11,6 +11,15 @@ export interface ReadOptions {
   expectedSize?: number;
   /** Mutable files (the pointer) must bypass caches that may be stale. */
   fresh?: boolean;
+  /** Filled in by network readers: how long the response took. */
+  timing?: RequestTiming;
+}
+
+export interface RequestTiming {
+  /** From sending the request to the response headers. */
+  ttfbMs: number;
+  /** From the headers to the last body byte. */
+  bodyMs: number;
 }
 
 export interface StoreReader {

@@ -1,0 +1,109 @@
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs/promises';
+import { resolvePublicKey } from '../../format/keys.ts';
+import { parseImageRef } from '../../format/manifest.ts';
+import { openImage } from '../../fetch/open.ts';
+import { formatRanking } from '../../fetch/rank.ts';
+import { formatBytes, parseSize } from '../../util/size.ts';
+import { type Command, flag, int, printJson, required, str } from '../command.ts';
+import { mirrorSources } from '../mirrorargs.ts';
+import { ProgressBar } from '../progress.ts';
+
+export const getCommand: Command = {
+  name: 'get',
+  summary: 'Fetch a whole image from the mirrors (ranked, verified, with failover) into a file.',
+  usage: 'NAME[@VERSION] --mirrors URL,… --key PREFIX.pub [--out FILE] [options]',
+  description: `
+Reads the image through the same fetcher hfk mount and hfk-init use: mirrors
+ranked by measurement, every block verified, failover and hedging, caches.
+The file appears under its name only when complete.`,
+  options: {
+    mirrors: { type: 'string', arg: 'URL,…', multiple: true, description: 'mirror URLs' },
+    mirrorlist: { type: 'string', arg: 'FILE|URL', description: 'a list of mirror URLs, one per line' },
+    config: { type: 'string', arg: 'FILE', description: 'read mirrors and proxy from this hfk.yaml' },
+    key: { type: 'string', arg: 'PREFIX.pub', description: 'public key the manifest must be signed with' },
+    out: { type: 'string', arg: 'FILE', description: 'where to write the image', default: 'NAME.img' },
+    proxy: { type: 'string', arg: 'URL', description: 'HTTP proxy (e.g. Squid) to fetch through' },
+    cache: { type: 'string', arg: 'DIR', description: 'disk cache folder (blocks are kept for next time)' },
+    'cache-size': { type: 'string', arg: 'SIZE', description: 'disk cache limit', default: '4G' },
+    soft: { type: 'boolean', description: 'give up when every mirror fails for --soft-timeout (default: retry forever)' },
+    'soft-timeout': { type: 'string', arg: 'SECONDS', description: 'how long soft mode keeps trying', default: '30' },
+    quiet: { type: 'boolean', description: 'do not print the mirror ranking' },
+    json: { type: 'boolean', description: 'print the result as JSON' },
+  },
+  positionals: { min: 1, max: 1 },
+  async run(ctx) {
+    const ref = parseImageRef(ctx.positionals[0]!, 'image');
+    const key = resolvePublicKey(required(ctx, 'key', 'the public key (PREFIX.pub) the manifest must be signed with'), '--key');
+    const src = await mirrorSources(ctx);
+    const out = str(ctx, 'out') ?? `${ref.name}.img`;
+    const json = flag(ctx, 'json');
+    const cacheDir = str(ctx, 'cache');
+    const soft = flag(ctx, 'soft');
+    const opened = await openImage({
+      mirrors: src.mirrors,
+      proxy: src.proxy,
+      name: ref.name,
+      version: ref.version,
+      key,
+      cacheDir,
+      cacheBytes: parseSize(str(ctx, 'cache-size') ?? '4G', '--cache-size'),
+      mode: soft ? 'soft' : 'hard',
+      softTimeoutMs: (int(ctx, 'soft-timeout', 1, 86_400) ?? 30) * 1000,
+      log: (l) => ctx.io.err(`\r\x1b[2K${l}\n`),
+    });
+    const t0 = performance.now();
+    const tmp = `${out}.${process.pid}.${randomBytes(4).toString('hex')}.part`;
+    try {
+      if (!json && !flag(ctx, 'quiet')) ctx.io.err(formatRanking(opened.ranking));
+      const { fetcher } = opened;
+      const bar = new ProgressBar(ctx.io, { label: `get ${ref.name} v${opened.image.manifest.header.version}`, total: fetcher.size, unit: 'bytes' });
+      const fh = await fs.open(tmp, 'wx', 0o644);
+      try {
+        const chunk = 8 << 20;
+        // Keep two chunks in flight: one being written, one being fetched.
+        let pending = fetcher.size > 0 ? fetcher.read(0, chunk) : undefined;
+        for (let off = 0; off < fetcher.size; off += chunk) {
+          const data = await pending!;
+          pending = off + chunk < fetcher.size ? fetcher.read(off + chunk, chunk) : undefined;
+          pending?.catch(() => {});
+          await fh.write(data, 0, data.length, off);
+          bar.update(off + data.length, fetcher.size);
+        }
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await fs.rename(tmp, out);
+      bar.done();
+      const secs = (performance.now() - t0) / 1000;
+      const s = fetcher.stats();
+      const result = {
+        name: ref.name,
+        version: opened.image.manifest.header.version,
+        out,
+        bytes: fetcher.size,
+        seconds: secs,
+        manifestFrom: opened.image.from,
+        offline: opened.image.offline,
+        fetched: { bytes: s.bytesFetched, blocks: s.blocksFetched, diskHits: s.diskHits, zeroBlocks: s.zeroBlocks, hedges: s.hedges, failovers: s.failovers, retryRounds: s.retryRounds },
+        mirrors: s.mirrors,
+        ranking: opened.ranking,
+      };
+      if (json) printJson(ctx.io, result);
+      else {
+        ctx.io.out(
+          `wrote ${out}: ${ref.name} v${result.version}, ${formatBytes(fetcher.size)} in ${secs.toFixed(1)} s (${(fetcher.size / secs / 1e6).toFixed(1)} MB/s)\n` +
+            `  fetched ${s.blocksFetched} blocks, ${formatBytes(s.bytesFetched)} over the network; ${s.diskHits} from the disk cache; ${s.zeroBlocks} zero blocks\n` +
+            `  ${s.failovers} failovers, ${s.hedges} hedged requests (${s.hedgesWon} won), ${s.retryRounds} retry rounds\n`,
+        );
+      }
+      return 0;
+    } catch (e) {
+      await fs.rm(tmp, { force: true });
+      throw e;
+    } finally {
+      await opened.close();
+    }
+  },
+};

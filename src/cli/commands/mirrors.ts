@@ -1,0 +1,52 @@
+import { UsageError } from '../../errors.ts';
+import { ImageName } from '../../format/manifest.ts';
+import { MirrorSet } from '../../fetch/mirror.ts';
+import { formatRanking, rankMirrors } from '../../fetch/rank.ts';
+import { normalizeBaseUrl } from '../../store/http.ts';
+import { type Command, flag, int, printJson, required, str } from '../command.ts';
+import { mirrorSources } from '../mirrorargs.ts';
+
+export const mirrorsCommand: Command = {
+  name: 'mirrors',
+  summary: 'Rank mirrors by measured latency and bandwidth (a netselect for HTTP).',
+  usage: 'rank [URL…] --name NAME [--mirrorlist FILE|URL] [--proxy URL] [--json]',
+  description: `
+Probes every mirror at once: TCP connect time, time to first byte of the
+image's pointer over a few rounds, and the transfer of its manifest. The score
+is the expected time to fetch one block; the best mirror comes first.`,
+  options: {
+    name: { type: 'string', arg: 'NAME', description: 'image whose pointer and manifest are probed' },
+    mirrors: { type: 'string', arg: 'URL,…', multiple: true, description: 'mirror URLs (also as arguments)' },
+    mirrorlist: { type: 'string', arg: 'FILE|URL', description: 'a list of mirror URLs, one per line' },
+    config: { type: 'string', arg: 'FILE', description: 'read mirrors and proxy from this hfk.yaml' },
+    proxy: { type: 'string', arg: 'URL', description: 'HTTP proxy to reach the mirrors through' },
+    rounds: { type: 'string', arg: 'N', description: 'probe rounds per mirror', default: '3' },
+    deadline: { type: 'string', arg: 'MS', description: 'stop probing slow mirrors after this long', default: '1500' },
+    icmp: { type: 'boolean', description: 'also show ICMP round trips from the system ping (not scored)' },
+    json: { type: 'boolean', description: 'print the ranking as JSON' },
+  },
+  positionals: { min: 1, max: Infinity },
+  async run(ctx) {
+    const [sub, ...urls] = ctx.positionals;
+    if (sub !== 'rank') throw new UsageError(`hfk mirrors has one subcommand, rank: got '${sub}'`, { hint: 'hfk mirrors rank URL… --name NAME' });
+    const name = required(ctx, 'name', 'the image whose pointer the mirrors are probed with');
+    if (!ImageName.safeParse(name).success) throw new UsageError(`--name is not a valid image name: '${name}'`);
+    const src = await mirrorSources(ctx, urls.map((u) => normalizeBaseUrl(u, 'mirror URL')));
+    const set = new MirrorSet(src.mirrors, src.proxy ? { proxy: src.proxy } : {});
+    try {
+      const ranking = await rankMirrors(set, {
+        name,
+        rounds: int(ctx, 'rounds', 1, 20) ?? 3,
+        deadlineMs: int(ctx, 'deadline', 50, 600_000) ?? 1500,
+        icmp: flag(ctx, 'icmp'),
+        viaProxy: Boolean(src.proxy),
+      });
+      if (flag(ctx, 'json')) printJson(ctx.io, ranking);
+      else ctx.io.out(formatRanking(ranking));
+      return ranking.mirrors.some((m) => Number.isFinite(m.score)) ? 0 : 1;
+    } finally {
+      await set.close();
+      void str;
+    }
+  },
+};

@@ -1,0 +1,235 @@
+// The disk cache: block objects exactly as a mirror served them, in the
+// store's own layout (blocks/xx/HASH, images/NAME/vN.hfkm), so it is itself a
+// partial store. Written atomically, verified again on every read, bounded
+// in size with least-recently-used eviction. On a local partition it
+// survives reboots: the next boot needs only a manifest check, and none at
+// all when the network is gone but the blocks are here.
+
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { errnoCode, InvalidError, StoreError } from '../errors.ts';
+import { blockPath, manifestFile, manifestPath, parseManifestFile, imageDir } from '../format/layout.ts';
+import { verifyObject } from '../store/images.ts';
+import { TMP_PREFIX } from '../store/local.ts';
+
+export interface DiskCacheStats {
+  dir: string;
+  limitBytes: number;
+  bytes: number;
+  objects: number;
+  hits: number;
+  misses: number;
+  evicted: number;
+  discarded: number;
+}
+
+export class DiskCache {
+  readonly dir: string;
+  readonly limit: number;
+  /** hash → object size; Map order is least recently used first. */
+  private readonly index = new Map<string, number>();
+  private bytes = 0;
+  private hits = 0;
+  private misses = 0;
+  private evicted = 0;
+  private discarded = 0;
+  private readonly writing = new Set<string>();
+  private readonly pending = new Set<Promise<void>>();
+
+  private constructor(dir: string, limit: number) {
+    this.dir = dir;
+    this.limit = limit;
+  }
+
+  /** Opens (creating) a cache folder and indexes what it already holds. */
+  static async open(dir: string, limitBytes: number): Promise<DiskCache> {
+    const abs = path.resolve(dir);
+    try {
+      await fs.mkdir(path.join(abs, 'blocks'), { recursive: true });
+      const probe = path.join(abs, `${TMP_PREFIX}probe.${process.pid}`);
+      await fs.writeFile(probe, '');
+      await fs.rm(probe);
+    } catch (e) {
+      throw new StoreError(`cache folder ${dir} is not usable: ${(e as Error).message}`, {
+        hint: 'choose a writable --cache folder (or hfk.cache=tmpfs)',
+      });
+    }
+    const c = new DiskCache(abs, limitBytes);
+    const found: { hash: string; size: number; used: number }[] = [];
+    for (const fan of await fs.readdir(path.join(abs, 'blocks'))) {
+      if (!/^[0-9a-f]{2}$/.test(fan)) continue;
+      const fanDir = path.join(abs, 'blocks', fan);
+      for (const f of await fs.readdir(fanDir)) {
+        const p = path.join(fanDir, f);
+        if (f.startsWith(TMP_PREFIX)) {
+          await fs.rm(p, { force: true }); // left by a crash
+          continue;
+        }
+        if (!/^[0-9a-f]{64}$/.test(f)) continue;
+        const st = await fs.stat(p).catch(() => undefined);
+        if (st?.isFile()) found.push({ hash: f, size: st.size, used: st.mtimeMs });
+      }
+    }
+    found.sort((a, b) => a.used - b.used);
+    for (const f of found) {
+      c.index.set(f.hash, f.size);
+      c.bytes += f.size;
+    }
+    await c.evict();
+    return c;
+  }
+
+  private abs(rel: string): string {
+    return path.join(this.dir, ...rel.split('/'));
+  }
+
+  has(hash: string): boolean {
+    return this.index.has(hash);
+  }
+
+  /**
+   * The verified block, or undefined if the cache lacks it. A cached object
+   * that fails verification (disk damage) is removed and reported as a miss.
+   */
+  async getBlock(hash: string, length: number): Promise<Buffer | undefined> {
+    if (!this.index.has(hash)) {
+      this.misses++;
+      return undefined;
+    }
+    const p = this.abs(blockPath(hash));
+    let object: Buffer;
+    try {
+      object = await fs.readFile(p);
+    } catch (e) {
+      if (errnoCode(e) !== 'ENOENT') throw e;
+      this.drop(hash);
+      this.misses++;
+      return undefined;
+    }
+    try {
+      const data = await verifyObject(`disk cache ${this.dir}`, hash, object, length);
+      this.hits++;
+      this.touch(hash, p);
+      return data;
+    } catch (e) {
+      if (!(e instanceof InvalidError)) throw e;
+      this.discarded++;
+      this.drop(hash);
+      await fs.rm(p, { force: true });
+      this.misses++;
+      return undefined;
+    }
+  }
+
+  private touch(hash: string, p: string): void {
+    const size = this.index.get(hash)!;
+    this.index.delete(hash);
+    this.index.set(hash, size);
+    const now = new Date();
+    fs.utimes(p, now, now).catch(() => {}); // LRU order survives a reboot
+  }
+
+  private drop(hash: string): void {
+    const size = this.index.get(hash);
+    if (size !== undefined) {
+      this.bytes -= size;
+      this.index.delete(hash);
+    }
+  }
+
+  /** Stores a verified object (atomically); never throws for a full disk. */
+  putObject(hash: string, object: Buffer): Promise<void> {
+    if (this.index.has(hash) || this.writing.has(hash) || object.length > this.limit) return Promise.resolve();
+    const p = this.write(hash, object).finally(() => this.pending.delete(p));
+    this.pending.add(p);
+    return p;
+  }
+
+  /** Waits for every write under way. */
+  async flush(): Promise<void> {
+    while (this.pending.size) await Promise.all([...this.pending]);
+  }
+
+  private async write(hash: string, object: Buffer): Promise<void> {
+    this.writing.add(hash);
+    try {
+      await this.writeAtomic(blockPath(hash), object);
+      this.index.set(hash, object.length);
+      this.bytes += object.length;
+      await this.evict();
+    } catch {
+      // A cache that cannot write only makes the next boot slower.
+    } finally {
+      this.writing.delete(hash);
+    }
+  }
+
+  private async writeAtomic(rel: string, data: Uint8Array): Promise<void> {
+    const dest = this.abs(rel);
+    await fs.mkdir(path.dirname(dest), { recursive: true });
+    const tmp = path.join(path.dirname(dest), `${TMP_PREFIX}${path.basename(dest)}.${process.pid}.${randomBytes(4).toString('hex')}`);
+    try {
+      await fs.writeFile(tmp, data, { flag: 'wx' });
+      await fs.rename(tmp, dest);
+    } catch (e) {
+      await fs.rm(tmp, { force: true });
+      throw e;
+    }
+  }
+
+  private async evict(): Promise<void> {
+    if (this.bytes <= this.limit) return;
+    const target = this.limit * 0.9;
+    for (const [hash, size] of this.index) {
+      if (this.bytes <= target) break;
+      if (this.writing.has(hash)) continue;
+      this.index.delete(hash);
+      this.bytes -= size;
+      this.evicted++;
+      await fs.rm(this.abs(blockPath(hash)), { force: true });
+    }
+  }
+
+  /** Keeps a verified manifest, so a later boot can start without the network. */
+  async putManifest(name: string, version: number, bytes: Buffer): Promise<void> {
+    try {
+      await this.writeAtomic(manifestPath(name, version), bytes);
+    } catch {
+      // see putObject
+    }
+  }
+
+  /** Cached manifests of an image, newest first. */
+  async manifests(name: string): Promise<{ version: number; bytes: Buffer }[]> {
+    let files: string[];
+    try {
+      files = await fs.readdir(this.abs(imageDir(name)));
+    } catch {
+      return [];
+    }
+    const versions = files
+      .map(parseManifestFile)
+      .filter((v): v is number => v !== undefined)
+      .sort((a, b) => b - a);
+    const out: { version: number; bytes: Buffer }[] = [];
+    for (const v of versions) {
+      const bytes = await fs.readFile(this.abs(`${imageDir(name)}/${manifestFile(v)}`)).catch(() => undefined);
+      if (bytes) out.push({ version: v, bytes });
+    }
+    return out;
+  }
+
+  stats(): DiskCacheStats {
+    return {
+      dir: this.dir,
+      limitBytes: this.limit,
+      bytes: this.bytes,
+      objects: this.index.size,
+      hits: this.hits,
+      misses: this.misses,
+      evicted: this.evicted,
+      discarded: this.discarded,
+    };
+  }
+}

@@ -1,0 +1,362 @@
+// The block fetcher: an image as a readable device, assembled from block
+// objects fetched on demand from the best mirror.
+//
+//   read(offset, length) → blocks → memory cache → one shared fetch per block
+//     → disk cache (verified) → mirrors, best first, with
+//        - failover by error kind: 404 → next mirror; bad bytes → discard,
+//          blame the mirror, next; transport → back the mirror off, next;
+//        - hedging: a block that takes much longer than the mirror usually
+//          needs is asked of the next mirror too; the first valid answer wins;
+//        - when every mirror fails: "hard" mode (the root device) retries
+//          with backoff forever and says so loudly; "soft" mode gives up after
+//          a time limit.
+//   Sequential reads grow a readahead window that prefetches the next blocks.
+
+import { AbortedError, BrokenError, HfkError } from '../errors.ts';
+import { zeroBlock } from '../format/codec.ts';
+import { blockPath } from '../format/layout.ts';
+import { blockLength, type Manifest } from '../format/manifest.ts';
+import { verifyObject } from '../store/images.ts';
+import type { DiskCache, DiskCacheStats } from './diskcache.ts';
+import type { MemoryCache } from './memcache.ts';
+import type { Mirror, MirrorSet } from './mirror.ts';
+import type { HealthSnapshot } from './score.ts';
+
+export interface FetcherOptions {
+  mirrors: MirrorSet;
+  manifest: Manifest;
+  memory: MemoryCache;
+  disk?: DiskCache | undefined;
+  /** 'hard' (default): retry forever when every mirror fails. 'soft': give up after softTimeoutMs. */
+  mode?: 'hard' | 'soft';
+  softTimeoutMs?: number;
+  /** Ask a second mirror when one is slow (default true). */
+  hedge?: boolean;
+  /** Never hedge sooner than this (default 40 ms). */
+  minHedgeMs?: number;
+  /** Largest readahead window for sequential reads (default 8 MiB). */
+  readaheadBytes?: number;
+  /** Fraction of fetches sent to the runner-up mirror to keep its score fresh (default 0.02). */
+  explore?: number;
+  /** Longest wait between retry rounds when every mirror fails (default 10 s). */
+  maxRetryDelayMs?: number;
+  log?: (line: string) => void;
+}
+
+export interface FetcherStats {
+  image: { name: string; version: number; size: number; blockSize: number; blocks: number };
+  /** Block-object bytes received from mirrors. */
+  bytesFetched: number;
+  blocksFetched: number;
+  memoryHits: number;
+  diskHits: number;
+  zeroBlocks: number;
+  /** Reads that joined a fetch already under way. */
+  sharedFetches: number;
+  prefetched: number;
+  hedges: number;
+  hedgesWon: number;
+  failovers: number;
+  retryRounds: number;
+  inFlight: number;
+  bytesRead: number;
+  reads: number;
+  memory: { bytes: number; limitBytes: number; blocks: number };
+  disk: DiskCacheStats | null;
+  mirrors: ({ url: string; inFlight: number } & HealthSnapshot)[];
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(new AbortedError());
+    const t = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(new AbortedError());
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/** Resolves like `p`, but rejects as soon as `signal` aborts (p goes on). */
+function withSignal<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p;
+  if (signal.aborted) return Promise.reject(new AbortedError('read interrupted'));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new AbortedError('read interrupted'));
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
+}
+
+export class BlockFetcher {
+  readonly size: number;
+  readonly manifest: Manifest;
+  private readonly o: Required<Omit<FetcherOptions, 'disk' | 'log'>> & Pick<FetcherOptions, 'disk' | 'log'>;
+  private readonly inflight = new Map<string, Promise<Buffer>>();
+  private readonly closed = new AbortController();
+  private readonly counters = {
+    bytesFetched: 0,
+    blocksFetched: 0,
+    diskHits: 0,
+    zeroBlocks: 0,
+    sharedFetches: 0,
+    prefetched: 0,
+    hedges: 0,
+    hedgesWon: 0,
+    failovers: 0,
+    retryRounds: 0,
+    bytesRead: 0,
+    reads: 0,
+  };
+  private fetchCount = 0;
+  // Sequential-read detection.
+  private nextExpected = -1;
+  private window = 0;
+  private prefetchInFlight = 0;
+
+  constructor(options: FetcherOptions) {
+    this.o = {
+      mode: 'hard',
+      softTimeoutMs: 30_000,
+      hedge: true,
+      minHedgeMs: 40,
+      readaheadBytes: 8 << 20,
+      explore: 0.02,
+      maxRetryDelayMs: 10_000,
+      ...options,
+    };
+    this.manifest = options.manifest;
+    this.size = options.manifest.header.imageSize;
+  }
+
+  get blockSize(): number {
+    return this.manifest.header.blockSize;
+  }
+
+  /** Bytes [offset, offset+length) of the image (short only at its end). */
+  async read(offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
+    const end = Math.min(this.size, offset + length);
+    if (offset >= end) return Buffer.alloc(0);
+    this.counters.reads++;
+    const bs = this.blockSize;
+    const first = Math.floor(offset / bs);
+    const last = Math.floor((end - 1) / bs);
+    this.noteAccess(first, last);
+    const parts = await Promise.all(
+      Array.from({ length: last - first + 1 }, (_, k) => withSignal(this.getBlock(first + k), signal)),
+    );
+    this.counters.bytesRead += end - offset;
+    if (parts.length === 1) return parts[0]!.subarray(offset - first * bs, end - first * bs);
+    const out = Buffer.allocUnsafe(end - offset);
+    let pos = 0;
+    parts.forEach((p, k) => {
+      const from = k === 0 ? offset - first * bs : 0;
+      const to = k === parts.length - 1 ? end - (first + k) * bs : p.length;
+      pos += p.copy(out, pos, from, to);
+    });
+    return out;
+  }
+
+  /** Grows the readahead window on sequential access and prefetches ahead. */
+  private noteAccess(first: number, last: number): void {
+    const bs = this.blockSize;
+    const maxBlocks = Math.floor(this.o.readaheadBytes / bs);
+    if (maxBlocks === 0) return;
+    if (first === this.nextExpected || first === this.nextExpected - 1) {
+      this.window = Math.min(maxBlocks, Math.max(2, this.window * 2));
+    } else {
+      this.window = 0;
+    }
+    this.nextExpected = last + 1;
+    if (this.window === 0) return;
+    const stop = Math.min(this.manifest.blocks.length - 1, last + this.window);
+    for (let i = last + 1; i <= stop && this.prefetchInFlight < maxBlocks; i++) {
+      const h = this.manifest.blocks[i];
+      if (!h || this.inflight.has(h) || this.o.memory.has(h)) continue;
+      this.prefetchInFlight++;
+      this.counters.prefetched++;
+      this.getBlock(i)
+        .catch(() => {}) // a failed prefetch costs nothing; the real read will retry
+        .finally(() => this.prefetchInFlight--);
+    }
+  }
+
+  /** One block, verified; concurrent callers share one fetch. */
+  getBlock(index: number): Promise<Buffer> {
+    const h = this.manifest.blocks[index];
+    const len = blockLength(this.manifest.header, index);
+    if (h === undefined) return Promise.reject(new RangeError(`block ${index} is outside the image`));
+    if (h === null) {
+      this.counters.zeroBlocks++;
+      return Promise.resolve(zeroBlock(len));
+    }
+    const cached = this.o.memory.get(h);
+    if (cached) return Promise.resolve(cached);
+    const running = this.inflight.get(h);
+    if (running) {
+      this.counters.sharedFetches++;
+      return running;
+    }
+    const p = this.load(index, h, len).finally(() => this.inflight.delete(h));
+    this.inflight.set(h, p);
+    return p;
+  }
+
+  private async load(index: number, hash: string, len: number): Promise<Buffer> {
+    if (this.o.disk) {
+      const data = await this.o.disk.getBlock(hash, len);
+      if (data) {
+        this.counters.diskHits++;
+        this.o.memory.set(hash, data);
+        return data;
+      }
+    }
+    const { data, object } = await this.fetchFromMirrors(index, hash, len);
+    this.o.memory.set(hash, data);
+    void this.o.disk?.putObject(hash, object);
+    return data;
+  }
+
+  private hedgeDelay(m: Mirror, bytes: number): number {
+    const h = m.health;
+    const expected = (h.latencyMs ?? 200) + (h.throughput ? bytes / h.throughput : 0);
+    return Math.min(5000, Math.max(this.o.minHedgeMs, 3 * expected));
+  }
+
+  /** Orders mirrors for one fetch, sometimes promoting the runner-up to keep its score fresh. */
+  private candidates(bytes: number): Mirror[] {
+    const order = this.o.mirrors.order(bytes);
+    this.fetchCount++;
+    if (order.length > 1 && !order[1]!.isDown() && this.o.explore > 0 && this.fetchCount % Math.round(1 / this.o.explore) === 0) {
+      [order[0], order[1]] = [order[1]!, order[0]!];
+    }
+    return order;
+  }
+
+  private async fetchFromMirrors(index: number, hash: string, len: number): Promise<{ data: Buffer; object: Buffer }> {
+    const objectSize = this.manifest.objectSizes.get(hash);
+    const started = Date.now();
+    for (let round = 0; ; round++) {
+      if (this.closed.signal.aborted) throw new AbortedError('fetcher closed');
+      const errors: HfkError[] = [];
+      const got = await this.tryMirrors(hash, len, objectSize, errors);
+      if (got) return got;
+      this.counters.retryRounds++;
+      const what = `block ${index} (${hash.slice(0, 12)}…)`;
+      const detail = errors.map((e) => e.message).join('; ');
+      if (this.o.mode === 'soft' && Date.now() - started >= this.o.softTimeoutMs) {
+        throw new BrokenError('(all mirrors)', `every mirror failed for ${what} for ${Math.round((Date.now() - started) / 1000)} s: ${detail}`, {
+          hint: 'check the network and the mirrors; hard mode (the default for a root device) keeps retrying',
+        });
+      }
+      const delay = Math.min(this.o.maxRetryDelayMs, 250 * 2 ** Math.min(round, 10));
+      this.o.log?.(`WARNING: all ${this.o.mirrors.mirrors.length} mirrors failed for ${what}; retrying in ${(delay / 1000).toFixed(1)} s (${detail})`);
+      await sleep(delay, this.closed.signal);
+    }
+  }
+
+  /**
+   * One pass over the mirrors with hedging. Returns the first verified
+   * answer, or undefined when every mirror failed (errors collected).
+   */
+  private tryMirrors(
+    hash: string,
+    len: number,
+    objectSize: number | undefined,
+    errors: HfkError[],
+  ): Promise<{ data: Buffer; object: Buffer } | undefined> {
+    const order = this.candidates(objectSize ?? len);
+    const rel = blockPath(hash);
+    return new Promise((resolve) => {
+      let next = 0;
+      let active = 0;
+      let done = false;
+      let hedgeTimer: NodeJS.Timeout | undefined;
+      const controllers = new Set<AbortController>();
+      const finish = (v: { data: Buffer; object: Buffer } | undefined) => {
+        if (done) return;
+        done = true;
+        clearTimeout(hedgeTimer);
+        for (const c of controllers) c.abort();
+        resolve(v);
+      };
+      const launch = (hedged: boolean) => {
+        if (done || next >= order.length) return;
+        const m = order[next++]!;
+        if (hedged) this.counters.hedges++;
+        if (next > 1 && !hedged) this.counters.failovers++;
+        active++;
+        const ac = new AbortController();
+        controllers.add(ac);
+        const onClose = () => ac.abort();
+        this.closed.signal.addEventListener('abort', onClose, { once: true });
+        m.read(rel, { signal: ac.signal, ...(objectSize !== undefined ? { expectedSize: objectSize } : {}) })
+          .then(async (object) => {
+            this.counters.bytesFetched += object.length; // real traffic, hedge losers included
+            if (done) return;
+            const data = await verifyObject(m.url, hash, object, len).catch((e) => {
+              m.book(e); // corrupt data counts against the mirror that sent it
+              throw e;
+            });
+            if (done) return;
+            this.counters.blocksFetched++;
+            if (hedged) this.counters.hedgesWon++;
+            finish({ data, object });
+          })
+          .catch((e: unknown) => {
+            if (done) return;
+            errors.push(e instanceof HfkError ? e : new BrokenError(m.url, String(e)));
+            if (active === 1) launch(false); // nothing else running: fail over now
+          })
+          .finally(() => {
+            active--;
+            controllers.delete(ac);
+            this.closed.signal.removeEventListener('abort', onClose);
+            if (!done && active === 0 && next >= order.length) finish(undefined);
+          });
+        // Hedge: if this request is much slower than the mirror usually is, ask the next one too.
+        if (this.o.hedge && next < order.length) {
+          clearTimeout(hedgeTimer);
+          hedgeTimer = setTimeout(() => {
+            if (!done && active === 1 && next < order.length && !order[next]!.isDown()) launch(true);
+          }, this.hedgeDelay(m, objectSize ?? len));
+        }
+      };
+      launch(false);
+    });
+  }
+
+  stats(): FetcherStats {
+    const h = this.manifest.header;
+    const now = Date.now();
+    return {
+      image: { name: h.name, version: h.version, size: h.imageSize, blockSize: h.blockSize, blocks: h.blockCount },
+      ...this.counters,
+      memoryHits: this.o.memory.hits,
+      inFlight: this.inflight.size,
+      memory: { bytes: this.o.memory.size, limitBytes: this.o.memory.limit, blocks: this.o.memory.count },
+      disk: this.o.disk?.stats() ?? null,
+      mirrors: this.o.mirrors.mirrors.map((m) => ({ url: m.url, inFlight: m.inFlight, ...m.health.snapshot(now) })),
+    };
+  }
+
+  /** Stops retries and cancels requests in flight, then lets the disk cache finish its writes. Idempotent. */
+  async close(): Promise<void> {
+    this.closed.abort();
+    await this.o.disk?.flush();
+  }
+}
+

@@ -1,0 +1,118 @@
+// One mirror as the fetcher sees it: an HTTP origin, its health, and how many
+// requests it has in flight (bounded per mirror; undici queues the rest on
+// its keep-alive connections).
+
+import type { Dispatcher } from 'undici';
+import { BrokenError, HfkError, InvalidError, MissingError } from '../errors.ts';
+import { HttpOrigin, makeDispatcher, normalizeBaseUrl, type HttpOriginOptions } from '../store/http.ts';
+import type { ReadOptions, RequestTiming, StoreReader } from '../store/store.ts';
+import { MirrorHealth, type HealthOptions } from './score.ts';
+
+export interface MirrorOptions {
+  /** Concurrent requests per mirror (keep-alive connections). Default 8. */
+  connections?: number;
+  headersTimeoutMs?: number;
+  bodyTimeoutMs?: number;
+  connectTimeoutMs?: number;
+  health?: Partial<HealthOptions>;
+}
+
+export class Mirror implements StoreReader {
+  readonly url: string;
+  readonly location: string;
+  readonly health: MirrorHealth;
+  readonly connections: number;
+  inFlight = 0;
+  private readonly origin: HttpOrigin;
+  private readonly now: () => number;
+
+  constructor(url: string, dispatcher: Dispatcher, options: MirrorOptions = {}, now: () => number = Date.now) {
+    this.url = normalizeBaseUrl(url, 'mirror URL');
+    this.location = this.url;
+    this.connections = options.connections ?? 8;
+    this.health = new MirrorHealth(options.health);
+    this.now = now;
+    this.origin = new HttpOrigin(this.url, {
+      dispatcher,
+      ...(options.headersTimeoutMs ? { headersTimeoutMs: options.headersTimeoutMs } : {}),
+      ...(options.bodyTimeoutMs ? { bodyTimeoutMs: options.bodyTimeoutMs } : {}),
+    });
+  }
+
+  /** Reads a path and books the outcome against this mirror's health. */
+  async read(rel: string, options: ReadOptions = {}): Promise<Buffer> {
+    const timing: RequestTiming = { ttfbMs: 0, bodyMs: 0 };
+    this.inFlight++;
+    try {
+      const body = await this.origin.read(rel, { ...options, timing });
+      this.health.success(timing.ttfbMs, body.length, timing.bodyMs);
+      if (options.timing) Object.assign(options.timing, timing);
+      return body;
+    } catch (e) {
+      this.book(e);
+      throw e;
+    } finally {
+      this.inFlight--;
+    }
+  }
+
+  /** Counts a failure of the right kind (a caller's verification too). */
+  book(e: unknown): void {
+    if (e instanceof MissingError) this.health.lacks();
+    else if (e instanceof InvalidError) this.health.corrupt(this.now());
+    else if (e instanceof BrokenError) this.health.broken(this.now());
+    else if (e instanceof HfkError && e.code === 'E_ABORTED') return;
+    else if (!(e instanceof HfkError)) this.health.broken(this.now());
+  }
+
+  isDown(): boolean {
+    return this.health.isDown(this.now());
+  }
+
+  cost(bytes: number): number {
+    return this.health.expectedCost(bytes, this.inFlight, this.connections);
+  }
+
+  async close(): Promise<void> {
+    await this.origin.close();
+  }
+}
+
+/**
+ * The mirrors of one fetcher, sharing one dispatcher (and so one proxy
+ * configuration and one connection pool per origin).
+ */
+export class MirrorSet {
+  readonly mirrors: Mirror[];
+  readonly dispatcher: Dispatcher;
+
+  constructor(urls: readonly string[], options: MirrorOptions & Pick<HttpOriginOptions, 'proxy' | 'lookup'> = {}, now: () => number = Date.now) {
+    const seen = new Set<string>();
+    const unique = urls.map((u) => normalizeBaseUrl(u, 'mirror URL')).filter((u) => !seen.has(u) && seen.add(u));
+    this.dispatcher = makeDispatcher({
+      connections: options.connections ?? 8,
+      ...(options.proxy ? { proxy: options.proxy } : {}),
+      ...(options.lookup ? { lookup: options.lookup } : {}),
+      ...(options.connectTimeoutMs ? { connectTimeoutMs: options.connectTimeoutMs } : {}),
+      ...(options.headersTimeoutMs ? { headersTimeoutMs: options.headersTimeoutMs } : {}),
+      ...(options.bodyTimeoutMs ? { bodyTimeoutMs: options.bodyTimeoutMs } : {}),
+    });
+    this.mirrors = unique.map((u) => new Mirror(u, this.dispatcher, options, now));
+  }
+
+  /**
+   * Mirrors in the order to try for an object of `bytes`: healthy ones by
+   * expected cost, then those backing off (soonest back first) as a last resort.
+   */
+  order(bytes: number): Mirror[] {
+    const up = this.mirrors.filter((m) => !m.isDown());
+    const down = this.mirrors.filter((m) => m.isDown());
+    up.sort((a, b) => a.cost(bytes) - b.cost(bytes));
+    down.sort((a, b) => a.health.downUntil - b.health.downUntil);
+    return [...up, ...down];
+  }
+
+  async close(): Promise<void> {
+    await this.dispatcher.close().catch(() => {});
+  }
+}

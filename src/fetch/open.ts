@@ -1,0 +1,88 @@
+// Putting the fetcher together for one image: mirrors → ranking → trusted
+// manifest → block fetcher with its caches. Used by `hfk mount`, `hfk get`,
+// and hfk-init.
+
+import type { LookupFunction } from 'node:net';
+import type { PublicKey } from '../format/keys.ts';
+import { DiskCache } from './diskcache.ts';
+import { BlockFetcher, type FetcherOptions } from './fetcher.ts';
+import { MemoryCache } from './memcache.ts';
+import { MirrorSet, type MirrorOptions } from './mirror.ts';
+import { rankMirrors, type Ranking } from './rank.ts';
+import { type LoadedImage, loadImage, TrustState } from './trust.ts';
+
+export interface OpenImageOptions {
+  mirrors: readonly string[];
+  proxy?: string | undefined;
+  name: string;
+  version?: number | undefined;
+  key: PublicKey;
+  /** Disk cache folder (persistent if on a local partition). */
+  cacheDir?: string | undefined;
+  cacheBytes?: number;
+  memoryBytes?: number;
+  /** Where the newest seen versions are kept (rollback protection); default: the cache folder, else memory only. */
+  trustFile?: string | undefined;
+  mode?: 'hard' | 'soft';
+  softTimeoutMs?: number;
+  rankDeadlineMs?: number;
+  mirrorOptions?: MirrorOptions;
+  fetcher?: Partial<Pick<FetcherOptions, 'hedge' | 'readaheadBytes' | 'explore' | 'minHedgeMs'>>;
+  lookup?: LookupFunction;
+  log?: (line: string) => void;
+}
+
+export interface OpenedImage {
+  set: MirrorSet;
+  ranking: Ranking;
+  image: LoadedImage;
+  fetcher: BlockFetcher;
+  cache: DiskCache | undefined;
+  close(): Promise<void>;
+}
+
+export async function openImage(o: OpenImageOptions): Promise<OpenedImage> {
+  const set = new MirrorSet(o.mirrors, {
+    ...o.mirrorOptions,
+    ...(o.proxy ? { proxy: o.proxy } : {}),
+    ...(o.lookup ? { lookup: o.lookup } : {}),
+  });
+  try {
+    const cache = o.cacheDir ? await DiskCache.open(o.cacheDir, o.cacheBytes ?? 4 * 1024 ** 3) : undefined;
+    const trustFile = o.trustFile ?? (cache ? `${cache.dir}/trust.json` : undefined);
+    const trust = trustFile ? await TrustState.open(trustFile) : TrustState.memory();
+    const ranking = await rankMirrors(set, {
+      name: o.name,
+      viaProxy: Boolean(o.proxy),
+      // A warm cache means few blocks will come from mirrors: do not spend any on probing.
+      blocks: !cache || cache.stats().objects === 0,
+      ...(o.rankDeadlineMs ? { deadlineMs: o.rankDeadlineMs } : {}),
+    });
+    const ranked = ranking.mirrors.map((r) => set.mirrors.find((m) => m.url === r.url)!);
+    const image = await loadImage({ name: o.name, version: o.version, key: o.key, mirrors: ranked, trust, cache, ...(o.log ? { log: o.log } : {}) });
+    const fetcher = new BlockFetcher({
+      mirrors: set,
+      manifest: image.manifest,
+      memory: new MemoryCache(o.memoryBytes ?? 256 << 20),
+      disk: cache,
+      mode: o.mode ?? 'hard',
+      ...(o.softTimeoutMs ? { softTimeoutMs: o.softTimeoutMs } : {}),
+      ...o.fetcher,
+      ...(o.log ? { log: o.log } : {}),
+    });
+    return {
+      set,
+      ranking,
+      image,
+      fetcher,
+      cache,
+      close: async () => {
+        await fetcher.close();
+        await set.close();
+      },
+    };
+  } catch (e) {
+    await set.close();
+    throw e;
+  }
+}

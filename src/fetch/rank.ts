@@ -1,0 +1,302 @@
+// netselect for HTTP: measure every mirror at once and rank them.
+//
+// For each mirror: a few rounds of TCP connect time and time to first byte
+// of the image's pointer (a small, real, uncacheable object); then its
+// manifest; then a couple of real block objects of typical size. The score
+// is the expected time to fetch one block (the median block fetch time,
+// inflated by loss). A fast TCP handshake (or ICMP echo) alone proves
+// nothing: a host can accept connections at once and still serve slowly, so
+// neither is scored.
+
+import * as net from 'node:net';
+import { blockPath, manifestPath, pointerPath } from '../format/layout.ts';
+import { decodeManifest, decodePointer, type Manifest } from '../format/manifest.ts';
+import type { RequestTiming } from '../store/store.ts';
+import type { Mirror, MirrorSet } from './mirror.ts';
+import { median } from './score.ts';
+
+export interface RankOptions {
+  /** Image whose pointer and manifest are probed. */
+  name: string;
+  /** Pointer rounds per mirror (default 3). */
+  rounds?: number;
+  /** Give up on mirrors still probing after this long (default 1500 ms). */
+  deadlineMs?: number;
+  /** Also measure ICMP echo with the system ping (informational). */
+  icmp?: boolean;
+  /** Through a proxy the TCP connect time to a mirror means nothing: skip it. */
+  viaProxy?: boolean;
+  /** Average stored object size to score with before the manifest is known. */
+  objectBytes?: number;
+  /**
+   * Also fetch a couple of real block objects per mirror (default true).
+   * Off when a warm disk cache means few blocks will be fetched at all.
+   */
+  blocks?: boolean;
+}
+
+export interface MirrorRank {
+  url: string;
+  connectMs: number | null;
+  ttfbMs: number | null;
+  /** Median time to fetch a real block object, request to last byte. */
+  blockMs: number | null;
+  throughputMBps: number | null;
+  icmpMs: number | null;
+  rounds: number;
+  ok: number;
+  loss: number;
+  /** Expected milliseconds per block; Infinity when the mirror is unusable. */
+  score: number;
+  /** Latest version the mirror offers, if its pointer was read. */
+  version: number | null;
+  error: string | null;
+  /** Probing was cut short by the deadline. */
+  partial: boolean;
+}
+
+export interface Ranking {
+  name: string;
+  ms: number;
+  mirrors: MirrorRank[];
+}
+
+const LOSS_PENALTY_MS = 2000;
+/** Block objects fetched per mirror to measure what a block really costs. */
+const PROBE_BLOCKS = 2;
+
+function tcpConnectMs(url: string, timeoutMs: number): Promise<number | null> {
+  const u = new URL(url);
+  const port = Number(u.port || (u.protocol === 'https:' ? 443 : 80));
+  const host = u.hostname.replace(/^\[|\]$/g, '');
+  return new Promise((resolve) => {
+    const t0 = performance.now();
+    const sock = net.connect({ host, port });
+    const done = (v: number | null) => {
+      clearTimeout(timer);
+      sock.destroy();
+      resolve(v);
+    };
+    const timer = setTimeout(() => done(null), timeoutMs);
+    sock.once('connect', () => done(performance.now() - t0));
+    sock.once('error', () => done(null));
+  });
+}
+
+async function icmpMs(url: string): Promise<number | null> {
+  try {
+    const { promise } = (await import('ping')) as typeof import('ping');
+    const r = await promise.probe(new URL(url).hostname.replace(/^\[|\]$/g, ''), { timeout: 1, min_reply: 3 });
+    const avg = Number(r.avg);
+    return r.alive && Number.isFinite(avg) ? avg : null;
+  } catch {
+    return null; // no ping binary, no permission, or ICMP filtered
+  }
+}
+
+export function scoreOf(r: Pick<MirrorRank, 'ttfbMs' | 'blockMs' | 'throughputMBps' | 'loss' | 'ok'>, objectBytes: number): number {
+  if (r.ok === 0 || r.ttfbMs === null) return Infinity;
+  let perBlock = r.blockMs;
+  if (perBlock === null) {
+    // No block measured (partial mirror, or cut short): estimate, assuming
+    // an unknown bandwidth is no better than 1 MB/s rather than free.
+    const bytesPerMs = r.throughputMBps !== null ? r.throughputMBps * 1000 : 1000;
+    perBlock = r.ttfbMs + objectBytes / bytesPerMs;
+  }
+  return perBlock * (1 + r.loss) + r.loss * LOSS_PENALTY_MS;
+}
+
+/** Block objects to probe with: real ones of about the median size, the same for every mirror. */
+export function probeBlocks(m: Manifest, count = PROBE_BLOCKS): { hash: string; size: number }[] {
+  const all = [...m.objectSizes].map(([hash, size]) => ({ hash, size }));
+  if (all.length === 0) return [];
+  const sorted = [...all].sort((a, b) => a.size - b.size || (a.hash < b.hash ? -1 : 1));
+  const mid = sorted.length >> 1;
+  return sorted.slice(Math.max(0, mid - (count >> 1)), Math.max(0, mid - (count >> 1)) + count);
+}
+
+interface Progress {
+  phase: 'pointer' | 'manifest' | 'block' | 'done';
+  phaseStart: number;
+  manifestBytes: number;
+}
+
+/** Probes one mirror; `live` holds what was measured so far (read at the deadline). */
+async function probe(
+  m: Mirror,
+  o: Required<Omit<RankOptions, 'objectBytes'>>,
+  live: MirrorRank,
+  prog: Progress,
+  signal: AbortSignal,
+  onUpdate: () => void,
+): Promise<void> {
+  const connects: number[] = [];
+  const ttfbs: number[] = [];
+  const connectJob = o.viaProxy
+    ? Promise.resolve()
+    : (async () => {
+        for (let i = 0; i < o.rounds && !signal.aborted; i++) {
+          const c = await tcpConnectMs(m.url, o.deadlineMs);
+          if (c !== null) connects.push(c);
+          live.connectMs = connects.length ? median(connects) : null;
+        }
+      })();
+  const icmpJob = o.icmp ? icmpMs(m.url).then((v) => void (live.icmpMs = v)) : Promise.resolve();
+  let pointer: { rel: string; size: number } | undefined;
+  for (let i = 0; i < o.rounds && !signal.aborted; i++) {
+    live.rounds++;
+    const timing: RequestTiming = { ttfbMs: 0, bodyMs: 0 };
+    try {
+      const body = await m.read(pointerPath(o.name), { fresh: true, timing, signal });
+      const p = decodePointer(body, `pointer from ${m.url}`);
+      live.version = p.version;
+      pointer = { rel: manifestPath(o.name, p.version), size: p.size };
+      ttfbs.push(timing.ttfbMs);
+      live.ok++;
+      live.ttfbMs = median(ttfbs);
+    } catch (e) {
+      if (signal.aborted) break;
+      live.error = e instanceof Error ? e.message : String(e);
+    }
+    live.loss = live.rounds ? 1 - live.ok / live.rounds : 0;
+    onUpdate();
+  }
+  let manifest: Manifest | undefined;
+  if (pointer && !signal.aborted) {
+    Object.assign(prog, { phase: 'manifest', phaseStart: performance.now(), manifestBytes: pointer.size });
+    const timing: RequestTiming = { ttfbMs: 0, bodyMs: 0 };
+    try {
+      const body = await m.read(pointer.rel, { timing, signal });
+      manifest = decodeManifest(body, null, `manifest from ${m.url}`);
+      if (body.length >= 16 * 1024 && timing.bodyMs > 0) live.throughputMBps = body.length / 1000 / Math.max(timing.bodyMs, 0.05);
+    } catch (e) {
+      if (!signal.aborted) live.error = e instanceof Error ? e.message : String(e);
+    }
+  }
+  if (manifest && o.blocks && !signal.aborted) {
+    const times: number[] = [];
+    for (const b of probeBlocks(manifest)) {
+      if (signal.aborted) break;
+      Object.assign(prog, { phase: 'block', phaseStart: performance.now() });
+      const timing: RequestTiming = { ttfbMs: 0, bodyMs: 0 };
+      try {
+        const body = await m.read(blockPath(b.hash), { timing, signal, expectedSize: b.size });
+        times.push(timing.ttfbMs + timing.bodyMs);
+        live.blockMs = median(times);
+        if (timing.bodyMs > 0 && (live.throughputMBps === null || body.length >= 16 * 1024)) {
+          live.throughputMBps = body.length / 1000 / Math.max(timing.bodyMs, 0.05);
+        }
+      } catch (e) {
+        if (!signal.aborted) live.error = e instanceof Error ? e.message : String(e);
+      }
+      onUpdate();
+    }
+  }
+  prog.phase = 'done';
+  await Promise.all([connectJob, icmpJob]);
+  live.partial = false;
+  onUpdate();
+}
+
+/**
+ * Ranks all mirrors of a set, best first, and seeds their health with what
+ * was measured. Returns within about `deadlineMs` even if some never answer,
+ * and much sooner once no mirror still probing can beat the best one.
+ */
+export async function rankMirrors(set: MirrorSet, options: RankOptions): Promise<Ranking> {
+  const o = {
+    rounds: options.rounds ?? 3,
+    deadlineMs: options.deadlineMs ?? 1500,
+    icmp: options.icmp ?? false,
+    viaProxy: options.viaProxy ?? false,
+    blocks: options.blocks ?? true,
+    name: options.name,
+  };
+  const t0 = performance.now();
+  const ac = new AbortController();
+  const lives = set.mirrors.map(
+    (m): MirrorRank => ({
+      url: m.url,
+      connectMs: null,
+      ttfbMs: null,
+      blockMs: null,
+      throughputMBps: null,
+      icmpMs: null,
+      rounds: 0,
+      ok: 0,
+      loss: 0,
+      score: Infinity,
+      version: null,
+      error: null,
+      partial: true,
+    }),
+  );
+  const progress = lives.map((): Progress => ({ phase: 'pointer', phaseStart: t0, manifestBytes: 0 }));
+  const objectBytes = options.objectBytes ?? 32 * 1024;
+  // Stop early once no mirror still probing can beat the best finished one.
+  // A lower bound on a mirror's cost per block: its TTFB, or how long its
+  // current request has been waiting (scaled from manifest to block size).
+  let recheck: NodeJS.Timeout | undefined;
+  let finish!: () => void;
+  const finished = new Promise<void>((resolve) => (finish = resolve));
+  const evaluate = () => {
+    const now = performance.now();
+    const done = lives.filter((r) => !r.partial);
+    if (done.length === lives.length) return finish();
+    // Only a mirror with the newest version seen so far can set the bar.
+    const newest = Math.max(0, ...lives.map((r) => r.version ?? 0));
+    const best = Math.min(...done.filter((r) => r.version === newest).map((r) => scoreOf(r, objectBytes)));
+    if (!Number.isFinite(best)) return;
+    const bound = (i: number) => {
+      const r = lives[i]!;
+      const p = progress[i]!;
+      const waiting = now - p.phaseStart;
+      const scaled = p.phase === 'manifest' && p.manifestBytes > 0 ? (waiting * objectBytes) / p.manifestBytes : waiting;
+      return Math.max(r.ttfbMs ?? 0, p.phase === 'pointer' && r.ttfbMs !== null ? 0 : scaled);
+    };
+    const limit = best * 2 + 20;
+    const pending = lives.map((r, i) => (r.partial ? i : -1)).filter((i) => i >= 0);
+    if (pending.every((i) => bound(i) > limit)) return finish();
+    clearTimeout(recheck);
+    recheck = setTimeout(evaluate, 10);
+  };
+  const jobs = set.mirrors.map((m, i) => probe(m, o, lives[i]!, progress[i]!, ac.signal, evaluate).catch(() => {}));
+  const deadline = setTimeout(finish, o.deadlineMs);
+  void Promise.all(jobs).then(() => finish());
+  await finished;
+  clearTimeout(deadline);
+  clearTimeout(recheck);
+  ac.abort();
+  for (const r of lives) {
+    if (r.partial && r.ok === 0 && !r.error) r.error = `no answer within ${Math.round(performance.now() - t0)} ms`;
+    r.score = scoreOf(r, objectBytes);
+  }
+  // Best first: mirrors that answered with the newest version, by score; then
+  // those still probing when time ran out (slow); then stale mirrors (they
+  // only have an older version); then those that failed.
+  const newest = Math.max(0, ...lives.map((r) => r.version ?? 0));
+  const klass = (r: MirrorRank) => (r.ok === 0 ? (r.partial ? 1 : 3) : r.version !== null && r.version < newest ? 2 : 0);
+  const order = lives.map((r, i) => ({ r, m: set.mirrors[i]! }));
+  order.sort((a, b) => klass(a.r) - klass(b.r) || a.r.score - b.r.score);
+  for (const { r, m } of order) {
+    if (r.ttfbMs !== null) m.health.seed(r.ttfbMs, r.throughputMBps !== null ? r.throughputMBps * 1000 : undefined);
+    else m.health.broken(Date.now());
+  }
+  return { name: options.name, ms: performance.now() - t0, mirrors: order.map((x) => x.r) };
+}
+
+/** A table like netselect's, best mirror first. */
+export function formatRanking(r: Ranking): string {
+  const f = (v: number | null, d = 1) => (v === null ? '-' : v.toFixed(d));
+  const w = Math.max(6, ...r.mirrors.map((m) => m.url.length));
+  const rows = [
+    `${'#'.padStart(2)}  ${'mirror'.padEnd(w)}  ${'connect'.padStart(8)}  ${'TTFB'.padStart(8)}  ${'block'.padStart(8)}  ${'MB/s'.padStart(7)}  ${'ICMP'.padStart(7)}  ${'loss'.padStart(5)}  ${'score'.padStart(8)}  version`,
+  ];
+  r.mirrors.forEach((m, i) => {
+    rows.push(
+      `${String(i + 1).padStart(2)}  ${m.url.padEnd(w)}  ${`${f(m.connectMs)} ms`.padStart(8)}  ${`${f(m.ttfbMs)} ms`.padStart(8)}  ${`${f(m.blockMs)} ms`.padStart(8)}  ${f(m.throughputMBps).padStart(7)}  ${m.icmpMs === null ? '-'.padStart(7) : `${f(m.icmpMs)} ms`.padStart(7)}  ${`${Math.round(m.loss * 100)}%`.padStart(5)}  ${(Number.isFinite(m.score) ? m.score.toFixed(1) : 'dead').padStart(8)}  ${m.version ?? '-'}${m.error && m.ok === 0 ? `  (${m.error})` : ''}`,
+    );
+  });
+  rows.push(`ranked ${r.mirrors.length} mirrors in ${Math.round(r.ms)} ms`);
+  return `${rows.join('\n')}\n`;
+}

@@ -1,0 +1,166 @@
+// Which manifest to trust: signed by the pinned key, not older than the
+// newest this machine has seen for the image (rollback protection), fetched
+// from whichever mirror can provide it; and, when no mirror is reachable,
+// the newest verified manifest the disk cache kept.
+
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { z } from 'zod';
+import { BrokenError, HfkError, MissingError, RollbackError, SignatureError } from '../errors.ts';
+import type { PublicKey } from '../format/keys.ts';
+import { decodeManifest, ImageName, type Manifest, manifestDigest, Sha256Hex } from '../format/manifest.ts';
+import { readManifest } from '../store/images.ts';
+import type { DiskCache } from './diskcache.ts';
+import type { Mirror } from './mirror.ts';
+
+const TrustFile = z.strictObject({
+  format: z.literal('hfk-trust/1'),
+  images: z.record(
+    ImageName,
+    z.strictObject({ keyId: z.string(), version: z.number().int().positive(), sha256: Sha256Hex, seenAt: z.string() }),
+  ),
+});
+type TrustFile = z.infer<typeof TrustFile>;
+
+/** The newest version seen per image and key, kept in a small JSON file (or only in memory). */
+export class TrustState {
+  private data: TrustFile;
+  private readonly file: string | undefined;
+
+  private constructor(file: string | undefined, data: TrustFile) {
+    this.file = file;
+    this.data = data;
+  }
+
+  static memory(): TrustState {
+    return new TrustState(undefined, { format: 'hfk-trust/1', images: {} });
+  }
+
+  static async open(file: string): Promise<TrustState> {
+    try {
+      const parsed = TrustFile.safeParse(JSON.parse(await fs.readFile(file, 'utf8')));
+      if (parsed.success) return new TrustState(file, parsed.data);
+    } catch {
+      // missing or unreadable: start empty (a damaged file cannot lower a version it never recorded)
+    }
+    return new TrustState(file, { format: 'hfk-trust/1', images: {} });
+  }
+
+  seen(name: string, keyId: string): number {
+    const e = this.data.images[name];
+    return e && e.keyId === keyId ? e.version : 0;
+  }
+
+  async record(name: string, keyId: string, version: number, sha256: string): Promise<void> {
+    if (this.seen(name, keyId) >= version) return;
+    this.data.images[name] = { keyId, version, sha256, seenAt: new Date().toISOString() };
+    if (!this.file) return;
+    const tmp = `${this.file}.${process.pid}.${randomBytes(4).toString('hex')}`;
+    try {
+      await fs.mkdir(path.dirname(this.file), { recursive: true });
+      await fs.writeFile(tmp, `${JSON.stringify(this.data, null, 1)}\n`);
+      await fs.rename(tmp, this.file);
+    } catch {
+      await fs.rm(tmp, { force: true }).catch(() => {});
+    }
+  }
+}
+
+export interface LoadImageOptions {
+  name: string;
+  /** A pinned version (NAME@V); undefined follows the pointer. */
+  version: number | undefined;
+  key: PublicKey;
+  /** Mirrors to ask, best first. */
+  mirrors: readonly Mirror[];
+  trust: TrustState;
+  cache?: DiskCache | undefined;
+  log?: (line: string) => void;
+  signal?: AbortSignal;
+}
+
+export interface LoadedImage {
+  manifest: Manifest;
+  digest: string;
+  bytes: number;
+  /** The mirror the manifest came from, or 'cache' when offline. */
+  from: string;
+  offline: boolean;
+}
+
+/**
+ * Finds the manifest to use. Tries the mirrors in order; a mirror that is
+ * stale (offers an older version than seen) or serves a bad manifest is
+ * skipped. Typed errors: RollbackError when every answer is too old,
+ * SignatureError when every answer is signed wrongly, MissingError when no
+ * mirror has the image, BrokenError when none could be reached and the
+ * cache has nothing either.
+ */
+export async function loadImage(o: LoadImageOptions): Promise<LoadedImage> {
+  const seen = o.trust.seen(o.name, o.key.id);
+  const failures: HfkError[] = [];
+  for (const m of o.mirrors) {
+    try {
+      const loaded = await readManifest(m, o.name, o.version, o.key, o.signal ? { signal: o.signal } : {});
+      const v = loaded.manifest.header.version;
+      if (o.version === undefined && v < seen) {
+        failures.push(
+          new RollbackError(`${m.url} offers ${o.name} v${v}, but this machine has already seen v${seen}: refusing to go back`, {
+            hint: 'the mirror is stale or replays an old version; it will be skipped (update the mirror, or boot NAME@VERSION to pin a version on purpose)',
+          }),
+        );
+        continue;
+      }
+      await o.trust.record(o.name, o.key.id, v, loaded.digest);
+      await o.cache?.putManifest(o.name, v, loaded.bytes);
+      return { manifest: loaded.manifest, digest: loaded.digest, bytes: loaded.bytes.length, from: m.url, offline: false };
+    } catch (e) {
+      if (!(e instanceof HfkError)) throw e;
+      if (e.code === 'E_INVALID') m.book(e);
+      failures.push(e);
+      o.log?.(`manifest from ${m.url}: ${e.message}`);
+    }
+  }
+  // No mirror gave a usable manifest. Offline: fall back to the cache, but
+  // only if no mirror answered at all (a mirror that answered wrongly is not "offline").
+  const unreachable = failures.every((e) => e instanceof BrokenError || e.code === 'E_ABORTED');
+  if (o.cache && unreachable) {
+    for (const c of await o.cache.manifests(o.name)) {
+      if (o.version !== undefined && c.version !== o.version) continue;
+      try {
+        const manifest = decodeManifest(c.bytes, o.key, `cached manifest ${o.name} v${c.version}`);
+        if (o.version === undefined && c.version < seen) continue;
+        o.log?.(`no mirror reachable: using ${o.name} v${c.version} from the disk cache`);
+        return { manifest, digest: manifestDigest(c.bytes), bytes: c.bytes.length, from: 'cache', offline: true };
+      } catch {
+        // a damaged cached manifest: try an older one
+      }
+    }
+  }
+  throw summarize(o.name, o.mirrors.length, failures);
+}
+
+function summarize(name: string, count: number, failures: HfkError[]): HfkError {
+  const detail = failures.map((e) => e.message).join('; ');
+  const all = (code: string) => failures.length > 0 && failures.every((e) => e.code === code);
+  if (count === 0) return new MissingError('(none)', `no mirrors to load ${name} from`, { hint: 'give mirrors: --mirrors URL,… or hfk.mirrors=' });
+  if (all('E_ROLLBACK')) return failures[0]!;
+  if (all('E_SIGNATURE')) {
+    return new SignatureError(`every mirror's manifest for ${name} fails verification: ${detail}`, {
+      hint: 'check that the pinned public key (--key / hfk.key=) is the publisher\'s PREFIX.pub',
+    });
+  }
+  if (all('E_MISSING')) {
+    return new MissingError('(all mirrors)', `no mirror has image '${name}': ${detail}`, {
+      hint: 'check the image name (--name / hfk.image=) and that the mirrors carry this store',
+    });
+  }
+  if (failures.every((e) => e instanceof BrokenError)) {
+    return new BrokenError('(all mirrors)', `no mirror could be reached for ${name}: ${detail}`, {
+      hint: 'check the network and the mirror URLs; a disk cache (--cache / hfk.cache=) lets a machine start without the network',
+    });
+  }
+  const first = failures.find((e) => e.code === 'E_ROLLBACK' || e.code === 'E_SIGNATURE') ?? failures[0]!;
+  return new HfkError(first.code, `cannot load ${name}: ${detail}`, first.hint ? { hint: first.hint } : {});
+}

@@ -1,0 +1,442 @@
+// The fetcher against real local mirrors: nginx, Squid, and mirrors that are
+// slow, dead, partial (404), corrupting, cutting responses short, stalling.
+
+import { cpSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+import { AbortedError, BrokenError, MissingError, RollbackError, SignatureError } from '../../src/errors.ts';
+import { DiskCache } from '../../src/fetch/diskcache.ts';
+import { BlockFetcher } from '../../src/fetch/fetcher.ts';
+import { MemoryCache } from '../../src/fetch/memcache.ts';
+import { MirrorSet } from '../../src/fetch/mirror.ts';
+import { openImage } from '../../src/fetch/open.ts';
+import { rankMirrors } from '../../src/fetch/rank.ts';
+import { loadImage, TrustState } from '../../src/fetch/trust.ts';
+import { generateKeyPair, loadPublicKey, parsePublicKey } from '../../src/format/keys.ts';
+import { blockPath } from '../../src/format/layout.ts';
+import { hfk, hfkJson } from '../helpers/cli.ts';
+import { makeTree, mksquashfs, pseudoRandom } from '../helpers/images.ts';
+import { countRequests, deadUrl, type FaultyMirror, startFaultyMirror, startNginx, startSquid } from '../helpers/mirrors.ts';
+import { tempDir, tempDirKeep } from '../helpers/tmp.ts';
+
+let work: string;
+let store: string; // image "t", versions 1 and 2
+let storeV1: string; // a stale copy: version 1 only
+let image: Buffer; // the bytes of t v2
+let pubFile: string;
+
+beforeAll(async () => {
+  work = tempDirKeep('hfk-fetch-');
+  await hfk(['keygen', '--out', join(work, 'k')]);
+  pubFile = join(work, 'k.pub');
+  const tree = join(work, 'tree');
+  makeTree(tree, 5);
+  store = join(work, 'store');
+  const pub = (img: string) => hfkJson(['publish', img, '--store', store, '--name', 't', '--key', join(work, 'k.key'), '--block-size', '16K']);
+  await pub(mksquashfs(tree, join(work, 'v1.sqfs'), ['-noI', '-noD', '-noF', '-noX']));
+  storeV1 = join(work, 'store-v1');
+  cpSync(store, storeV1, { recursive: true });
+  writeFileSync(join(tree, 'usr/random.bin'), pseudoRandom(1_500_000, 77));
+  await pub(mksquashfs(tree, join(work, 'v2.sqfs'), ['-noI', '-noD', '-noF', '-noX']));
+  image = readFileSync(join(work, 'v2.sqfs'));
+});
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+const key = () => loadPublicKey(pubFile);
+
+async function mirror(fault: Parameters<typeof startFaultyMirror>[1] = { kind: 'ok' }, root = store): Promise<FaultyMirror> {
+  const m = await startFaultyMirror(root, fault);
+  onTestFinished(() => m.stop());
+  return m;
+}
+
+/** A fetcher over `urls` for t's latest version, without ranking (the order given is the order used). */
+async function fetcherFor(urls: string[], opts: Partial<ConstructorParameters<typeof BlockFetcher>[0]> = {}, timeouts = { headersTimeoutMs: 2000, bodyTimeoutMs: 1000 }) {
+  const set = new MirrorSet(urls, timeouts);
+  onTestFinished(() => set.close());
+  const loaded = await loadImage({ name: 't', version: undefined, key: key(), mirrors: set.mirrors, trust: TrustState.memory() });
+  const f = new BlockFetcher({ mirrors: set, manifest: loaded.manifest, memory: new MemoryCache(64 << 20), ...opts });
+  onTestFinished(() => f.close());
+  return { set, f };
+}
+
+async function readAll(f: BlockFetcher, chunk = 100_000): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for (let off = 0; off < f.size; off += chunk) parts.push(await f.read(off, chunk));
+  return Buffer.concat(parts);
+}
+
+describe('ranking (netselect for HTTP)', () => {
+  it('puts the fast mirror first, the slow, throttled and stale ones after it, and the dead last', async () => {
+    const dir = tempDir();
+    const nginx = await startNginx(store, dir);
+    onTestFinished(() => nginx.stop());
+    const slow = await mirror({ kind: 'slow', delayMs: 150 });
+    const decoy = await mirror({ kind: 'throttle', bytesPerSecond: 100_000 }); // accepts at once, serves slowly
+    const stale = await mirror({ kind: 'ok' }, storeV1);
+    const dead = await deadUrl();
+    const set = new MirrorSet([dead, slow.url, decoy.url, stale.url, nginx.url]);
+    onTestFinished(() => set.close());
+    const r = await rankMirrors(set, { name: 't', rounds: 3, deadlineMs: 3000 });
+    const order = r.mirrors.map((m) => m.url);
+    expect(order[0]).toBe(nginx.url);
+    expect(new Set(order.slice(1, 3))).toEqual(new Set([slow.url, decoy.url]));
+    expect(order.slice(3)).toEqual([stale.url, dead]);
+    expect(r.mirrors[0]!.version).toBe(2);
+    expect(r.mirrors[3]!.version).toBe(1);
+    expect(r.mirrors[4]!.score).toBe(Infinity);
+    expect(r.mirrors[4]!.error).toMatch(/ECONNREFUSED/);
+    const by = (u: string) => r.mirrors.find((m) => m.url === u)!;
+    // The slow mirror either answered (after its 150 ms) or was left behind still waiting.
+    expect(by(slow.url).ttfbMs ?? Infinity).toBeGreaterThanOrEqual(150);
+    // The decoy answers at once; what a block really costs gives it away.
+    // (Its block may still be on the way when ranking stops: then its score is an estimate.)
+    expect(by(decoy.url).ttfbMs!).toBeLessThan(by(slow.url).ttfbMs ?? Infinity);
+    expect(by(decoy.url).score).toBeGreaterThan(by(nginx.url).score);
+    expect(by(decoy.url).blockMs ?? Infinity).toBeGreaterThan(50);
+  });
+
+  it('hfk mirrors rank prints the table and JSON', async () => {
+    const a = await mirror();
+    const dead = await deadUrl();
+    const t = await hfk(['mirrors', 'rank', a.url, dead, '--name', 't']);
+    expect(t.code).toBe(0);
+    expect(t.stdout).toMatch(/#\s+mirror\s+connect\s+TTFB\s+block\s+MB\/s\s+ICMP\s+loss\s+score/);
+    expect(t.stdout).toMatch(new RegExp(` 1  ${a.url.replace(/[.]/g, '\\.')}`));
+    expect(t.stdout).toMatch(/dead/);
+    const j = await hfkJson(['mirrors', 'rank', a.url, '--name', 't']);
+    expect(j.mirrors[0].url).toBe(a.url);
+    const none = await hfk(['mirrors', 'rank', dead, '--name', 't']);
+    expect(none.code).toBe(1);
+    const bad = await hfk(['mirrors', 'rank', 'ftp://x/', '--name', 't']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/mirror URL must be an http:\/\/ or https:\/\/ URL: got 'ftp:\/\/x\/'/);
+  });
+});
+
+describe('what each failure means', () => {
+  it('404 (a partial mirror): tries the next mirror, does not back the mirror off', async () => {
+    const partial = await mirror({ kind: '404' });
+    const good = await mirror();
+    const { set, f } = await fetcherFor([partial.url, good.url], { hedge: false });
+    expect((await readAll(f)).equals(image)).toBe(true);
+    const p = set.mirrors[0]!.health;
+    expect(p.missing).toBeGreaterThan(0);
+    expect(p.consecutiveFailures).toBe(0);
+    expect(set.mirrors[0]!.isDown()).toBe(false);
+  });
+
+  it('corrupt bytes: never handed out, counted against the mirror, fetched elsewhere', async () => {
+    const liar = await mirror({ kind: 'corrupt' });
+    const good = await mirror();
+    const { set, f } = await fetcherFor([liar.url, good.url], { hedge: false });
+    expect((await readAll(f)).equals(image)).toBe(true);
+    expect(set.mirrors[0]!.health.invalid).toBeGreaterThan(0);
+    // With only the liar, soft mode fails with the liar named, and no bytes come out.
+    const { f: only } = await fetcherFor([liar.url], { mode: 'soft', softTimeoutMs: 300, hedge: false });
+    const h = only.manifest.blocks.find((x) => x !== null)!;
+    const i = only.manifest.blocks.indexOf(h);
+    await expect(only.getBlock(i)).rejects.toThrow(BrokenError);
+    await expect(only.getBlock(i)).rejects.toThrow(new RegExp(`every mirror failed for block ${i}.*content hash|corrupt`));
+  });
+
+  it('a response cut short, a stalled response, 5xx, a reset: the mirror is backed off and the next one serves', async () => {
+    for (const kind of ['cut', 'stall', '500', 'reset'] as const) {
+      const bad = await mirror({ kind: 'ok' });
+      const good = await mirror();
+      const { set, f } = await fetcherFor([bad.url, good.url], { hedge: false }, { headersTimeoutMs: 1000, bodyTimeoutMs: 300 });
+      bad.fault = { kind };
+      expect((await readAll(f)).equals(image), kind).toBe(true);
+      expect(set.mirrors[0]!.health.failures, kind).toBeGreaterThan(0);
+      expect(good.blockRequests, kind).toBeGreaterThan(0);
+    }
+  });
+
+  it('a dead mirror in the list costs nothing once it is known dead', async () => {
+    const good = await mirror();
+    const { set, f } = await fetcherFor([await deadUrl(), good.url], { hedge: false });
+    expect((await readAll(f)).equals(image)).toBe(true);
+    expect(set.mirrors[0]!.isDown()).toBe(true);
+    expect(f.stats().failovers).toBeLessThan(5);
+  });
+});
+
+describe('hedged requests', () => {
+  it('asks a second mirror when the first is much slower than usual; the first valid answer wins', async () => {
+    const slow = await mirror();
+    const fast = await mirror();
+    const { set, f } = await fetcherFor([slow.url, fast.url], { minHedgeMs: 20, explore: 0 });
+    // Both look equally good at first (a few ms); then the first turns slow.
+    for (const m of set.mirrors) m.health.seed(2, 50_000);
+    slow.fault = { kind: 'slow', delayMs: 800 };
+    const h = f.manifest.blocks.findIndex((x) => x !== null);
+    const t0 = performance.now();
+    const data = await f.getBlock(h);
+    expect(data.length).toBe(16384);
+    expect(f.stats().hedges).toBe(1);
+    expect(f.stats().hedgesWon).toBe(1);
+    expect(fast.blockRequests).toBe(1);
+    // The loser was cancelled, not awaited.
+    expect(performance.now() - t0).toBeLessThan(800);
+  });
+});
+
+describe('when every mirror fails', () => {
+  it('hard mode keeps retrying, says so loudly, and completes when a mirror comes back', async () => {
+    const a = await mirror();
+    const b = await mirror();
+    const logs: string[] = [];
+    let sawRetry!: () => void;
+    const retrying = new Promise<void>((r) => (sawRetry = r));
+    const { f } = await fetcherFor([a.url, b.url], {
+      hedge: false,
+      maxRetryDelayMs: 200,
+      log: (l) => {
+        logs.push(l);
+        if (/retrying/.test(l)) sawRetry();
+      },
+    });
+    a.fault = { kind: '500' };
+    b.fault = { kind: 'reset' };
+    const reading = readAll(f);
+    await retrying;
+    expect(logs[0]).toMatch(/WARNING: all 2 mirrors failed for block \d+ .*retrying in/);
+    b.fault = { kind: 'ok' };
+    expect((await reading).equals(image)).toBe(true);
+    expect(f.stats().retryRounds).toBeGreaterThan(0);
+  });
+
+  it('soft mode returns an error after its time limit', async () => {
+    const a = await mirror({ kind: 'ok' });
+    const { f } = await fetcherFor([a.url], { mode: 'soft', softTimeoutMs: 400, maxRetryDelayMs: 100, hedge: false });
+    a.fault = { kind: '500' };
+    const i = f.manifest.blocks.findIndex((x) => x !== null);
+    await expect(f.getBlock(i)).rejects.toThrow(/every mirror failed for block \d+ .*HTTP 500/);
+  });
+
+  it('a mirror that failed is retried later and comes back when it recovers', async () => {
+    const flaky = await mirror();
+    const other = await mirror({ kind: 'slow', delayMs: 30 });
+    const set = new MirrorSet([flaky.url, other.url], { health: { backoffBaseMs: 50 } });
+    onTestFinished(() => set.close());
+    const loaded = await loadImage({ name: 't', version: undefined, key: key(), mirrors: set.mirrors, trust: TrustState.memory() });
+    const f = new BlockFetcher({ mirrors: set, manifest: loaded.manifest, memory: new MemoryCache(1), hedge: false, explore: 0 });
+    onTestFinished(() => f.close());
+    flaky.fault = { kind: '500' };
+    await f.read(0, 50_000);
+    expect(set.mirrors[0]!.health.failures).toBeGreaterThan(0);
+    flaky.fault = { kind: 'ok' };
+    const before = flaky.blockRequests;
+    // Read until the flaky mirror has served again (its backoff is 50 ms; the other costs 30 ms a request).
+    for (let off = 50_000; flaky.blockRequests === before && off < f.size; off += 16384) await f.read(off, 16384);
+    expect(flaky.blockRequests).toBeGreaterThan(before);
+    expect(set.mirrors[0]!.isDown()).toBe(false);
+  });
+});
+
+describe('trust', () => {
+  it('refuses a manifest older than one already seen (rollback), skipping a stale mirror', async () => {
+    const stale = await mirror({ kind: 'ok' }, storeV1);
+    const fresh = await mirror();
+    const trust = TrustState.memory();
+    const set = new MirrorSet([stale.url, fresh.url]);
+    onTestFinished(() => set.close());
+    // First this machine sees v2…
+    const a = await loadImage({ name: 't', version: undefined, key: key(), mirrors: [set.mirrors[1]!], trust });
+    expect(a.manifest.header.version).toBe(2);
+    // …then a stale mirror offers v1: refused with a clear message.
+    await expect(loadImage({ name: 't', version: undefined, key: key(), mirrors: [set.mirrors[0]!], trust })).rejects.toThrow(RollbackError);
+    await expect(loadImage({ name: 't', version: undefined, key: key(), mirrors: [set.mirrors[0]!], trust })).rejects.toThrow(
+      /offers t v1, but this machine has already seen v2: refusing to go back/,
+    );
+    // With both, the stale one is skipped.
+    const b = await loadImage({ name: 't', version: undefined, key: key(), mirrors: set.mirrors, trust });
+    expect(b.from).toBe(fresh.url);
+    // The trust file persists across runs.
+    const file = join(tempDir(), 'trust.json');
+    const t1 = await TrustState.open(file);
+    await t1.record('t', key().id, 2, 'a'.repeat(64));
+    expect((await TrustState.open(file)).seen('t', key().id)).toBe(2);
+  });
+
+  it('refuses manifests signed by another key', async () => {
+    const m = await mirror();
+    const other = parsePublicKey(generateKeyPair().publicLine, 'x');
+    const set = new MirrorSet([m.url]);
+    onTestFinished(() => set.close());
+    await expect(loadImage({ name: 't', version: undefined, key: other, mirrors: set.mirrors, trust: TrustState.memory() })).rejects.toThrow(SignatureError);
+  });
+
+  it('reports an unknown image as missing on every mirror', async () => {
+    const m = await mirror();
+    const set = new MirrorSet([m.url]);
+    onTestFinished(() => set.close());
+    await expect(loadImage({ name: 'nope', version: undefined, key: key(), mirrors: set.mirrors, trust: TrustState.memory() })).rejects.toThrow(MissingError);
+    await expect(loadImage({ name: 'nope', version: undefined, key: key(), mirrors: set.mirrors, trust: TrustState.memory() })).rejects.toThrow(/no mirror has image 'nope'/);
+  });
+});
+
+describe('disk cache', () => {
+  it('a second run needs only the manifest; with no network at all it starts from the cache', async () => {
+    const dir = tempDir();
+    const nginx = await startNginx(store, dir);
+    onTestFinished(() => nginx.stop());
+    const cacheDir = join(dir, 'cache');
+    const run = async (mirrors: string[]) => {
+      const o = await openImage({ mirrors, name: 't', key: key(), cacheDir, memoryBytes: 1 << 20, rankDeadlineMs: 500, mode: 'soft', softTimeoutMs: 1000 });
+      try {
+        const data = await readAll(o.fetcher);
+        return { data, stats: o.fetcher.stats(), from: o.image.from };
+      } finally {
+        await o.close();
+      }
+    };
+    const first = await run([nginx.url]);
+    expect(first.data.equals(image)).toBe(true);
+    expect(first.stats.blocksFetched).toBeGreaterThan(0);
+    const blockGets = countRequests(nginx.accessLog, '/blocks/');
+    const second = await run([nginx.url]);
+    expect(second.data.equals(image)).toBe(true);
+    expect(second.stats.bytesFetched).toBe(0);
+    expect(countRequests(nginx.accessLog, '/blocks/')).toBe(blockGets);
+    await nginx.stop();
+    const offline = await run([nginx.url, await deadUrl()]);
+    expect(offline.from).toBe('cache');
+    expect(offline.data.equals(image)).toBe(true);
+    expect(offline.stats.bytesFetched).toBe(0);
+  });
+
+  it('verifies on read: a damaged cached object is discarded and fetched again', async () => {
+    const dir = tempDir();
+    const m = await mirror();
+    const cache = await DiskCache.open(join(dir, 'c'), 1 << 30);
+    const { f } = await fetcherFor([m.url], { disk: cache, hedge: false });
+    await readAll(f);
+    await new Promise((r) => setImmediate(r));
+    // Wait for the background cache writes to land.
+    for (let i = 0; i < 100 && cache.stats().objects < f.manifest.objectSizes.size; i++) await new Promise((r) => setTimeout(r, 20));
+    const h = [...f.manifest.objectSizes.keys()][0]!;
+    const file = join(dir, 'c', blockPath(h));
+    const bytes = readFileSync(file);
+    bytes[bytes.length - 1]! ^= 1;
+    writeFileSync(file, bytes);
+    const reopened = await DiskCache.open(join(dir, 'c'), 1 << 30);
+    const { f: f2 } = await fetcherFor([m.url], { disk: reopened, hedge: false });
+    const before = m.blockRequests;
+    expect((await readAll(f2)).equals(image)).toBe(true);
+    expect(reopened.stats().discarded).toBe(1);
+    expect(m.blockRequests - before).toBe(1); // only the damaged one went to the network
+  });
+
+  it('stays under its size limit, evicting the least recently used', async () => {
+    const dir = tempDir();
+    const m = await mirror();
+    const limit = 200_000;
+    const cache = await DiskCache.open(join(dir, 'c'), limit);
+    const { f } = await fetcherFor([m.url], { disk: cache, hedge: false });
+    await readAll(f);
+    for (let i = 0; i < 50; i++) await new Promise((r) => setTimeout(r, 10));
+    const s = cache.stats();
+    expect(s.bytes).toBeLessThanOrEqual(limit);
+    expect(s.evicted).toBeGreaterThan(0);
+    const onDisk = readdirSync(join(dir, 'c', 'blocks')).flatMap((fan) => readdirSync(join(dir, 'c', 'blocks', fan)).map((x) => statSync(join(dir, 'c', 'blocks', fan, x)).size));
+    expect(onDisk.reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(limit);
+  });
+});
+
+describe('through a real Squid caching proxy', () => {
+  it('serves blocks from the proxy cache once fetched, even with the mirror gone', async () => {
+    const dir = tempDir();
+    const nginx = await startNginx(store, dir);
+    onTestFinished(() => nginx.stop());
+    const squid = await startSquid(dir);
+    onTestFinished(() => squid.stop());
+    const run = async (version?: number) => {
+      const o = await openImage({ mirrors: [nginx.url], proxy: squid.url, name: 't', version, key: key(), memoryBytes: 1 << 20, mode: 'soft', softTimeoutMs: 2000, rankDeadlineMs: 1000 });
+      try {
+        return await readAll(o.fetcher);
+      } finally {
+        await o.close();
+      }
+    };
+    expect((await run()).equals(image)).toBe(true);
+    const blockGets = countRequests(nginx.accessLog, '/blocks/');
+    expect(blockGets).toBeGreaterThan(0);
+    await nginx.stop();
+    // The mirror is gone; the pinned version's manifest and every block come from Squid.
+    expect((await run(2)).equals(image)).toBe(true);
+  });
+});
+
+describe('hfk get', () => {
+  it('writes the exact image through a set of good and bad mirrors', async () => {
+    const dir = tempDir();
+    const nginx = await startNginx(store, dir);
+    onTestFinished(() => nginx.stop());
+    const liar = await mirror({ kind: 'corrupt' });
+    const partial = await mirror({ kind: '404' });
+    const out = join(dir, 't.img');
+    const r = await hfk(['get', 't', '--mirrors', `${liar.url},${partial.url},${await deadUrl()},${nginx.url}`, '--key', pubFile, '--out', out, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(readFileSync(out).equals(image)).toBe(true);
+    const j = JSON.parse(r.stdout);
+    expect(j.version).toBe(2);
+    expect(j.fetched.blocks).toBeGreaterThan(0);
+    const bad = await hfk(['get', 'nope', '--mirrors', nginx.url, '--key', pubFile, '--out', join(dir, 'x.img')]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/no mirror has image 'nope'/);
+    expect(readdirSync(dir).filter((f) => f.startsWith('x.img'))).toEqual([]);
+  });
+});
+
+describe('concurrency', () => {
+  it('many readers of overlapping blocks stay exact while mirrors fail and recover', async () => {
+    const ms = [await mirror(), await mirror(), await mirror()];
+    const { f } = await fetcherFor(
+      ms.map((m) => m.url),
+      { memory: new MemoryCache(64 * 1024), maxRetryDelayMs: 50, minHedgeMs: 10 },
+      { headersTimeoutMs: 500, bodyTimeoutMs: 200 },
+    );
+    let stop = false;
+    const faults: Parameters<typeof startFaultyMirror>[1][] = [{ kind: 'ok' }, { kind: '500' }, { kind: 'corrupt' }, { kind: 'reset' }, { kind: 'cut' }, { kind: '404' }];
+    let n = 0;
+    const chaos = (async () => {
+      while (!stop) {
+        for (const m of ms) m.fault = faults[(n++ * 7 + ms.indexOf(m)) % faults.length]!;
+        await new Promise((r) => setTimeout(r, 15));
+      }
+      for (const m of ms) m.fault = { kind: 'ok' };
+    })();
+    let seed = 1;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+    const readers = Array.from({ length: 12 }, async () => {
+      for (let i = 0; i < 25; i++) {
+        const off = Math.floor(rnd() * (f.size - 1));
+        const len = 1 + Math.floor(rnd() * 100_000);
+        const got = await f.read(off, len);
+        expect(got.equals(image.subarray(off, Math.min(f.size, off + len)))).toBe(true);
+      }
+    });
+    try {
+      await Promise.all(readers);
+    } finally {
+      stop = true;
+      await chaos;
+    }
+    const s = f.stats();
+    expect(s.sharedFetches + s.memoryHits).toBeGreaterThan(0);
+  });
+
+  it('an interrupted read rejects at once; the fetch goes on for the next reader', async () => {
+    const m = await mirror({ kind: 'slow', delayMs: 300 });
+    const { f } = await fetcherFor([m.url], { hedge: false, readaheadBytes: 0 });
+    const ac = new AbortController();
+    const i = f.manifest.blocks.findIndex((x) => x !== null);
+    const p = f.read(i * 16384, 100, ac.signal);
+    ac.abort();
+    await expect(p).rejects.toThrow(AbortedError);
+    expect((await f.read(i * 16384, 100)).equals(image.subarray(i * 16384, i * 16384 + 100))).toBe(true);
+    expect(m.blockRequests).toBe(1);
+  });
+});
+
