@@ -2,7 +2,7 @@
 // dist/hfk-init.mjs (the initramfs init, dry run and block reader daemon).
 // Run with: node src/build.ts  (npm run build)
 
-import { readFileSync } from 'node:fs';
+import { chmodSync, readFileSync } from 'node:fs';
 import { build } from 'esbuild';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -35,3 +35,5 @@ await build({
     ].join('\n'),
   },
 });
+
+for (const name of Object.keys(entries)) chmodSync(`dist/${name}.mjs`, 0o755);

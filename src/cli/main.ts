@@ -7,6 +7,7 @@ import { gcCommand } from './commands/gc.ts';
 import { getCommand } from './commands/get.ts';
 import { keygen } from './commands/keygen.ts';
 import { mirrorsCommand } from './commands/mirrors.ts';
+import { mountCommand, umountCommand } from './commands/mount.ts';
 import { publishCommand } from './commands/publish.ts';
 import { serveCommand } from './commands/serve.ts';
 import { verifyCommand } from './commands/verify.ts';
@@ -14,7 +15,7 @@ import { verifyCommand } from './commands/verify.ts';
 declare const HFK_VERSION: string;
 export const VERSION = typeof HFK_VERSION === 'string' ? HFK_VERSION : 'dev';
 
-export const COMMANDS: Command[] = [keygen, publishCommand, verifyCommand, diffCommand, gcCommand, serveCommand, mirrorsCommand, getCommand];
+export const COMMANDS: Command[] = [keygen, publishCommand, verifyCommand, diffCommand, gcCommand, serveCommand, mirrorsCommand, getCommand, mountCommand, umountCommand];
 
 function overview(): string {
   const w = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;

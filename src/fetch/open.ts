@@ -4,6 +4,7 @@
 
 import type { LookupFunction } from 'node:net';
 import type { PublicKey } from '../format/keys.ts';
+import { decodeManifest, type Manifest } from '../format/manifest.ts';
 import { DiskCache } from './diskcache.ts';
 import { BlockFetcher, type FetcherOptions } from './fetcher.ts';
 import { MemoryCache } from './memcache.ts';
@@ -76,6 +77,64 @@ export async function openImage(o: OpenImageOptions): Promise<OpenedImage> {
       image,
       fetcher,
       cache,
+      close: async () => {
+        await fetcher.close();
+        await set.close();
+      },
+    };
+  } catch (e) {
+    await set.close();
+    throw e;
+  }
+}
+
+export interface MirrorSeed {
+  url: string;
+  ttfbMs: number | null;
+  throughputMBps: number | null;
+}
+
+export interface OpenFromManifestOptions extends Omit<OpenImageOptions, 'name' | 'version' | 'rankDeadlineMs'> {
+  /** The manifest file as already fetched (it is verified again here). */
+  manifestBytes: Buffer;
+  /** What an earlier ranking measured, best first: the mirror order and health seeds. */
+  seeds?: readonly MirrorSeed[];
+}
+
+/**
+ * The fetcher for a manifest that was already chosen and checked (by the
+ * init, before it handed the work to the long-lived reader process): no
+ * second ranking, no second manifest download.
+ */
+export async function openFromManifest(o: OpenFromManifestOptions): Promise<Omit<OpenedImage, 'ranking' | 'image'> & { manifest: Manifest }> {
+  const manifest = decodeManifest(o.manifestBytes, o.key, 'the manifest handed to the reader');
+  const order = o.seeds?.length ? [...o.seeds.map((x) => x.url), ...o.mirrors.filter((u) => !o.seeds!.some((x) => x.url === u))] : o.mirrors;
+  const set = new MirrorSet(order, {
+    ...o.mirrorOptions,
+    ...(o.proxy ? { proxy: o.proxy } : {}),
+    ...(o.lookup ? { lookup: o.lookup } : {}),
+  });
+  for (const seed of o.seeds ?? []) {
+    const m = set.mirrors.find((x) => x.url === seed.url);
+    if (m && seed.ttfbMs !== null) m.health.seed(seed.ttfbMs, seed.throughputMBps !== null ? seed.throughputMBps * 1000 : undefined);
+  }
+  try {
+    const cache = o.cacheDir ? await DiskCache.open(o.cacheDir, o.cacheBytes ?? 4 * 1024 ** 3) : undefined;
+    const fetcher = new BlockFetcher({
+      mirrors: set,
+      manifest,
+      memory: new MemoryCache(o.memoryBytes ?? 256 << 20),
+      disk: cache,
+      mode: o.mode ?? 'hard',
+      ...(o.softTimeoutMs ? { softTimeoutMs: o.softTimeoutMs } : {}),
+      ...o.fetcher,
+      ...(o.log ? { log: o.log } : {}),
+    });
+    return {
+      set,
+      fetcher,
+      cache,
+      manifest,
       close: async () => {
         await fetcher.close();
         await set.close();

@@ -83,6 +83,8 @@ export interface LoadImageOptions {
 export interface LoadedImage {
   manifest: Manifest;
   digest: string;
+  /** The manifest file as received (signed bytes). */
+  raw: Buffer;
   bytes: number;
   /** The mirror the manifest came from, or 'cache' when offline. */
   from: string;
@@ -114,7 +116,7 @@ export async function loadImage(o: LoadImageOptions): Promise<LoadedImage> {
       }
       await o.trust.record(o.name, o.key.id, v, loaded.digest);
       await o.cache?.putManifest(o.name, v, loaded.bytes);
-      return { manifest: loaded.manifest, digest: loaded.digest, bytes: loaded.bytes.length, from: m.url, offline: false };
+      return { manifest: loaded.manifest, digest: loaded.digest, raw: loaded.bytes, bytes: loaded.bytes.length, from: m.url, offline: false };
     } catch (e) {
       if (!(e instanceof HfkError)) throw e;
       if (e.code === 'E_INVALID') m.book(e);
@@ -132,7 +134,7 @@ export async function loadImage(o: LoadImageOptions): Promise<LoadedImage> {
         const manifest = decodeManifest(c.bytes, o.key, `cached manifest ${o.name} v${c.version}`);
         if (o.version === undefined && c.version < seen) continue;
         o.log?.(`no mirror reachable: using ${o.name} v${c.version} from the disk cache`);
-        return { manifest, digest: manifestDigest(c.bytes), bytes: c.bytes.length, from: 'cache', offline: true };
+        return { manifest, digest: manifestDigest(c.bytes), raw: c.bytes, bytes: c.bytes.length, from: 'cache', offline: true };
       } catch {
         // a damaged cached manifest: try an older one
       }

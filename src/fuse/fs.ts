@@ -85,6 +85,12 @@ export interface RequestContext {
 }
 
 export interface FileSystem {
+  /**
+   * How long the kernel may remember that a name does not exist (lookup
+   * gave undefined), ms. Default 0: answered ENOENT, not cached. An
+   * immutable tree can let the kernel keep negative entries for long.
+   */
+  readonly negativeTimeoutMs?: number;
   /** Resolves `name` in directory `parent`; `undefined` means it does not exist. */
   lookup(parent: number, name: string, ctx: RequestContext): Entry | undefined | Promise<Entry | undefined>;
   /** Attributes of a node; `fh` is set when the kernel asks about an open file (fstat). */
@@ -96,6 +102,14 @@ export interface FileSystem {
    * `signal` aborts when the kernel interrupts the request.
    */
   read(ino: number, offset: number, size: number, signal: AbortSignal, fh: number): Buffer | Promise<Buffer>;
+  /**
+   * Optional fast path for `read`: fill `dest` (its length is the size asked)
+   * with the bytes at `offset` and resolve with how many were read (fewer
+   * only at end of file). When present the protocol layer uses it instead of
+   * `read`, with large buffers it reuses once the reply is written: no fresh
+   * memory per READ. `dest` must not be kept after the promise settles.
+   */
+  readInto?(ino: number, offset: number, dest: Buffer, signal: AbortSignal, fh: number): Promise<number>;
   /** The file is closed for good (last close of that open). */
   release?(ino: number, fh: number): void | Promise<void>;
   /** Opens a directory; without it directories open with fh 0 and no caching. */

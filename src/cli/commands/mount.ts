@@ -1,0 +1,155 @@
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { HfkError, UsageError } from '../../errors.ts';
+import { resolvePublicKey } from '../../format/keys.ts';
+import { parseImageRef } from '../../format/manifest.ts';
+import { FuseDeviceError, MountpointError, NotRootError } from '../../fuse/errors.ts';
+import { checkMountpoint, findMount, readMountinfo, unmount } from '../../fuse/mount.ts';
+import { type ReaderSpec, reportReady, runReader, spawnReader, errorMessage } from '../../reader/reader.ts';
+import { formatRanking } from '../../fetch/rank.ts';
+import { formatBytes, parseSize } from '../../util/size.ts';
+import { type Command, flag, int, printJson, required, str } from '../command.ts';
+import { mirrorSources } from '../mirrorargs.ts';
+
+function preflight(): void {
+  if (typeof process.getuid === 'function' && process.getuid() !== 0) {
+    throw new NotRootError(`hfk mount needs root (FUSE with allow_other, and loop mounts after it): running as uid ${process.getuid()}`);
+  }
+  if (!fs.existsSync('/dev/fuse')) {
+    throw new FuseDeviceError('/dev/fuse does not exist: the kernel has no FUSE support loaded');
+  }
+}
+
+export const mountCommand: Command = {
+  name: 'mount',
+  summary: 'Mount a remote image lazily: MOUNTPOINT/NAME.img reads blocks from the mirrors on demand.',
+  usage: 'MOUNTPOINT --mirrors URL,… --name NAME[@VERSION] --key PREFIX.pub [options]',
+  description: `
+Then: mount -o loop,ro MOUNTPOINT/NAME.img /somewhere. MOUNTPOINT/.hfk/stats.json
+shows what the reader is doing. By default the reader runs in the background
+(its log goes to --log) and hfk mount returns once the image is mounted;
+hfk umount MOUNTPOINT ends it.`,
+  options: {
+    name: { type: 'string', arg: 'NAME[@VERSION]', description: 'image to mount (the newest version if none given)' },
+    mirrors: { type: 'string', arg: 'URL,…', multiple: true, description: 'mirror URLs' },
+    mirrorlist: { type: 'string', arg: 'FILE|URL', description: 'a list of mirror URLs, one per line' },
+    config: { type: 'string', arg: 'FILE', description: 'read mirrors and proxy from this hfk.yaml' },
+    key: { type: 'string', arg: 'PREFIX.pub', description: 'public key the manifest must be signed with' },
+    proxy: { type: 'string', arg: 'URL', description: 'HTTP proxy (e.g. Squid) to fetch through' },
+    cache: { type: 'string', arg: 'DIR', description: 'disk cache folder (kept between mounts)' },
+    'cache-size': { type: 'string', arg: 'SIZE', description: 'disk cache limit', default: '4G' },
+    memory: { type: 'string', arg: 'SIZE', description: 'in-memory block cache', default: '256M' },
+    soft: { type: 'boolean', description: 'reads fail (EIO) after --soft-timeout when every mirror fails (default: retry forever)' },
+    'soft-timeout': { type: 'string', arg: 'SECONDS', description: 'how long soft mode keeps trying', default: '30' },
+    foreground: { type: 'boolean', description: 'serve in this process until unmounted or signalled' },
+    log: { type: 'string', arg: 'FILE', description: 'log of a background reader', default: '/run/hfk/mount-<hash>.log' },
+    'ready-fd': { type: 'string', arg: 'FD', description: '(internal) report readiness on this file descriptor' },
+    json: { type: 'boolean', description: 'print the result as JSON' },
+  },
+  positionals: { min: 1, max: 1 },
+  async run(ctx) {
+    const mp = ctx.positionals[0]!;
+    const ref = parseImageRef(required(ctx, 'name', 'the image to mount, NAME or NAME@VERSION'), '--name');
+    const keyText = required(ctx, 'key', 'the public key (PREFIX.pub) the manifest must be signed with');
+    const key = resolvePublicKey(keyText, '--key');
+    const src = await mirrorSources(ctx);
+    const readyFd = int(ctx, 'ready-fd', 3, 1000);
+    const json = flag(ctx, 'json');
+    const fail = (e: unknown): never => {
+      if (readyFd !== undefined) reportReady(readyFd, errorMessage(e));
+      throw e;
+    };
+    try {
+      preflight();
+      await checkMountpoint(mp);
+    } catch (e) {
+      fail(e);
+    }
+    const spec: ReaderSpec = {
+      mountpoint: path.resolve(mp),
+      name: ref.name,
+      ...(ref.version ? { version: ref.version } : {}),
+      mirrors: src.mirrors,
+      ...(src.proxy ? { proxy: src.proxy } : {}),
+      key: key.raw.toString('base64'),
+      ...(str(ctx, 'cache') ? { cacheDir: path.resolve(str(ctx, 'cache')!) } : {}),
+      cacheBytes: parseSize(str(ctx, 'cache-size') ?? '4G', '--cache-size'),
+      memoryBytes: parseSize(str(ctx, 'memory') ?? '256M', '--memory'),
+      mode: flag(ctx, 'soft') ? 'soft' : 'hard',
+      softTimeoutMs: (int(ctx, 'soft-timeout', 1, 86_400) ?? 30) * 1000,
+    };
+
+    if (flag(ctx, 'foreground')) {
+      let mounted = false;
+      const done = runReader(
+        spec,
+        (m) => {
+          if (!m.ready) return;
+          mounted = true;
+          if (readyFd !== undefined) reportReady(readyFd, m);
+          else if (json) printJson(ctx.io, m);
+          else {
+            if (m.ranking) ctx.io.err(formatRanking(m.ranking));
+            ctx.io.out(`mounted ${m.image} v${m.version} (${formatBytes(m.size)}) at ${path.join(m.mountpoint, `${m.image}.img`)}; Ctrl-C or hfk umount ${m.mountpoint} to stop\n`);
+          }
+        },
+        (line) => ctx.io.err(`${new Date().toISOString()} ${line}\n`),
+        { unmountOnSignals: true },
+      );
+      try {
+        await done;
+      } catch (e) {
+        if (!mounted) fail(e);
+        throw e;
+      }
+      return 0;
+    }
+
+    // Background: the same command with --foreground, reporting on fd 3.
+    const logFile = str(ctx, 'log') ?? `/run/hfk/mount-${createHash('sha256').update(spec.mountpoint).digest('hex').slice(0, 8)}.log`;
+    fs.mkdirSync(path.dirname(logFile), { recursive: true });
+    const logFd = fs.openSync(logFile, 'a', 0o600);
+    const script = process.argv[1] ?? fileURLToPath(import.meta.url);
+    const forward = ['mount', spec.mountpoint, '--name', str(ctx, 'name')!, '--key', keyText, '--mirrors', src.mirrors.join(',')];
+    if (src.proxy) forward.push('--proxy', src.proxy);
+    for (const o of ['cache', 'cache-size', 'memory', 'soft-timeout'] as const) if (str(ctx, o)) forward.push(`--${o}`, str(ctx, o)!);
+    if (flag(ctx, 'soft')) forward.push('--soft');
+    forward.push('--foreground', '--ready-fd', '3');
+    let r;
+    try {
+      r = await spawnReader({ argv: [process.execPath, script, ...forward], logFd, timeoutMs: 300_000 });
+    } finally {
+      fs.closeSync(logFd);
+    }
+    const m = r.message;
+    if (!m.ready) throw new HfkError(m.error.code, m.error.message, m.error.hint ? { hint: m.error.hint } : {});
+    if (json) printJson(ctx.io, { ...m, pid: r.pid, log: logFile });
+    else {
+      if (m.ranking) ctx.io.err(formatRanking(m.ranking));
+      ctx.io.out(`mounted ${m.image} v${m.version} (${formatBytes(m.size)}) at ${path.join(m.mountpoint, `${m.image}.img`)}; reader pid ${r.pid}, log ${logFile}\n`);
+    }
+    return 0;
+  },
+};
+
+export const umountCommand: Command = {
+  name: 'umount',
+  summary: 'Unmount an image mounted by hfk mount; its reader then exits.',
+  usage: 'MOUNTPOINT [--lazy]',
+  options: {
+    lazy: { type: 'boolean', description: 'detach now even if in use (a loop mount on it); the reader exits when the last user is gone' },
+  },
+  positionals: { min: 1, max: 1 },
+  async run(ctx) {
+    const mp = ctx.positionals[0]!;
+    const abs = path.resolve(mp);
+    const on = findMount(await readMountinfo(), abs);
+    if (!on) throw new MountpointError('missing', mp, `nothing is mounted on ${mp}`);
+    if (on.fstype !== 'fuse.hfk') throw new UsageError(`${mp} is a ${on.fstype} mount, not one of hfk's (fuse.hfk)`);
+    await unmount(abs, { lazy: flag(ctx, 'lazy') });
+    ctx.io.out(`unmounted ${abs}\n`);
+    return 0;
+  },
+};
