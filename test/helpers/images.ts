@@ -2,7 +2,7 @@
 // mkfs.ext4, create_compressed_fs). A missing tool is an error that says
 // what to install, never a silent skip.
 
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmodSync, mkdirSync, readdirSync, readFileSync, readlinkSync, lstatSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
@@ -104,4 +104,17 @@ export function fingerprint(root: string): string {
   const h = createHash('sha256');
   for (const [p, e] of snapshotTree(root)) h.update(`${p}\0${e.type}\0${e.mode}\0${e.sha256 ?? e.target ?? ''}\n`);
   return h.digest('hex');
+}
+
+/**
+ * Type, permission bits, symlink target and SHA-256 of every entry under
+ * `root`, listed by a child process (find + sha256sum): for trees on a FUSE
+ * mount whose server may live in this very process, so its event loop must
+ * never block on a syscall against the mount.
+ */
+export function treeListing(root: string): Promise<string> {
+  const script = `cd "$1" && find . -path ./lost+found -prune -o -printf '%y %m %p -> %l\\n' | LC_ALL=C sort && find . -path ./lost+found -prune -o -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum`;
+  return new Promise((resolve, reject) => {
+    execFile('sh', ['-c', script, 'sh', root], { maxBuffer: 64 << 20 }, (e, out) => (e ? reject(e) : resolve(out)));
+  });
 }

@@ -1,0 +1,175 @@
+// hfk mount end to end: real images from real trees, served by real nginx,
+// mounted by the built CLI (its reader runs as a separate process), then
+// loop-mounted and compared file by file with the source tree.
+
+import { execFile, execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+import { hfk, hfkJson } from '../helpers/cli.ts';
+import { makeTree, mkext4, mksquashfs, pseudoRandom, treeListing } from '../helpers/images.ts';
+import { type FaultyMirror, startFaultyMirror, startNginx } from '../helpers/mirrors.ts';
+import { tempDir, tempDirKeep } from '../helpers/tmp.ts';
+
+let work: string;
+let store: string;
+let tree: string;
+let pub: string;
+
+const run = (cmd: string, args: string[]) =>
+  new Promise<string>((resolve, reject) => execFile(cmd, args, (e, out, err) => (e ? reject(new Error(`${cmd} ${args.join(' ')}: ${err || e.message}`)) : resolve(out))));
+
+function isMounted(p: string): boolean {
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .some((l) => l.split(' ')[4] === p);
+}
+
+/** hfk mount + loop mount; both undone when the test ends (even if it fails). */
+async function mountImage(name: string, mirrors: string[], extra: string[] = []): Promise<{ fuse: string; root: string; log: string }> {
+  const dir = tempDir('hfk-mnt-');
+  const fuse = join(dir, 'fuse');
+  const root = join(dir, 'root');
+  mkdirSync(fuse);
+  mkdirSync(root);
+  const log = join(dir, 'reader.log');
+  const r = await hfk(['mount', fuse, '--name', name, '--mirrors', mirrors.join(','), '--key', pub, '--log', log, '--json', ...extra]);
+  expect(r.code, `${r.stderr}\n${r.stdout}`).toBe(0);
+  onTestFinished(async () => {
+    if (isMounted(root)) await run('umount', [root]);
+    if (isMounted(fuse)) await hfk(['umount', fuse]);
+  });
+  // Asynchronously: a test's mirrors may live in this process and must keep serving.
+  await run('mount', ['-o', 'loop,ro', join(fuse, `${name}.img`), root]);
+  return { fuse, root, log };
+}
+
+beforeAll(async () => {
+  work = tempDirKeep('hfk-mount-');
+  await hfk(['keygen', '--out', join(work, 'k')]);
+  pub = join(work, 'k.pub');
+  tree = join(work, 'tree');
+  makeTree(tree, 9);
+  // A bigger file, so a full read takes many blocks.
+  writeFileSync(join(tree, 'usr/big.bin'), pseudoRandom(6 << 20, 99));
+  store = join(work, 'store');
+  const key = join(work, 'k.key');
+  await hfkJson(['publish', mksquashfs(tree, join(work, 'r.sqfs')), '--store', store, '--name', 'sq', '--key', key]);
+  await hfkJson(['publish', mkext4(tree, join(work, 'r.ext4'), 24), '--store', store, '--name', 'ext', '--key', key, '--block-size', '16K']);
+});
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+describe('hfk mount', () => {
+  for (const name of ['sq', 'ext']) {
+    it(`${name}: every file, mode and symlink of the loop-mounted image equals the source tree`, async () => {
+      const dir = tempDir();
+      const nginx = await startNginx(store, dir);
+      onTestFinished(() => nginx.stop());
+      const { fuse, root } = await mountImage(name, [nginx.url]);
+      expect(await treeListing(root)).toBe(await treeListing(tree));
+      const stats = JSON.parse(readFileSync(join(fuse, '.hfk/stats.json'), 'utf8'));
+      expect(stats.image.name).toBe(name);
+      expect(stats.bytesFetched).toBeGreaterThan(0);
+      expect(stats.mirrors[0].url).toBe(nginx.url);
+    });
+  }
+
+  it('concurrent readers in separate processes all get exact bytes', async () => {
+    const dir = tempDir();
+    const nginx = await startNginx(store, dir);
+    onTestFinished(() => nginx.stop());
+    const { root } = await mountImage('sq', [nginx.url]);
+    const want = execFileSync('sh', ['-c', `cd ${tree} && find . -type f | sort | xargs sha256sum`]).toString();
+    const jobs = Array.from({ length: 6 }, () =>
+      new Promise<string>((resolve, reject) =>
+        execFile('sh', ['-c', `cd ${root} && find . -type f | sort | xargs sha256sum`], (e, out) => (e ? reject(e) : resolve(out))),
+      ),
+    );
+    for (const out of await Promise.all(jobs)) expect(out).toBe(want);
+  });
+
+  it('a mirror stopped in the middle of a full read: no I/O error reaches the reader', async () => {
+    const a = await startFaultyMirror(store, { kind: 'slow', delayMs: 5 });
+    const b: FaultyMirror = await startFaultyMirror(store, { kind: 'slow', delayMs: 40 });
+    onTestFinished(() => a.stop());
+    onTestFinished(() => b.stop());
+    const { root } = await mountImage('sq', [a.url, b.url], ['--memory', '1M']);
+    // Read the big file in a child process; stop the preferred mirror once it has served some blocks.
+    const reading = new Promise<string>((resolve, reject) =>
+      execFile('sha256sum', [join(root, 'usr/big.bin')], (e, out) => (e ? reject(e) : resolve(out))),
+    );
+    while (a.blockRequests < 5) await new Promise((r) => setTimeout(r, 10));
+    await a.stop();
+    const out = await reading;
+    const want = execFileSync('sha256sum', [join(tree, 'usr/big.bin')]).toString().split(' ')[0];
+    expect(out.split(' ')[0]).toBe(want);
+    expect(b.blockRequests).toBeGreaterThan(0);
+  });
+
+  it('a corrupting mirror: the files are still exact', async () => {
+    const dir = tempDir();
+    const nginx = await startNginx(store, dir);
+    onTestFinished(() => nginx.stop());
+    const liar = await startFaultyMirror(store, { kind: 'ok' });
+    onTestFinished(() => liar.stop());
+    const { root, fuse } = await mountImage('ext', [liar.url, nginx.url]);
+    liar.fault = { kind: 'corrupt' };
+    expect(await treeListing(root)).toBe(await treeListing(tree));
+    const stats = JSON.parse(readFileSync(join(fuse, '.hfk/stats.json'), 'utf8'));
+    const liarStats = stats.mirrors.find((m: { url: string }) => m.url === liar.url);
+    expect(liarStats.invalid).toBeGreaterThan(0);
+  });
+});
+
+describe('hfk mount: bad input leaves nothing mounted', () => {
+  let nginxUrl: string;
+  let stop: () => Promise<void>;
+  beforeAll(async () => {
+    const n = await startNginx(store, tempDirKeep());
+    nginxUrl = n.url;
+    stop = n.stop;
+  });
+  afterAll(() => stop());
+
+  const cases: [string, (mp: string) => string[], RegExp][] = [
+    ['no such image', (mp) => ['mount', mp, '--name', 'nope', '--mirrors', nginxUrl, '--key', pub], /no mirror has image 'nope'/],
+    ['a wrong key', (mp) => ['mount', mp, '--name', 'sq', '--mirrors', nginxUrl, '--key', join(work, 'other.pub')], /signed by key [0-9a-f]{16}, not by the pinned key|fails verification/],
+    ['a missing mountpoint', (mp) => ['mount', join(mp, 'nope'), '--name', 'sq', '--mirrors', nginxUrl, '--key', pub], /mountpoint .*nope does not exist/],
+    ['a private key as --key', (mp) => ['mount', mp, '--name', 'sq', '--mirrors', nginxUrl, '--key', join(work, 'k.key')], /is a private key; give the public key/],
+    ['no mirrors', (mp) => ['mount', mp, '--name', 'sq', '--key', pub], /no mirrors given/],
+  ];
+  for (const [what, args, message] of cases) {
+    it(what, async () => {
+      if (what === 'a wrong key') await hfk(['keygen', '--out', join(work, 'other'), '--force']);
+      const mp = tempDir();
+      const r = await hfk([...args(mp), '--log', join(mp, '..', `${what.replace(/\W/g, '')}.log`)]);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(message);
+      expect(isMounted(mp)).toBe(false);
+    });
+  }
+
+  it('a busy mountpoint', async () => {
+    const mp = tempDir();
+    execFileSync('mount', ['-t', 'tmpfs', 'tmpfs', mp]);
+    onTestFinished(() => void execFileSync('umount', [mp]));
+    const r = await hfk(['mount', mp, '--name', 'sq', '--mirrors', nginxUrl, '--key', pub]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/already has tmpfs \(tmpfs\) mounted on it/);
+  });
+
+  it('not root', async () => {
+    const mp = tempDir();
+    const inlineKey = readFileSync(pub, 'utf8').split(' ')[1]!; // the key file itself sits in a root-only folder
+    const r = execFileSync('sh', ['-c', `setpriv --reuid=65534 --regid=65534 --clear-groups ${process.execPath} ${join(process.cwd(), 'dist/hfk.mjs')} mount ${mp} --name sq --mirrors ${nginxUrl} --key ${inlineKey} 2>&1; echo "exit=$?"`]).toString();
+    expect(r).toMatch(/needs root/);
+    expect(r).toMatch(/exit=1/);
+  });
+
+  it('hfk umount of something that is not an hfk mount', async () => {
+    const mp = tempDir();
+    const r = await hfk(['umount', mp]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/nothing is mounted on/);
+  });
+});
