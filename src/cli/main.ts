@@ -6,6 +6,7 @@ import { diffCommand } from './commands/diff.ts';
 import { gcCommand } from './commands/gc.ts';
 import { getCommand } from './commands/get.ts';
 import { keygen } from './commands/keygen.ts';
+import { mkinitrdCommand } from '../../mkinitrd/cli.ts';
 import { mirrorsCommand } from './commands/mirrors.ts';
 import { mountCommand, umountCommand } from './commands/mount.ts';
 import { publishCommand } from './commands/publish.ts';
@@ -15,7 +16,7 @@ import { verifyCommand } from './commands/verify.ts';
 declare const HFK_VERSION: string;
 export const VERSION = typeof HFK_VERSION === 'string' ? HFK_VERSION : 'dev';
 
-export const COMMANDS: Command[] = [keygen, publishCommand, verifyCommand, diffCommand, gcCommand, serveCommand, mirrorsCommand, getCommand, mountCommand, umountCommand];
+export const COMMANDS: Command[] = [keygen, publishCommand, verifyCommand, diffCommand, gcCommand, serveCommand, mirrorsCommand, getCommand, mountCommand, umountCommand, mkinitrdCommand];
 
 function overview(): string {
   const w = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;

@@ -146,28 +146,44 @@ export class BlockFetcher {
     return this.manifest.header.blockSize;
   }
 
-  /** Bytes [offset, offset+length) of the image (short only at its end). */
-  async read(offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
-    const end = Math.min(this.size, offset + length);
-    if (offset >= end) return Buffer.alloc(0);
+  /** The blocks covering [offset, offset+length), fetched (concurrently), and where the range starts in the first. */
+  private async blocks(offset: number, end: number, signal?: AbortSignal): Promise<{ parts: Buffer[]; skip: number }> {
     this.counters.reads++;
     const bs = this.blockSize;
     const first = Math.floor(offset / bs);
     const last = Math.floor((end - 1) / bs);
     this.noteAccess(first, last);
-    const parts = await Promise.all(
-      Array.from({ length: last - first + 1 }, (_, k) => withSignal(this.getBlock(first + k), signal)),
-    );
+    const parts = await Promise.all(Array.from({ length: last - first + 1 }, (_, k) => withSignal(this.getBlock(first + k), signal)));
     this.counters.bytesRead += end - offset;
-    if (parts.length === 1) return parts[0]!.subarray(offset - first * bs, end - first * bs);
+    return { parts, skip: offset - first * bs };
+  }
+
+  /** Bytes [offset, offset+length) of the image (short only at its end). */
+  async read(offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
+    const end = Math.min(this.size, offset + length);
+    if (offset >= end) return Buffer.alloc(0);
+    const { parts, skip } = await this.blocks(offset, end, signal);
+    if (parts.length === 1) return parts[0]!.subarray(skip, skip + end - offset);
     const out = Buffer.allocUnsafe(end - offset);
-    let pos = 0;
-    parts.forEach((p, k) => {
-      const from = k === 0 ? offset - first * bs : 0;
-      const to = k === parts.length - 1 ? end - (first + k) * bs : p.length;
-      pos += p.copy(out, pos, from, to);
-    });
+    this.copyOut(parts, skip, out);
     return out;
+  }
+
+  /** Fills `dest` from `offset` (the FUSE layer's reused buffers); short only at the end of the image. */
+  async readInto(dest: Buffer, offset: number, signal?: AbortSignal): Promise<number> {
+    const end = Math.min(this.size, offset + dest.length);
+    if (offset >= end) return 0;
+    const { parts, skip } = await this.blocks(offset, end, signal);
+    return this.copyOut(parts, skip, dest.subarray(0, end - offset));
+  }
+
+  private copyOut(parts: Buffer[], skip: number, out: Buffer): number {
+    let pos = 0;
+    for (let k = 0; k < parts.length && pos < out.length; k++) {
+      const from = k === 0 ? skip : 0;
+      pos += parts[k]!.copy(out, pos, from, Math.min(parts[k]!.length, from + out.length - pos));
+    }
+    return pos;
   }
 
   /** Grows the readahead window on sequential access and prefetches ahead. */

@@ -9,6 +9,7 @@
 // neither is scored.
 
 import * as net from 'node:net';
+import { HfkError } from '../errors.ts';
 import { blockPath, manifestPath, pointerPath } from '../format/layout.ts';
 import { decodeManifest, decodePointer, type Manifest } from '../format/manifest.ts';
 import type { RequestTiming } from '../store/store.ts';
@@ -51,6 +52,8 @@ export interface MirrorRank {
   /** Latest version the mirror offers, if its pointer was read. */
   version: number | null;
   error: string | null;
+  /** The error's kind (E_MISSING: the mirror lacks the image; E_BROKEN: unreachable). */
+  errorCode: string | null;
   /** Probing was cut short by the deadline. */
   partial: boolean;
 }
@@ -157,6 +160,7 @@ async function probe(
     } catch (e) {
       if (signal.aborted) break;
       live.error = e instanceof Error ? e.message : String(e);
+      live.errorCode = e instanceof HfkError ? e.code : 'E_BROKEN';
     }
     live.loss = live.rounds ? 1 - live.ok / live.rounds : 0;
     onUpdate();
@@ -228,6 +232,7 @@ export async function rankMirrors(set: MirrorSet, options: RankOptions): Promise
       score: Infinity,
       version: null,
       error: null,
+      errorCode: null,
       partial: true,
     }),
   );

@@ -183,6 +183,11 @@ export const mirrors: Step<BootContext, void> = step('mirrors', 'measure the mir
   }
   for (const line of formatRanking(state.ranking).trimEnd().split('\n')) sys.log.info(line);
   if (!state.ranking.mirrors.some((m) => m.ok > 0)) {
+    if (state.ranking.mirrors.every((m) => m.errorCode === 'E_MISSING')) {
+      throw new HfkError('E_MISSING', `no mirror has image '${s.image.name}': all ${state.mirrors.length} answered 404 for its pointer`, {
+        hint: `check hfk.image= (the image name as published) and that these mirrors carry that store`,
+      });
+    }
     throw new HfkError('E_BROKEN', `none of the ${state.mirrors.length} mirrors answered for image '${s.image.name}': ${state.ranking.mirrors.map((m) => `${m.url}: ${m.error}`).join('; ')}`, {
       hint: 'check hfk.mirrors= (from this machine the mirrors must be reachable), the network (ip=), and hfk.image=',
     });

@@ -109,7 +109,9 @@ export async function dryRun(o: { cmdline?: string; config?: string; key?: strin
     }
     const s: BootSettings = resolveBootSettings(parsed, config, r.configFrom);
     let key: PublicKey;
+    const inInitrd = (p: string | undefined) => (p && initrd?.has(p.replace(/^\//, '')) ? initrd.get(p.replace(/^\//, ''))! : undefined);
     if (o.key) key = resolvePublicKey(o.key, '--key');
+    else if (inInitrd(s.key)) key = parsePublicKey(inInitrd(s.key)!.data.toString('utf8'), `${o.initrd}:${s.key}`);
     else if (s.key) key = resolvePublicKey(s.key, 'hfk.key');
     else if (initrd?.has(PATHS.key.slice(1))) key = parsePublicKey(initrd.get(PATHS.key.slice(1))!.data.toString('utf8'), `${o.initrd}:${PATHS.key}`);
     else if (fs.existsSync(PATHS.key)) key = loadPublicKey(PATHS.key);

@@ -1,0 +1,58 @@
+// Shared by the benchmarks: where they work, the Debian root image they
+// measure (built once, cached outside the repo), and where results go.
+
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { HFK, NODE, REPO } from '../test/helpers/cli.ts';
+
+export const CACHE = process.env.HFK_CACHE ?? '/var/cache/hfk';
+
+export interface BenchResult {
+  name: string;
+  command: string;
+  summary: Record<string, unknown>;
+  pass: boolean;
+  rows?: unknown[];
+}
+
+export function workDir(name: string): string {
+  const d = join(CACHE, 'bench-work', name);
+  mkdirSync(d, { recursive: true });
+  return d;
+}
+
+export function saveResult(r: BenchResult): void {
+  const dir = join(REPO, 'bench', 'results');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, `${r.name}.json`), `${JSON.stringify({ ...r, date: new Date().toISOString(), machine: machine() }, null, 2)}\n`);
+}
+
+function machine(): Record<string, unknown> {
+  const cpu = readFileSync('/proc/cpuinfo', 'utf8').match(/model name\s*:\s*(.*)/)?.[1];
+  return { cpu, cores: Number(execFileSync('nproc').toString().trim()), node: process.version, kernel: execFileSync('uname', ['-r']).toString().trim() };
+}
+
+/** The Debian root as an uncompressed squashfs (~250 MB), built once. */
+export async function debianImage(): Promise<string> {
+  const lab = (await import('../test/lab/debian-root.ts')) as { ensureDebianSquashfs: () => Promise<string> };
+  return lab.ensureDebianSquashfs();
+}
+
+/** The Debian image published into a cached store (republished when the image changes). */
+export async function benchStore(): Promise<{ store: string; name: string; image: string; key: string; pub: string }> {
+  const image = await debianImage();
+  const st = statSync(image);
+  const tag = createHash('sha256').update(`${image}:${st.size}:${st.mtimeMs}`).digest('hex').slice(0, 12);
+  const base = join(CACHE, 'bench-store');
+  const store = join(base, `store-${tag}`);
+  const key = join(base, 'bench.key');
+  const pub = join(base, 'bench.pub');
+  mkdirSync(base, { recursive: true });
+  if (!existsSync(key)) execFileSync(NODE, [HFK, 'keygen', '--out', join(base, 'bench')]);
+  if (!existsSync(join(store, 'images', 'debian', 'latest.json'))) {
+    execFileSync(NODE, [HFK, 'publish', image, '--store', store, '--name', 'debian', '--key', key], { stdio: 'inherit' });
+  }
+  return { store, name: 'debian', image, key, pub };
+}

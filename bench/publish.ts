@@ -1,0 +1,100 @@
+// Benchmark: publishing the Debian root image (uncompressed squashfs, ~250
+// MB), side by side: `hfk publish`, `casync make --chunk-size=65536`
+// (Debian's casync) and `create_compressed_fs -B 65536` (cloop-utils). Wall
+// time, throughput and store size; the image is in the page cache for all
+// three. Each tool runs `--runs` times into a fresh output; the median counts.
+//
+//   node bench/publish.ts [--runs 3]
+
+import { execFileSync, spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { HFK, NODE } from '../test/helpers/cli.ts';
+import { benchStore, type BenchResult, debianImage, saveResult, workDir } from './common.ts';
+
+function apparentBytes(path: string): number {
+  const st = statSync(path);
+  if (!st.isDirectory()) return st.size;
+  let n = 0;
+  for (const e of readdirSync(path)) n += apparentBytes(join(path, e));
+  return n;
+}
+
+function timed(argv: string[]): number {
+  const t0 = performance.now();
+  const r = spawnSync(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], maxBuffer: 64 << 20 });
+  if (r.status !== 0) throw new Error(`${argv.join(' ')} failed (${r.status}): ${r.stderr?.toString().slice(-2000)}`);
+  return (performance.now() - t0) / 1000;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+
+export async function benchPublish(runs = 3): Promise<BenchResult> {
+  const image = await debianImage();
+  const { key } = await benchStore();
+  const size = statSync(image).size;
+  const dir = workDir('publish');
+  readFileSync(image); // into the page cache
+  const tools: { name: string; command: string; run: (out: string) => string[]; output: (out: string) => string }[] = [
+    {
+      name: 'hfk publish',
+      command: `hfk publish IMAGE --store OUT --name debian --key KEY (zstd level 3, 64 KiB blocks)`,
+      run: (out) => [NODE, HFK, 'publish', image, '--store', out, '--name', 'debian', '--key', key],
+      output: (out) => join(out, 'blocks'),
+    },
+    {
+      name: 'casync make',
+      command: 'casync make --chunk-size=65536 --store=OUT/store OUT/index.caibx IMAGE',
+      run: (out) => ['casync', 'make', '--chunk-size=65536', `--store=${out}/store`, `${out}/index.caibx`, image],
+      output: (out) => join(out, 'store'),
+    },
+    {
+      name: 'create_compressed_fs',
+      command: 'create_compressed_fs -q -B 65536 IMAGE OUT/image.cloop',
+      run: (out) => ['create_compressed_fs', '-q', '-B', '65536', image, `${out}/image.cloop`],
+      output: (out) => join(out, 'image.cloop'),
+    },
+  ];
+  const rows: Record<string, unknown>[] = [];
+  for (const t of tools) {
+    const times: number[] = [];
+    let stored = 0;
+    for (let i = 0; i < runs; i++) {
+      const out = join(dir, t.name.replace(/\W+/g, '-'));
+      rmSync(out, { recursive: true, force: true });
+      execFileSync('mkdir', ['-p', out]);
+      execFileSync('sync');
+      times.push(timed(t.run(out)));
+      stored = apparentBytes(t.output(out));
+      rmSync(out, { recursive: true, force: true });
+    }
+    const secs = median(times);
+    rows.push({ tool: t.name, command: t.command, seconds: Number(secs.toFixed(2)), MBps: Number((size / secs / 1e6).toFixed(1)), storeBytes: stored, storeMB: Number((stored / 1e6).toFixed(1)), runs: times.map((x) => Number(x.toFixed(2))) });
+    process.stderr.write(`${t.name}: ${secs.toFixed(2)} s, ${(size / secs / 1e6).toFixed(1)} MB/s, store ${(stored / 1e6).toFixed(1)} MB\n`);
+  }
+  const hfkRow = rows[0] as { MBps: number; storeBytes: number };
+  const casyncRow = rows[1] as { MBps: number; storeBytes: number };
+  const result: BenchResult = {
+    name: 'publish',
+    command: 'node bench/publish.ts',
+    summary: {
+      imageBytes: size,
+      hfkMBps: hfkRow.MBps,
+      casyncMBps: casyncRow.MBps,
+      hfkStoreBytes: hfkRow.storeBytes,
+      casyncStoreBytes: casyncRow.storeBytes,
+      targets: { throughputAtLeastCasync: true, storeNoLargerThanCasync: true },
+    },
+    pass: hfkRow.MBps >= casyncRow.MBps && hfkRow.storeBytes <= casyncRow.storeBytes,
+    rows,
+  };
+  saveResult(result);
+  return result;
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const { values } = parseArgs({ options: { runs: { type: 'string' } } });
+  const r = await benchPublish(Number(values.runs ?? 3));
+  console.log(JSON.stringify(r, null, 2));
+}

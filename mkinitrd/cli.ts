@@ -1,0 +1,155 @@
+// hfk mkinitrd: build the initramfs that boots a machine from hfk mirrors.
+
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseDocument } from 'yaml';
+import { InputError, UsageError } from '../src/errors.ts';
+import { type Command, flag, int, list, printJson, required, str } from '../src/cli/command.ts';
+import { ProgressBar } from '../src/cli/progress.ts';
+import { formatPublicKey, loadPublicKey } from '../src/format/keys.ts';
+import { parseConfig } from '../src/init/config.ts';
+import { buildInitramfs, COMPRESSIONS, type Compression, CONFIG_PATH, DEFAULT_LEVEL, formatSizeReport, PUBLIC_KEY_PATH } from './build.ts';
+import { DEFAULT_MODULE_SPECS } from './modules.ts';
+
+/**
+ * The init bundle to pack: --init, else hfk-init.mjs next to the running
+ * bundle (dist/hfk-init.mjs beside dist/hfk.mjs), else — when running from
+ * the sources — the checkout's dist/hfk-init.mjs.
+ */
+export function resolveInit(given: string | undefined, exists: (p: string) => boolean = existsSync): string {
+  if (given !== undefined) {
+    if (!exists(given)) throw new InputError(`the init bundle ${given} does not exist`, { hint: 'pass the hfk-init.mjs that npm run build writes' });
+    return given;
+  }
+  const sibling = fileURLToPath(new URL('./hfk-init.mjs', import.meta.url));
+  const checkout = fileURLToPath(new URL('../dist/hfk-init.mjs', import.meta.url));
+  const found = [sibling, checkout].find((p) => exists(p));
+  if (found) return found;
+  throw new InputError(`the init bundle ${sibling} does not exist`, {
+    hint: 'build it first: npm run build (writes dist/hfk-init.mjs next to dist/hfk.mjs), or pass --init FILE',
+  });
+}
+
+const INLINE_KEY = /^(?:[A-Za-z0-9+/]{43}=|hfk-ed25519\s+[A-Za-z0-9+/]{43}=(?:\s.*)?)$/;
+
+export interface BakeInput {
+  /** Text of a base hfk.yaml (--config), and its path for messages and relative key paths. */
+  base?: { text: string; path: string };
+  image?: string;
+  /** Replace the config's mirror list. */
+  mirrors?: string[];
+  /** Text of the public key file (--key), baked as /etc/hfk/hfk.pub. */
+  publicKey?: string;
+}
+
+export interface Baked {
+  config: string;
+  publicKey: string | undefined;
+}
+
+/**
+ * The config and key files as they go into the initramfs. The base config
+ * keeps its comments; --image and --mirrors replace its keys; a key (from
+ * --key, or a key file the base config names) is baked as /etc/hfk/hfk.pub
+ * and the config points there. The result is checked with the init's own
+ * config schema. Pure apart from reading a key file the base config names.
+ */
+export function bakeConfig(input: BakeInput): Baked {
+  const what = input.base?.path ?? 'the config';
+  const doc = parseDocument(input.base?.text ?? '', { uniqueKeys: true });
+  if (doc.errors.length) throw new InputError(`${what} is not valid YAML: ${doc.errors[0]!.message.split('\n')[0]}`);
+  const js: unknown = doc.toJS() ?? {}; // a file of comments only is an empty mapping
+  if (js === null || typeof js !== 'object' || Array.isArray(js)) throw new InputError(`${what} must be a YAML mapping (key: value lines): got ${Array.isArray(js) ? 'a list' : typeof js}`);
+  if (input.image !== undefined) doc.set('image', input.image);
+  if (input.mirrors !== undefined) doc.set('mirrors', doc.createNode(input.mirrors));
+  let publicKey = input.publicKey;
+  const existing = (js as { key?: unknown }).key;
+  if (publicKey === undefined && typeof existing === 'string' && !INLINE_KEY.test(existing.trim())) {
+    // a key file named by the base config lives on this host: bake its contents
+    const p = isAbsolute(existing) || !input.base ? existing : resolve(dirname(input.base.path), existing);
+    publicKey = formatPublicKey(loadPublicKey(p), 'hfk');
+  }
+  if (publicKey !== undefined) doc.set('key', PUBLIC_KEY_PATH);
+  const config = doc.toString();
+  parseConfig(config, CONFIG_PATH); // the init's schema: throws ConfigError naming the key and line
+  return { config, publicKey };
+}
+
+export const mkinitrdCommand: Command = {
+  name: 'mkinitrd',
+  summary: 'Build the initramfs that boots a machine from hfk mirrors (Node, busybox, modules, hfk-init).',
+  usage: '--modules /lib/modules/VERSION --out FILE [options]',
+  description: `
+The initramfs holds the Node binary running this command with its libraries,
+a static busybox, the kernel modules a network boot needs (NICs, virtio,
+disks and CDs, fuse, squashfs, overlay, isofs, erofs, nls) with depmod's
+index, CA certificates, and hfk-init as /init. --image, --mirrors and --key
+are baked into ${CONFIG_PATH} and ${PUBLIC_KEY_PATH}; with --config they
+replace that file's keys (--mirrors replaces its whole mirror list). The
+same inputs give the same bytes (mtimes are SOURCE_DATE_EPOCH or 0).`,
+  options: {
+    modules: { type: 'string', arg: 'DIR', description: "the boot kernel's module folder, /lib/modules/VERSION" },
+    out: { type: 'string', arg: 'FILE', description: 'the initramfs to write (replaced atomically)' },
+    key: { type: 'string', arg: 'PREFIX.pub', description: 'public key manifests must be signed with (from hfk keygen)' },
+    mirrors: { type: 'string', arg: 'URL,…', multiple: true, description: 'mirror base URLs' },
+    image: { type: 'string', arg: 'NAME[@VERSION]', description: 'the image to boot' },
+    config: { type: 'string', arg: 'FILE', description: 'a base hfk.yaml to bake in' },
+    compress: { type: 'string', arg: COMPRESSIONS.join('|'), description: 'compression', default: 'zstd' },
+    level: { type: 'string', arg: 'N', description: 'compression level', default: `zstd ${DEFAULT_LEVEL.zstd}, gzip ${DEFAULT_LEVEL.gzip}` },
+    init: { type: 'string', arg: 'FILE', description: 'the init bundle', default: 'hfk-init.mjs next to the hfk bundle' },
+    module: { type: 'string', arg: 'SPEC', multiple: true, description: `more modules or module folders (name, fs/fuse, dir/**; defaults: ${DEFAULT_MODULE_SPECS.length} specs)` },
+    node: { type: 'string', arg: 'FILE', description: 'the Node 24 binary to pack', default: 'the node running hfk' },
+    json: { type: 'boolean', description: 'print the report as JSON' },
+  },
+  positionals: { min: 0, max: 0 },
+  async run(ctx) {
+    const modulesDir = required(ctx, 'modules', 'the kernel module folder, e.g. /lib/modules/$(uname -r)');
+    const out = required(ctx, 'out', 'the initramfs file to write');
+    const compressText = str(ctx, 'compress') ?? 'zstd';
+    if (!(COMPRESSIONS as readonly string[]).includes(compressText)) throw new UsageError(`--compress must be one of ${COMPRESSIONS.join(', ')}: got '${compressText}'`);
+    const compress = compressText as Compression;
+    const level = int(ctx, 'level', 1, compress === 'zstd' ? 19 : 9);
+    const init = resolveInit(str(ctx, 'init'));
+    const configPath = str(ctx, 'config');
+    const keyPath = str(ctx, 'key');
+    const mirrors = list(ctx, 'mirrors');
+    const image = str(ctx, 'image');
+    const baked = bakeConfig({
+      ...(configPath ? { base: { text: readText(configPath, 'config file'), path: configPath } } : {}),
+      ...(image !== undefined ? { image } : {}),
+      ...(mirrors.length ? { mirrors } : {}),
+      ...(keyPath ? { publicKey: formatPublicKey(loadPublicKey(keyPath), 'hfk') } : {}),
+    });
+    const extra = list(ctx, 'module');
+    const node = str(ctx, 'node');
+    const json = flag(ctx, 'json');
+    const bar = new ProgressBar(ctx.io, { label: `mkinitrd ${compress}`, total: 0, unit: 'bytes' });
+    const report = await buildInitramfs(
+      {
+        out,
+        modulesDir,
+        init: { kind: 'node', path: init },
+        config: baked.config,
+        ...(baked.publicKey !== undefined ? { publicKey: baked.publicKey } : {}),
+        ...(extra.length ? { modules: [...DEFAULT_MODULE_SPECS, ...extra] } : {}),
+        compress,
+        ...(level !== undefined ? { level } : {}),
+        ...(node ? { node } : {}),
+      },
+      { onProgress: (done, total) => bar.update(done, total) },
+    );
+    bar.done();
+    if (json) printJson(ctx.io, report);
+    else ctx.io.out(formatSizeReport(report));
+    return 0;
+  },
+};
+
+function readText(path: string, what: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new InputError(`cannot read ${what} ${path}: ${(e as Error).message}`, { cause: e });
+  }
+}

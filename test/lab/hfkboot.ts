@@ -1,0 +1,104 @@
+// The whole hfk boot as a lab setup, shared by the QEMU tests, the demo and
+// the boot benchmark: the Debian root published into a store (cached), an
+// initrd built by `hfk mkinitrd`, mirrors on the host that the guest reaches
+// through guestfwd, and a login on the serial console that reads the boot
+// report back.
+
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { BootReport } from '../../src/init/report.ts';
+import { HFK, NODE } from '../helpers/cli.ts';
+import { cacheDir, ensureDebianSquashfs } from './debian-root.ts';
+import { findKernel, type Vm } from './qemu.ts';
+
+/** Guest addresses of the mirrors (guestfwd rules map them to host ports). */
+export const GUEST_MIRRORS = ['10.0.2.100', '10.0.2.101', '10.0.2.102', '10.0.2.103'] as const;
+
+export interface PublishedRoot {
+  image: string;
+  store: string;
+  key: string;
+  pub: string;
+  name: string;
+}
+
+/**
+ * The Debian root (squashfs) published as image "debian" into a store under
+ * the lab cache, signed by a lab key; republished only when the image changes.
+ */
+export async function publishedDebian(log: (l: string) => void = () => {}): Promise<PublishedRoot> {
+  const image = await ensureDebianSquashfs({ log });
+  const base = join(cacheDir(), 'lab-store');
+  mkdirSync(base, { recursive: true });
+  const key = join(base, 'lab.key');
+  const pub = join(base, 'lab.pub');
+  if (!existsSync(key)) execFileSync(NODE, [HFK, 'keygen', '--out', join(base, 'lab')]);
+  const st = statSync(image);
+  const tag = createHash('sha256').update(`${st.size}:${st.mtimeMs}:${statSync(key).mtimeMs}`).digest('hex').slice(0, 12);
+  const store = join(base, `store-${tag}`);
+  if (!existsSync(join(store, 'images/debian/latest.json'))) {
+    log(`publishing ${image} into ${store}`);
+    execFileSync(NODE, [HFK, 'publish', image, '--store', store, '--name', 'debian', '--key', key], { stdio: ['ignore', 'ignore', 'inherit'] });
+  }
+  return { image, store, key, pub, name: 'debian' };
+}
+
+export interface InitrdOptions {
+  out: string;
+  pub: string;
+  mirrors: string[];
+  image: string;
+  /** zstd level (tests use a fast one; the default build uses 19). */
+  level?: number;
+}
+
+/** `hfk mkinitrd` for the lab kernel, through the real CLI. */
+export function buildInitrd(o: InitrdOptions): string {
+  const k = findKernel();
+  const args = ['mkinitrd', '--modules', k.modulesDir, '--out', o.out, '--key', o.pub, '--mirrors', o.mirrors.join(','), '--image', o.image];
+  if (o.level !== undefined) args.push('--level', String(o.level));
+  execFileSync(NODE, [HFK, ...args], { stdio: ['ignore', 'ignore', 'inherit'] });
+  return o.out;
+}
+
+/** The kernel command line for a lab boot: serial console, no reboot loops. */
+export function labAppend(extra = ''): string {
+  return `console=ttyS0 panic=-1 loglevel=4 ${extra}`.trim();
+}
+
+export interface LoginResult {
+  /** ms from the VM start to the login prompt. */
+  timeToLoginMs: number;
+  report: BootReport;
+  /** The reader's live counters (MOUNT/.hfk/stats.json) once logged in. */
+  stats: Record<string, unknown>;
+}
+
+/**
+ * Waits for the login prompt, logs in as root (no password in the lab
+ * root), and reads the boot report and the reader's stats back over the
+ * serial console.
+ */
+export async function loginAndReport(vm: Vm, startedAt: number, timeoutMs = 600_000): Promise<LoginResult> {
+  await vm.waitFor(/hfk-demo login:/, timeoutMs);
+  const timeToLoginMs = performance.now() - startedAt;
+  vm.send('root\n');
+  await vm.waitFor(/root@hfk-demo:~#/, 60_000);
+  // Markers are printed by the shell (so the echo of the typed command does not match).
+  vm.send("echo BEGIN''REPORT; cat /run/hfk/boot-report.json; echo END''REPORT\n");
+  const r = await vm.waitFor(/BEGINREPORT\n([\s\S]*?)\nENDREPORT/, 60_000);
+  vm.send("echo BEGIN''STATS; cat /run/hfk/img/.hfk/stats.json; echo; echo END''STATS\n");
+  const s = await vm.waitFor(/BEGINSTATS\n([\s\S]*?)\nENDSTATS/, 60_000);
+  const report = BootReport.parse(JSON.parse(r[1]!));
+  const stats = JSON.parse(s[1]!) as Record<string, unknown>;
+  return { timeToLoginMs, report, stats };
+}
+
+/** Powers the guest off from its shell and waits for QEMU to exit. */
+export async function powerOff(vm: Vm): Promise<void> {
+  vm.send('systemctl poweroff\n');
+  const end = await Promise.race([vm.exited, new Promise((r) => setTimeout(r, 120_000))]);
+  if (!end) await vm.stop();
+}
