@@ -9,7 +9,9 @@
 // so a 64 KiB block over a 20 Mbit/s, 50 ms link takes ~26 ms + 50 ms.
 // `first=MS` adds a delay before the first response byte of every
 // connection (a server slow to start serving). Prints "ready" when every
-// listener is up; exits on SIGTERM.
+// listener is up; with --report-ms N, then prints a line every N ms with the
+// bytes delivered so far towards the clients ("T_MS BYTES"), the data for a
+// timeline of a boot. Exits on SIGTERM.
 //
 // The TCP handshake itself cannot be delayed from userspace: connecting is
 // instant on every emulated mirror, which is exactly why connect time alone
@@ -77,7 +79,10 @@ class Pipe {
   }
 }
 
-function relay(from: net.Socket, to: net.Socket, pipe: Pipe, firstByteDelay: () => number): void {
+/** Bytes delivered to clients (after the pipe), over all links. */
+export const delivered = { bytes: 0 };
+
+function relay(from: net.Socket, to: net.Socket, pipe: Pipe, firstByteDelay: () => number, count = false): void {
   let queued = 0;
   let lastRelease = 0;
   from.on('data', (chunk: Buffer) => {
@@ -89,6 +94,7 @@ function relay(from: net.Socket, to: net.Socket, pipe: Pipe, firstByteDelay: () 
     if (queued > 512 * 1024) from.pause();
     setTimeout(() => {
       queued -= chunk.length;
+      if (count) delivered.bytes += chunk.length;
       if (!to.destroyed) to.write(chunk);
       if (queued <= 256 * 1024) from.resume();
     }, Math.max(0, at - now));
@@ -111,11 +117,17 @@ export function startLink(spec: LinkSpec): Promise<net.Server> {
     const opened = performance.now();
     let firstSent = false;
     relay(client, upstream, up, () => 0);
-    relay(upstream, client, down, () => {
-      if (firstSent || spec.firstByteMs === 0) return 0;
-      firstSent = true;
-      return opened + spec.firstByteMs;
-    });
+    relay(
+      upstream,
+      client,
+      down,
+      () => {
+        if (firstSent || spec.firstByteMs === 0) return 0;
+        firstSent = true;
+        return opened + spec.firstByteMs;
+      },
+      true,
+    );
   });
   return new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -124,7 +136,7 @@ export function startLink(spec: LinkSpec): Promise<net.Server> {
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const { values } = parseArgs({ options: { map: { type: 'string', multiple: true } } });
+  const { values } = parseArgs({ options: { map: { type: 'string', multiple: true }, 'report-ms': { type: 'string' } } });
   const specs = (values.map ?? []).map(parseMap);
   if (!specs.length) {
     process.stderr.write('usage: node bench/linkemu.ts --map LISTEN_HOST:PORT=UPSTREAM_HOST:PORT,rtt=MS,rate=20mbit[,first=MS] …\n');
@@ -132,6 +144,11 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   }
   const servers = await Promise.all(specs.map(startLink));
   process.stdout.write('ready\n');
+  const every = Number(values['report-ms'] ?? 0);
+  if (every > 0) {
+    const t0 = performance.now();
+    setInterval(() => process.stdout.write(`${Math.round(performance.now() - t0)} ${delivered.bytes}\n`), every);
+  }
   const stop = () => {
     for (const s of servers) s.close();
     process.exit(0);

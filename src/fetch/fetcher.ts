@@ -16,11 +16,11 @@ import { AbortedError, BrokenError, HfkError } from '../errors.ts';
 import { zeroBlock } from '../format/codec.ts';
 import { blockPath } from '../format/layout.ts';
 import { blockLength, type Manifest } from '../format/manifest.ts';
-import { verifyObject } from '../store/images.ts';
 import type { DiskCache, DiskCacheStats } from './diskcache.ts';
 import type { MemoryCache } from './memcache.ts';
 import type { Mirror, MirrorSet } from './mirror.ts';
 import type { HealthSnapshot } from './score.ts';
+import { inlineVerifier, type Verifier } from './verifier.ts';
 
 export interface FetcherOptions {
   mirrors: MirrorSet;
@@ -40,6 +40,8 @@ export interface FetcherOptions {
   explore?: number;
   /** Longest wait between retry rounds when every mirror fails (default 10 s). */
   maxRetryDelayMs?: number;
+  /** Where blocks are decoded and hash-checked (default: on this thread). */
+  verifier?: Verifier;
   log?: (line: string) => void;
 }
 
@@ -104,7 +106,8 @@ function withSignal<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<
 export class BlockFetcher {
   readonly size: number;
   readonly manifest: Manifest;
-  private readonly o: Required<Omit<FetcherOptions, 'disk' | 'log'>> & Pick<FetcherOptions, 'disk' | 'log'>;
+  private readonly o: Required<Omit<FetcherOptions, 'disk' | 'log' | 'verifier'>> & Pick<FetcherOptions, 'disk' | 'log'>;
+  private readonly verifier: Verifier;
   private readonly inflight = new Map<string, Promise<Buffer>>();
   private readonly closed = new AbortController();
   private readonly counters = {
@@ -140,6 +143,7 @@ export class BlockFetcher {
     };
     this.manifest = options.manifest;
     this.size = options.manifest.header.imageSize;
+    this.verifier = options.verifier ?? inlineVerifier;
   }
 
   get blockSize(): number {
@@ -302,11 +306,11 @@ export class BlockFetcher {
       let done = false;
       let hedgeTimer: NodeJS.Timeout | undefined;
       const controllers = new Set<AbortController>();
-      const finish = (v: { data: Buffer; object: Buffer } | undefined) => {
+      const finish = (v: { data: Buffer; object: Buffer } | undefined, winner?: AbortController) => {
         if (done) return;
         done = true;
         clearTimeout(hedgeTimer);
-        for (const c of controllers) c.abort();
+        for (const c of controllers) if (c !== winner) c.abort(); // cancel the other requests
         resolve(v);
       };
       const launch = (hedged: boolean) => {
@@ -323,14 +327,14 @@ export class BlockFetcher {
           .then(async (object) => {
             this.counters.bytesFetched += object.length; // real traffic, hedge losers included
             if (done) return;
-            const data = await verifyObject(m.url, hash, object, len).catch((e) => {
+            const v = await this.verifier.verify(m.url, hash, object, len).catch((e) => {
               m.book(e); // corrupt data counts against the mirror that sent it
               throw e;
             });
             if (done) return;
             this.counters.blocksFetched++;
             if (hedged) this.counters.hedgesWon++;
-            finish({ data, object });
+            finish(v, ac);
           })
           .catch((e: unknown) => {
             if (done) return;
@@ -373,6 +377,7 @@ export class BlockFetcher {
   async close(): Promise<void> {
     this.closed.abort();
     await this.o.disk?.flush();
+    await this.verifier.close();
   }
 }
 

@@ -10,6 +10,7 @@ import { BlockFetcher, type FetcherOptions } from './fetcher.ts';
 import { MemoryCache } from './memcache.ts';
 import { MirrorSet, type MirrorOptions } from './mirror.ts';
 import { rankMirrors, type Ranking } from './rank.ts';
+import { makeVerifier } from './verifier.ts';
 import { type LoadedImage, loadImage, TrustState } from './trust.ts';
 
 export interface OpenImageOptions {
@@ -29,6 +30,8 @@ export interface OpenImageOptions {
   rankDeadlineMs?: number;
   mirrorOptions?: MirrorOptions;
   fetcher?: Partial<Pick<FetcherOptions, 'hedge' | 'readaheadBytes' | 'explore' | 'minHedgeMs'>>;
+  /** Worker threads that decode and verify blocks (0: on the main thread). */
+  verifyThreads?: number;
   lookup?: LookupFunction;
   log?: (line: string) => void;
 }
@@ -69,6 +72,7 @@ export async function openImage(o: OpenImageOptions): Promise<OpenedImage> {
       mode: o.mode ?? 'hard',
       ...(o.softTimeoutMs ? { softTimeoutMs: o.softTimeoutMs } : {}),
       ...o.fetcher,
+      verifier: makeVerifier(o.verifyThreads ?? 0),
       ...(o.log ? { log: o.log } : {}),
     });
     return {
@@ -128,6 +132,7 @@ export async function openFromManifest(o: OpenFromManifestOptions): Promise<Omit
       mode: o.mode ?? 'hard',
       ...(o.softTimeoutMs ? { softTimeoutMs: o.softTimeoutMs } : {}),
       ...o.fetcher,
+      verifier: makeVerifier(o.verifyThreads ?? 0),
       ...(o.log ? { log: o.log } : {}),
     });
     return {

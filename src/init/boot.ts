@@ -18,13 +18,17 @@ import { formatRanking, rankMirrors, type Ranking } from '../fetch/rank.ts';
 import { type LoadedImage, loadImage, TrustState } from '../fetch/trust.ts';
 import { detectFilesystem, FSTYPE_PROBE_BYTES, type Filesystem } from '../format/fstype.ts';
 import { loadPublicKey, type PublicKey, resolvePublicKey } from '../format/keys.ts';
-import type { ReadyMessage, ReaderSpec } from '../reader/reader.ts';
+import type { LaunchedReader, ReaderSpec } from '../reader/reader.ts';
 import { type BootSettings, parseCmdline, resolveBootSettings } from './cmdline.ts';
 import { formatMountSource, loadConfig, type MountSource, parseMirrorList } from './config.ts';
 import { ModuleDb } from './modalias.ts';
 import { bringUpNetwork, formatNetworkReport, type NetworkReport } from './network.ts';
-import { formatProbeReport, modprobeLoader, probeHardware, type ProbeReport } from './probe.ts';
+import { formatProbeReport, modprobeBatchLoader, modprobeLoader, probeHardware, type ProbeReport } from './probe.ts';
 import { type CommandRunner, commandFailure, type Logger, step, type Step } from './steps.ts';
+
+/** Kernel readahead (KiB) and the fetcher's readahead (bytes) of the root image during a boot. */
+export const BOOT_READAHEAD_KB = Number(process.env.HFK_BOOT_READAHEAD_KB ?? 512);
+export const BOOT_PREFETCH_BYTES = Number(process.env.HFK_BOOT_PREFETCH_BYTES ?? 1024 * 1024);
 
 export const PATHS = {
   config: '/etc/hfk/hfk.yaml',
@@ -50,8 +54,8 @@ export interface System {
   log: Logger;
   /** `uname -r`. */
   kernelRelease(): string;
-  /** Starts the long-lived reader process; resolves with its report. */
-  startReader(spec: ReaderSpec): Promise<{ pid: number; message: ReadyMessage }>;
+  /** Starts the long-lived reader process, which waits for its spec (see reader.ts). */
+  launchReader(): LaunchedReader;
   /** Replaces this process (PID 1) with switch_root; never returns on success. */
   execSwitchRoot(newRoot: string, init: string, args: readonly string[]): never;
   /** Seconds since the kernel started. */
@@ -61,6 +65,8 @@ export interface System {
 /** What the steps learn, in order; the boot report is made from it. */
 export interface BootState {
   startedUptime: number;
+  /** The reader process, started early so its start-up overlaps the other stages. */
+  launched?: LaunchedReader;
   cmdline?: string;
   warnings: string[];
   settings?: BootSettings;
@@ -141,7 +147,14 @@ export const probe: Step<BootContext, void> = step('probe', 'probe hardware: loa
     });
   }
   const db = ModuleDb.fromDir(dir);
-  state.probe = await probeHardware({ root: '/', db, load: modprobeLoader(sys.run), extra: state.settings!.modules, log: sys.log });
+  state.probe = await probeHardware({
+    root: '/',
+    db,
+    load: modprobeLoader(sys.run),
+    loadBatch: modprobeBatchLoader(sys.run),
+    extra: state.settings!.modules,
+    log: sys.log,
+  });
   for (const line of formatProbeReport(state.probe).split('\n')) sys.log.debug(line);
   sys.log.info(`${state.probe.devices.length} devices, ${state.probe.loaded.length} modules loaded: ${state.probe.loaded.map((l) => l.module).join(' ') || 'none'}`);
 });
@@ -177,7 +190,9 @@ export const mirrors: Step<BootContext, void> = step('mirrors', 'measure the mir
   state.mirrors = [...new Set(list)];
   const set = new MirrorSet(state.mirrors, s.proxy ? { proxy: s.proxy } : {});
   try {
-    state.ranking = await rankMirrors(set, { name: s.image.name, viaProxy: Boolean(s.proxy) });
+    // One mirror: nothing to choose between, only check that it answers.
+    const single = state.mirrors.length === 1;
+    state.ranking = await rankMirrors(set, { name: s.image.name, viaProxy: Boolean(s.proxy), rounds: single ? 1 : 2, blocks: !single });
   } finally {
     await set.close();
   }
@@ -263,9 +278,14 @@ export const fuse: Step<BootContext, void> = step('fuse', 'start the block reade
     softTimeoutMs: s.config.fetch.softTimeout * 1000,
     mountCommand: ['mount'],
     umountCommand: ['umount'],
+    // A boot reads many small files: modest readahead (every block costs
+    // CPU on a small machine; the cache keeps what is fetched anyway).
+    readAheadKb: BOOT_READAHEAD_KB,
+    prefetchBytes: BOOT_PREFETCH_BYTES,
     info: { bootRanking: state.ranking, manifestFrom: state.image!.from },
   };
-  const r = await sys.startReader(spec);
+  fs.writeFileSync(PATHS.readerSpec, JSON.stringify(spec));
+  const r = await (state.launched ?? sys.launchReader()).handOver(spec);
   if (!r.message.ready) {
     const e = r.message.error;
     throw new HfkError(e.code, `the block reader could not start: ${e.message}`, e.hint ? { hint: e.hint } : { hint: `see ${PATHS.readerLog}` });

@@ -13,7 +13,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { isMainThread } from 'node:worker_threads';
 import { describeError, HfkError } from '../errors.ts';
-import { errorMessage, reportReady, runReader, spawnReader } from '../reader/reader.ts';
+import { errorMessage, launchReader, reportReady, runReader } from '../reader/reader.ts';
 import { BOOT_STEPS, type BootContext, type BootState, earlyMounts, moveMounts, PATHS, type System } from './boot.ts';
 import { runDryRun } from './dryrun.ts';
 import { makeReport, writeReport } from './report.ts';
@@ -88,13 +88,15 @@ async function boot(): Promise<never> {
     },
     kernelRelease,
     uptime,
-    startReader: (spec) => {
-      fs.writeFileSync(PATHS.readerSpec, JSON.stringify(spec));
+    launchReader: () => {
+      fs.mkdirSync(PATHS.run, { recursive: true });
       const logFd = fs.openSync(PATHS.readerLog, 'a');
-      // '@' as argv[0]: systemd's mark of a root-storage daemon, spared at shutdown.
-      return spawnReader({ argv: [process.execPath, process.argv[1]!, '--reader', PATHS.readerSpec], argv0: '@hfk-reader', logFd, timeoutMs: 300_000 }).finally(() =>
-        fs.closeSync(logFd),
-      );
+      try {
+        // '@' as argv[0]: systemd's mark of a root-storage daemon, spared at shutdown.
+        return launchReader({ argv: [process.execPath, process.argv[1]!, '--reader', '-'], argv0: '@hfk-reader', logFd, timeoutMs: 300_000 });
+      } finally {
+        fs.closeSync(logFd); // the child has its own copy
+      }
     },
     execSwitchRoot: (newRoot, init, args) => {
       const execve = (process as unknown as { execve: (file: string, args: string[], env: NodeJS.ProcessEnv) => never }).execve;
@@ -110,6 +112,13 @@ async function boot(): Promise<never> {
     emergency,
   });
   await runStep(earlyMounts, ctx, runtime());
+  // The reader is a second Node process: start it now, so its start-up runs
+  // while the probe, network and mirror stages do; it gets its spec later.
+  try {
+    state.launched = sys.launchReader();
+  } catch {
+    // started again (and reported) at the fuse stage
+  }
   // /run and /dev exist now: log to the console, the kernel log and a file.
   const kmsg = openKmsg();
   try {
@@ -149,13 +158,21 @@ async function boot(): Promise<never> {
   }
 }
 
-/** The reader process: serve until the image is unmounted (normally: never). */
+/** The reader process: serve until the image is unmounted (normally: never). SPEC is a file, or '-' for stdin. */
 async function reader(specFile: string): Promise<void> {
   const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
   // Shutdown signals are not for us: the root filesystem needs us to the end.
   for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(sig, () => log(`reader: ignoring ${sig}`));
   try {
-    const spec = JSON.parse(fs.readFileSync(specFile, 'utf8'));
+    const text = specFile === '-' ? await new Promise<string>((resolve, reject) => {
+      let t = '';
+      process.stdin.setEncoding('utf8');
+      process.stdin.on('data', (d) => (t += d));
+      process.stdin.on('end', () => resolve(t));
+      process.stdin.on('error', reject);
+    }) : fs.readFileSync(specFile, 'utf8');
+    if (!text.trim()) return; // the boot ended before it needed us
+    const spec = JSON.parse(text);
     await runReader(spec, (m) => reportReady(3, m), log);
   } catch (e) {
     reportReady(3, errorMessage(e));

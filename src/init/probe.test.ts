@@ -118,6 +118,30 @@ describe('probeHardware', () => {
     expect(settles).toBe(2);
   });
 
+  test('with a batch loader, a round is one call; what it did not load is retried one by one for its error', async () => {
+    const root = fixtureRoot({ '/devices/pci0000:00/0000:00:03.0': PCI_VIRTIO_NET, '/devices/pci0000:00/0000:00:05.0': E1000 });
+    const batches: string[][] = [];
+    const loadedNow = new Set<string>();
+    const loadBatch = async (names: readonly string[]) => {
+      batches.push([...names]);
+      for (const n of names) if (n !== 'e1000') loadedNow.add(n); // e1000 fails to load
+      if (names.includes('virtio_pci')) addDevice(root, '/devices/pci0000:00/0000:00:03.0/virtio0', VIRTIO_NET);
+      return new Set(loadedNow);
+    };
+    const { calls, load } = fakeLoader({}, { e1000: { ok: false, notFound: false, message: 'modprobe e1000: Exec format error' } });
+    const report = await probeHardware({ root, db, load, loadBatch, required: ['loop'] });
+    expect(batches).toEqual([
+      ['virtio_ring', 'virtio', 'virtio_pci_modern_dev', 'virtio_pci_legacy_dev', 'virtio_pci', 'e1000'],
+      ['failover', 'net_failover', 'virtio_net'],
+      ['loop'],
+    ]);
+    // Only the module the batch could not load goes through the single loader, for its message.
+    expect(calls).toEqual(['e1000']);
+    expect(report.failures).toEqual([{ module: 'e1000', reason: E1000, message: 'modprobe e1000: Exec format error' }]);
+    expect(report.loaded.map((l) => l.module)).toEqual(['virtio_ring', 'virtio', 'virtio_pci_modern_dev', 'virtio_pci_legacy_dev', 'virtio_pci', 'failover', 'net_failover', 'virtio_net', 'loop']);
+    expect(report.loaded.find((l) => l.module === 'virtio_net')?.reason).toBe(VIRTIO_NET);
+  });
+
   test('modules loaded before the probe, and built-in drivers, are not loaded again', async () => {
     const root = fixtureRoot(
       { '/devices/pci0000:00/0000:00:03.0/virtio0': VIRTIO_NET, '/devices/pci0000:00/0000:00:04.0/virtio1': 'virtio:d00000002v00001AF4' },

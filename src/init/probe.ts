@@ -34,6 +34,21 @@ export function modprobeLoader(run: CommandRunner, modprobe = 'modprobe', timeou
   };
 }
 
+/**
+ * Loads many modules at once (each after its dependencies); says which are
+ * loaded afterwards. One process instead of one per module: on a slow
+ * machine a process start costs about as much as loading the module.
+ */
+export type BatchLoader = (names: readonly string[]) => Promise<Set<string>>;
+
+/** `modprobe -a NAME…` (busybox), then /proc/modules tells what is loaded. */
+export function modprobeBatchLoader(run: CommandRunner, root = '/', modprobe = 'modprobe', timeoutMs = 60_000): BatchLoader {
+  return async (names) => {
+    await run([modprobe, '-a', ...names], { timeoutMs });
+    return new Set([...readLoadedModules(root)].map(moduleName));
+  };
+}
+
 // ---------------------------------------------------------------------------
 // Scanning /sys (the edge: reads under the injected root)
 
@@ -131,6 +146,11 @@ export interface ProbeOptions {
   readonly root: string;
   readonly db: ModuleDb;
   readonly load: ModuleLoader;
+  /**
+   * Loads each round's modules in one go first (see BatchLoader); what it
+   * did not load goes through `load` one by one, for the exact error.
+   */
+  readonly loadBatch?: BatchLoader;
   /** Modules hfk needs (default HFK_MODULES): missing ones are warnings. */
   readonly required?: readonly string[];
   /** More modules to load (config init.modules): missing ones are warnings. */
@@ -215,6 +235,37 @@ export async function probeHardware(options: ProbeOptions): Promise<ProbeReport>
     return 'loaded';
   };
 
+  /** Loads what `wanted` needs (dependencies first) with one batch call; failures are left to ensure(). */
+  const batch = async (wanted: readonly [string, string][]): Promise<void> => {
+    if (!options.loadBatch) return;
+    const order: string[] = [];
+    const why = new Map<string, string>();
+    for (const [module, reason] of wanted) {
+      const m = moduleName(module);
+      if (exclude.has(m) || db.builtin.has(m) || loaded.has(m)) continue;
+      let deps: string[];
+      try {
+        deps = db.loadOrder(m);
+      } catch {
+        continue; // unknown: ensure() reports it
+      }
+      if (deps.some((x) => exclude.has(x))) continue;
+      for (const x of deps) {
+        if (loaded.has(x) || order.includes(x)) continue;
+        order.push(x);
+        why.set(x, x === m ? reason : `dependency of ${m}`);
+      }
+    }
+    if (order.length === 0) return;
+    log?.debug(`modprobe -a ${order.join(' ')}`);
+    const now = await options.loadBatch(order);
+    for (const x of order) {
+      if (!now.has(x) || loaded.has(x)) continue;
+      loaded.add(x);
+      report.loaded.push({ module: x, reason: why.get(x)! });
+    }
+  };
+
   const seen = new Set<string>();
   for (let round = 1; ; round++) {
     if (round > maxRounds) {
@@ -225,6 +276,7 @@ export async function probeHardware(options: ProbeOptions): Promise<ProbeReport>
     const fresh = scanModaliases(options.root).filter((d) => !seen.has(`${d.path}\0${d.modalias}`));
     if (fresh.length === 0) break;
     const before = report.loaded.length;
+    await batch(fresh.flatMap((d) => db.resolve(d.modalias).modules.map((m) => [m, d.modalias] as [string, string])));
     for (const d of fresh) {
       seen.add(`${d.path}\0${d.modalias}`);
       const { modules, builtin } = db.resolve(d.modalias);
@@ -247,6 +299,7 @@ export async function probeHardware(options: ProbeOptions): Promise<ProbeReport>
     ...(options.required ?? HFK_MODULES).map((m) => [moduleName(m), 'hfk'] as [string, string]),
     ...(options.extra ?? []).map((m) => [moduleName(m), 'config'] as [string, string]),
   ];
+  await batch(wanted);
   for (const [m, reason] of wanted) {
     if (db.builtin.has(m)) {
       if (!report.builtin.includes(m)) report.builtin.push(m);

@@ -22,6 +22,7 @@ import { type FuseMount, mount, unmountOnSignals } from '../fuse/mount.ts';
 export interface ServeOptions {
   fetcher: BlockFetcher;
   mountpoint: string;
+  readAheadKb?: number;
   mountCommand?: readonly string[];
   umountCommand?: readonly string[];
   /** Added to .hfk/stats.json (ranking, where the manifest came from, …). */
@@ -41,6 +42,7 @@ export async function serveImage(o: ServeOptions): Promise<FuseMount> {
   return mount(fs_, {
     mountpoint: o.mountpoint,
     allowOther: true,
+    ...(o.readAheadKb !== undefined ? { readAheadKb: o.readAheadKb } : {}),
     ...(o.mountCommand ? { mountCommand: o.mountCommand } : {}),
     ...(o.umountCommand ? { umountCommand: o.umountCommand } : {}),
     ...(o.onError ? { onError: o.onError } : {}),
@@ -67,6 +69,12 @@ export const ReaderSpec = z.strictObject({
   softTimeoutMs: z.number().int().positive().optional(),
   mountCommand: z.array(z.string()).optional(),
   umountCommand: z.array(z.string()).optional(),
+  /** Kernel readahead of the mount, KiB (the FUSE layer's default is 4096, for big sequential reads). */
+  readAheadKb: z.number().int().nonnegative().optional(),
+  /** The fetcher's own readahead window for sequential reads, bytes. */
+  prefetchBytes: z.number().int().nonnegative().optional(),
+  /** Worker threads that decode and verify blocks (0: the main thread does it). */
+  verifyThreads: z.number().int().nonnegative().max(16).optional(),
   /** Extra facts for stats.json (e.g. the init's ranking). */
   info: z.record(z.string(), z.unknown()).optional(),
 });
@@ -102,6 +110,8 @@ export async function runReader(
     ...(spec.memoryBytes ? { memoryBytes: spec.memoryBytes } : {}),
     trustFile: spec.trustFile,
     mode: spec.mode,
+    ...(spec.prefetchBytes !== undefined ? { fetcher: { readaheadBytes: spec.prefetchBytes } } : {}),
+    ...(spec.verifyThreads !== undefined ? { verifyThreads: spec.verifyThreads } : {}),
     ...(spec.softTimeoutMs ? { softTimeoutMs: spec.softTimeoutMs } : {}),
     log,
   };
@@ -121,6 +131,7 @@ export async function runReader(
     m = await serveImage({
       fetcher: opened.fetcher,
       mountpoint: spec.mountpoint,
+      ...(spec.readAheadKb !== undefined ? { readAheadKb: spec.readAheadKb } : {}),
       ...(spec.mountCommand ? { mountCommand: spec.mountCommand } : {}),
       ...(spec.umountCommand ? { umountCommand: spec.umountCommand } : {}),
       info: () => ({ ...spec.info, ...(ranking ? { ranking } : {}), ...(from ? { manifestFrom: from } : {}) }),
@@ -162,48 +173,70 @@ export interface SpawnReaderOptions {
   env?: NodeJS.ProcessEnv;
 }
 
+export interface LaunchedReader {
+  readonly pid: number;
+  /** Sends the spec (if any) on the reader's stdin, closes it, and waits for the ready report (fd 3). */
+  handOver(spec?: ReaderSpec): Promise<{ pid: number; message: ReadyMessage }>;
+}
+
 /**
- * Starts a reader in its own session and waits for its ready report on fd 3.
- * Resolves with the report (ready or failed) and the pid.
+ * Starts a reader process in its own session now, to be given its spec
+ * later: the process (a Node start, slow on small machines) comes up while
+ * the caller does other work. The reader reads its spec from stdin.
  */
-export function spawnReader(o: SpawnReaderOptions): Promise<{ pid: number; message: ReadyMessage }> {
+export function launchReader(o: SpawnReaderOptions): LaunchedReader {
   const [cmd, ...args] = o.argv;
   const out = o.logFd ?? 'inherit';
   const child = spawn(cmd!, args, {
     argv0: o.argv0 ?? cmd!,
     detached: true,
-    stdio: ['ignore', out, out, 'pipe'],
+    stdio: ['pipe', out, out, 'pipe'],
     env: o.env ?? process.env,
   });
-  return new Promise((resolve, reject) => {
-    let buf = '';
-    let settled = false;
-    const pipe = child.stdio[3] as NodeJS.ReadableStream;
-    const timer = setTimeout(() => finish(new Error(`the reader did not report within ${o.timeoutMs} ms`)), o.timeoutMs ?? 600_000);
-    const finish = (v: ReadyMessage | Error) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      pipe.removeAllListeners();
-      if (v instanceof Error) {
-        child.kill('SIGKILL');
-        return reject(v);
-      }
-      if (v.ready) child.unref();
-      (pipe as unknown as { destroy?: () => void }).destroy?.();
-      resolve({ pid: child.pid!, message: v });
-    };
-    pipe.on('data', (d: Buffer) => {
-      buf += d.toString();
-      const nl = buf.indexOf('\n');
-      if (nl < 0) return;
-      try {
-        finish(JSON.parse(buf.slice(0, nl)) as ReadyMessage);
-      } catch (e) {
-        finish(new Error(`the reader sent an unreadable report: ${(e as Error).message}`));
-      }
-    });
-    child.once('error', (e) => finish(e));
-    child.once('exit', (code, signal) => finish(new Error(`the reader exited (${signal ?? code}) before reporting`)));
+  let buf = '';
+  let settled = false;
+  let resolveReport!: (v: ReadyMessage | Error) => void;
+  const report = new Promise<ReadyMessage | Error>((resolve) => (resolveReport = resolve));
+  const pipe = child.stdio[3] as NodeJS.ReadableStream;
+  const finish = (v: ReadyMessage | Error) => {
+    if (settled) return;
+    settled = true;
+    pipe.removeAllListeners();
+    (pipe as unknown as { destroy?: () => void }).destroy?.();
+    if (v instanceof Error) child.kill('SIGKILL');
+    else if (v.ready) child.unref();
+    resolveReport(v);
+  };
+  pipe.on('data', (d: Buffer) => {
+    buf += d.toString();
+    const nl = buf.indexOf('\n');
+    if (nl < 0) return;
+    try {
+      finish(JSON.parse(buf.slice(0, nl)) as ReadyMessage);
+    } catch (e) {
+      finish(new Error(`the reader sent an unreadable report: ${(e as Error).message}`));
+    }
   });
+  child.stdin!.on('error', () => {}); // a reader that died is reported by 'exit'
+  child.once('error', (e) => finish(e));
+  child.once('exit', (code, signal) => finish(new Error(`the reader exited (${signal ?? code}) before reporting`)));
+  return {
+    pid: child.pid ?? -1,
+    async handOver(spec) {
+      child.stdin!.end(spec === undefined ? undefined : JSON.stringify(spec));
+      const timer = setTimeout(() => finish(new Error(`the reader did not report within ${o.timeoutMs} ms`)), o.timeoutMs ?? 600_000);
+      const v = await report;
+      clearTimeout(timer);
+      if (v instanceof Error) throw v;
+      return { pid: child.pid!, message: v };
+    },
+  };
+}
+
+/**
+ * Starts a reader in its own session and waits for its ready report on fd 3.
+ * Resolves with the report (ready or failed) and the pid.
+ */
+export function spawnReader(o: SpawnReaderOptions): Promise<{ pid: number; message: ReadyMessage }> {
+  return launchReader(o).handOver();
 }

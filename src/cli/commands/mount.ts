@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
+import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { HfkError, UsageError } from '../../errors.ts';
@@ -43,6 +44,7 @@ hfk umount MOUNTPOINT ends it.`,
     memory: { type: 'string', arg: 'SIZE', description: 'in-memory block cache', default: '256M' },
     soft: { type: 'boolean', description: 'reads fail (EIO) after --soft-timeout when every mirror fails (default: retry forever)' },
     'soft-timeout': { type: 'string', arg: 'SECONDS', description: 'how long soft mode keeps trying', default: '30' },
+    'verify-threads': { type: 'string', arg: 'N', description: 'worker threads that decompress and verify blocks (0: the main thread)', default: 'one per core beyond the first' },
     foreground: { type: 'boolean', description: 'serve in this process until unmounted or signalled' },
     log: { type: 'string', arg: 'FILE', description: 'log of a background reader', default: '/run/hfk/mount-<hash>.log' },
     'ready-fd': { type: 'string', arg: 'FD', description: '(internal) report readiness on this file descriptor' },
@@ -79,6 +81,7 @@ hfk umount MOUNTPOINT ends it.`,
       memoryBytes: parseSize(str(ctx, 'memory') ?? '256M', '--memory'),
       mode: flag(ctx, 'soft') ? 'soft' : 'hard',
       softTimeoutMs: (int(ctx, 'soft-timeout', 1, 86_400) ?? 30) * 1000,
+      verifyThreads: int(ctx, 'verify-threads', 0, 16) ?? Math.max(0, availableParallelism() - 1),
     };
 
     if (flag(ctx, 'foreground')) {
@@ -114,7 +117,7 @@ hfk umount MOUNTPOINT ends it.`,
     const script = process.argv[1] ?? fileURLToPath(import.meta.url);
     const forward = ['mount', spec.mountpoint, '--name', str(ctx, 'name')!, '--key', keyText, '--mirrors', src.mirrors.join(',')];
     if (src.proxy) forward.push('--proxy', src.proxy);
-    for (const o of ['cache', 'cache-size', 'memory', 'soft-timeout'] as const) if (str(ctx, o)) forward.push(`--${o}`, str(ctx, o)!);
+    for (const o of ['cache', 'cache-size', 'memory', 'soft-timeout', 'verify-threads'] as const) if (str(ctx, o)) forward.push(`--${o}`, str(ctx, o)!);
     if (flag(ctx, 'soft')) forward.push('--soft');
     forward.push('--foreground', '--ready-fd', '3');
     let r;

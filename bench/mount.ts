@@ -1,0 +1,151 @@
+// Benchmark: reading a remote image. The same image (the Debian root as an
+// uncompressed squashfs) behind the same nginx on loopback, read three ways:
+//   - hfk mount (its blocks, compressed and content-addressed);
+//   - rclone mount :http: --vfs-cache-mode full (the image as one file);
+//   - the local file, as the limit.
+// Figures: cold and warm sequential read of the image (dd bs=1M, MB/s), and
+// cold and warm full-tree read through loop + squashfs (tar of every file
+// piped to wc, seconds). Kernel caches are dropped before every figure, so
+// "warm" means the tool's own cache (hfk's memory cache, rclone's disk cache).
+//
+//   node bench/mount.ts [--runs 1]
+
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { HFK, NODE } from '../test/helpers/cli.ts';
+import { startNginx } from '../test/helpers/mirrors.ts';
+import { benchStore, type BenchResult, saveResult, workDir } from './common.ts';
+
+function sh(cmd: string): string {
+  return execFileSync('sh', ['-c', cmd], { maxBuffer: 64 << 20 }).toString();
+}
+
+function dropCaches(): void {
+  sh('sync; echo 3 > /proc/sys/vm/drop_caches');
+}
+
+/** Seconds to run a shell command (after dropping the kernel's caches). */
+function timed(cmd: string): number {
+  dropCaches();
+  const t0 = performance.now();
+  const r = spawnSync('sh', ['-c', cmd], { stdio: ['ignore', 'ignore', 'pipe'] });
+  if (r.status !== 0) throw new Error(`${cmd}: ${r.stderr.toString()}`);
+  return (performance.now() - t0) / 1000;
+}
+
+function isMounted(p: string): boolean {
+  return sh('cat /proc/self/mountinfo').split('\n').some((l) => l.split(' ')[4] === p);
+}
+
+interface Figures {
+  ddColdMBps: number;
+  ddWarmMBps: number;
+  treeColdS: number;
+  treeWarmS: number;
+}
+
+/** The four figures for an image file at `img` (reachable through whatever mount). */
+function measure(img: string, size: number, fresh: () => void, dir: string): Figures {
+  const root = join(dir, 'root');
+  mkdirSync(root, { recursive: true });
+  const dd = () => size / timed(`dd if=${img} of=/dev/null bs=1M status=none`) / 1e6;
+  const tree = () => {
+    execFileSync('mount', ['-o', 'loop,ro', img, root]);
+    try {
+      return timed(`tar cf - -C ${root} . | wc -c`);
+    } finally {
+      execFileSync('umount', [root]);
+    }
+  };
+  fresh();
+  const ddColdMBps = dd();
+  const ddWarmMBps = dd();
+  fresh();
+  const treeColdS = tree();
+  const treeWarmS = tree();
+  return { ddColdMBps, ddWarmMBps, treeColdS, treeWarmS };
+}
+
+export async function benchMount(): Promise<BenchResult> {
+  const { store, image, pub } = await benchStore();
+  const size = statSync(image).size;
+  const dir = workDir('mount');
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(join(dir, 'www', 'image'), { recursive: true });
+  symlinkSync(store, join(dir, 'www', 'store'));
+  symlinkSync(image, join(dir, 'www', 'image', 'debian.img'));
+  // rclone's http backend lists a folder from its HTML index.
+  writeFileSync(join(dir, 'www', 'image', 'index.html'), '<html><body><a href="debian.img">debian.img</a></body></html>\n');
+  const nginx = await startNginx(join(dir, 'www'), dir);
+  const hfkMnt = join(dir, 'hfk');
+  const rcMnt = join(dir, 'rclone');
+  const rcCache = join(dir, 'rclone-cache');
+  mkdirSync(hfkMnt);
+  mkdirSync(rcMnt);
+  const rows: Record<string, unknown>[] = [];
+  try {
+    // hfk: a fresh reader (empty memory cache) for each cold figure.
+    const hfkFresh = () => {
+      if (isMounted(hfkMnt)) execFileSync(NODE, [HFK, 'umount', hfkMnt]);
+      execFileSync(NODE, [HFK, 'mount', hfkMnt, '--name', 'debian', '--mirrors', `${nginx.url}store/`, '--key', pub, '--memory', '512M', '--log', join(dir, 'hfk.log')], { stdio: 'ignore' });
+    };
+    const hfk = measure(join(hfkMnt, 'debian.img'), size, hfkFresh, dir);
+    execFileSync(NODE, [HFK, 'umount', hfkMnt]);
+    rows.push({ method: 'hfk mount', ...round(hfk) });
+    process.stderr.write(`hfk mount: ${JSON.stringify(round(hfk))}\n`);
+
+    // rclone: a fresh mount with an empty VFS cache for each cold figure.
+    let rc: ReturnType<typeof spawn> | undefined;
+    const rcStop = () => {
+      if (isMounted(rcMnt)) execFileSync('umount', [rcMnt]);
+      if (rc && rc.exitCode === null) rc.kill('SIGTERM');
+    };
+    const rcFresh = () => {
+      rcStop();
+      rmSync(rcCache, { recursive: true, force: true });
+      rc = spawn('rclone', ['mount', ':http:', rcMnt, '--http-url', `${nginx.url}image/`, '--vfs-cache-mode', 'full', '--cache-dir', rcCache, '--read-only', '--allow-other'], { stdio: 'ignore' });
+      for (let i = 0; i < 200 && !isMounted(rcMnt); i++) spawnSync('sleep', ['0.05']);
+      if (!isMounted(rcMnt)) throw new Error('rclone mount did not come up');
+      for (let i = 0; i < 200 && spawnSync('test', ['-e', join(rcMnt, 'debian.img')]).status !== 0; i++) spawnSync('sleep', ['0.05']);
+    };
+    try {
+      const r = measure(join(rcMnt, 'debian.img'), size, rcFresh, dir);
+      rows.push({ method: 'rclone mount --vfs-cache-mode full', ...round(r) });
+      process.stderr.write(`rclone: ${JSON.stringify(round(r))}\n`);
+    } finally {
+      rcStop();
+    }
+
+    const local = measure(image, size, () => {}, dir);
+    rows.push({ method: 'local file', ...round(local) });
+    process.stderr.write(`local: ${JSON.stringify(round(local))}\n`);
+  } finally {
+    if (isMounted(join(dir, 'root'))) execFileSync('umount', [join(dir, 'root')]);
+    if (isMounted(hfkMnt)) execFileSync(NODE, [HFK, 'umount', '--lazy', hfkMnt]);
+    await nginx.stop();
+  }
+  const [h, r, l] = rows as unknown as Figures[];
+  const pass =
+    h!.ddColdMBps >= r!.ddColdMBps && h!.ddWarmMBps >= r!.ddWarmMBps && h!.treeColdS <= r!.treeColdS && h!.treeWarmS <= r!.treeWarmS && h!.treeWarmS <= 1.3 * l!.treeWarmS;
+  const result: BenchResult = {
+    name: 'mount',
+    command: 'node bench/mount.ts',
+    summary: { imageBytes: size, hfk: h, rclone: r, local: l, warmTreeVsLocal: Number((h!.treeWarmS / l!.treeWarmS).toFixed(2)), targets: { hfkAtLeastRcloneEverywhere: true, warmTreeWithin: 1.3 } },
+    pass,
+    rows,
+  };
+  saveResult(result);
+  return result;
+}
+
+function round(f: Figures): Figures {
+  return { ddColdMBps: Math.round(f.ddColdMBps), ddWarmMBps: Math.round(f.ddWarmMBps), treeColdS: Number(f.treeColdS.toFixed(2)), treeWarmS: Number(f.treeWarmS.toFixed(2)) };
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  parseArgs({ options: {} });
+  const r = await benchMount();
+  console.log(JSON.stringify(r, null, 2));
+}
