@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { zstdDecompressSync } from 'node:zlib';
@@ -9,7 +9,8 @@ import { generateKeyPair } from '../src/format/keys.ts';
 import { findKernel } from '../test/lab/qemu.ts';
 import type { BuildReport } from './build.ts';
 import { parseNewc } from './cpio.ts';
-import { bakeConfig, mkinitrdCommand, resolveInit } from './cli.ts';
+import type { BootEntriesReport } from './bootentries.ts';
+import { bakeConfig, entrySettings, initrdTarget, mkinitrdCommand, resolveInit } from './cli.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'hfk-mkinitrd-cli-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
@@ -103,4 +104,68 @@ describe('hfk mkinitrd', () => {
     await expect(run(['--modules', kernel.modulesDir, '--out', join(work, 'x.img'), '--init', init, '--compress', 'gzip', '--level', '12'])).rejects.toThrow(/--level must be a whole number from 1 to 9: got '12'/);
     await expect(run(['--out', join(work, 'x.img')])).rejects.toThrow(/--modules is required/);
   });
+});
+
+describe('hfk mkinitrd boot entries (--iso, --pxe, --kernel)', () => {
+  const kernel = findKernel();
+  const init = join(work, 'entries-init.mjs');
+  writeFileSync(init, "console.log('init');\n");
+  const base = ['--modules', kernel.modulesDir, '--init', init];
+
+  it('takes hfk.image= and hfk.mirrors= from the baked config', () => {
+    expect(entrySettings(bakeConfig({ image: 'debian@3', mirrors: ['http://10.0.2.100', 'https://m.example/hfk'] }).config)).toEqual({
+      image: 'debian@3',
+      mirrors: ['http://10.0.2.100/', 'https://m.example/hfk/'],
+    });
+    expect(entrySettings('')).toEqual({ mirrors: [] });
+  });
+
+  it('puts the initrd at --out, else in the PXE tree, else in a temporary file for the ISO', () => {
+    expect(initrdTarget({ out: '/o/i.img', pxe: '/p' })).toEqual({ path: '/o/i.img', temporary: false });
+    expect(initrdTarget({ pxe: '/p', iso: '/x.iso' })).toEqual({ path: '/p/initrd.img', temporary: false });
+    const t = initrdTarget({ iso: '/x.iso' });
+    expect(t.temporary).toBe(true);
+    expect(t.path).toMatch(/hfk-mkinitrd-iso-.*\/initrd\.img$/);
+    rmSync(join(t.path, '..'), { recursive: true, force: true });
+    expect(() => initrdTarget({})).toThrow(/--out is required/);
+  });
+
+  it('refuses options that do not go together, before building anything', async () => {
+    const out = join(work, 'never.img');
+    await expect(run([...base, '--out', out, '--kernel', kernel.kernel])).rejects.toThrow('--kernel is for boot entries: give --iso FILE or --pxe DIR with it');
+    await expect(run([...base, '--out', out, '--append', 'quiet'])).rejects.toThrow('--append is for boot entries: give --iso FILE or --pxe DIR with it');
+    await expect(run([...base, '--iso', join(work, 'x.iso')])).rejects.toThrow(`--iso needs --kernel VMLINUZ: the kernel its entries start (the one ${kernel.modulesDir} belongs to)`);
+    await expect(run([...base, '--pxe', join(work, 'p')])).rejects.toThrow(/--pxe needs --kernel VMLINUZ/);
+    await expect(run(base)).rejects.toThrow(/--out is required/);
+    await expect(run([...base, '--pxe', join(work, 'p'), '--kernel', kernel.kernel, '--append', 'hfk.proxy=$x'])).rejects.toThrow(/kernel parameter 'hfk.proxy=\$x' has '\$'/);
+    // modules of another kernel: the check reads the version inside the vmlinuz
+    const other = join(work, 'lib/modules/9.9.9-test');
+    mkdirSync(other, { recursive: true });
+    writeFileSync(join(other, 'modules.dep'), '');
+    await expect(run(['--modules', other, '--init', init, '--pxe', join(work, 'p'), '--kernel', kernel.kernel])).rejects.toThrow(
+      `the kernel ${kernel.kernel} is version ${kernel.version}, but the modules are for 9.9.9-test: the initrd's modules would not load`,
+    );
+    expect(existsSync(out)).toBe(false);
+    expect(existsSync(join(work, 'p'))).toBe(false);
+  });
+
+  it('writes the PXE tree with the initrd in it, and the ISO, and reports them', async () => {
+    const pxe = join(work, 'tftp', 'hfk');
+    const iso = join(work, 'hfk.iso');
+    const r = await run([...base, '--key', pubFile, '--mirrors', 'http://10.0.2.100/', '--image', 'debian', '--level', '1', '--kernel', kernel.kernel, '--append', 'quiet hfk.timeout=60', '--append', 'ip=dhcp', '--pxe', pxe, '--iso', iso, '--json']);
+    expect(r.code).toBe(0);
+    const report = JSON.parse(r.out.stdout) as BuildReport & { bootEntries: BootEntriesReport };
+    expect(report.out).toBe(join(pxe, 'initrd.img'));
+    const entries = report.bootEntries;
+    expect(entries.cmdline).toBe('console=tty0 console=ttyS0,115200n8 hfk.image=debian hfk.mirrors=http://10.0.2.100/ quiet hfk.timeout=60 ip=dhcp');
+    expect(entries.pxe!.files.sort()).toEqual(['boot.ipxe', 'grub.cfg', 'initrd.img', 'ldlinux.c32', 'libcom32.c32', 'libutil.c32', 'menu.c32', 'pxelinux.0', 'pxelinux.cfg/default', 'vmlinuz']);
+    expect(readFileSync(join(pxe, 'vmlinuz')).equals(readFileSync(kernel.kernel))).toBe(true);
+    expect(readFileSync(join(pxe, 'pxelinux.cfg/default'), 'utf8')).toContain(`APPEND ${entries.cmdline}\n`);
+    expect(entries.iso!.path).toBe(iso);
+    expect(entries.iso!.bytes).toBeGreaterThan(readFileSync(join(pxe, 'initrd.img')).length);
+    // the text report names both
+    const text = await run([...base, '--mirrors', 'http://10.0.2.100/', '--image', 'debian', '--level', '1', '--kernel', kernel.kernel, '--iso', join(work, 'only.iso')]);
+    expect(text.out.stdout).toMatch(/^built the initrd for the ISO: /);
+    expect(text.out.stdout).toMatch(/\nboot entries: console=tty0 console=ttyS0,115200n8 hfk.image=debian hfk.mirrors=http:\/\/10.0.2.100\/\n {2}ISO .*only.iso: \d+\.\d MB, sha256 [0-9a-f]{64} /);
+  }, 120_000);
 });

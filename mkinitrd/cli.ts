@@ -1,7 +1,8 @@
 // hfk mkinitrd: build the initramfs that boots a machine from hfk mirrors.
 
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseDocument } from 'yaml';
 import { InputError, UsageError } from '../src/errors.ts';
@@ -9,8 +10,10 @@ import { type Command, flag, int, list, printJson, required, str } from '../src/
 import { ProgressBar } from '../src/cli/progress.ts';
 import { formatPublicKey, loadPublicKey } from '../src/format/keys.ts';
 import { parseConfig } from '../src/init/config.ts';
+import { type BootEntriesPlan, type BootEntriesReport, formatBootEntries, PXE_FILES, planBootEntries, splitParams, writeBootEntries } from './bootentries.ts';
+import { sourceDateEpoch } from './cpio.ts';
 import { buildInitramfs, COMPRESSIONS, type Compression, CONFIG_PATH, DEFAULT_LEVEL, formatSizeReport, PUBLIC_KEY_PATH } from './build.ts';
-import { DEFAULT_MODULE_SPECS } from './modules.ts';
+import { DEFAULT_MODULE_SPECS, kernelVersionOf } from './modules.ts';
 
 /**
  * The init bundle to pack: --init, else hfk-init.mjs next to the running
@@ -76,10 +79,30 @@ export function bakeConfig(input: BakeInput): Baked {
   return { config, publicKey };
 }
 
+/**
+ * hfk.image= and hfk.mirrors= for the boot entries: what the baked config
+ * says (so the menu shows, and lets a person edit, where the boot goes).
+ */
+export function entrySettings(config: string): { image?: string; mirrors: string[] } {
+  const c = parseConfig(config, CONFIG_PATH);
+  return {
+    ...(c.image ? { image: c.image.version === undefined ? c.image.name : `${c.image.name}@${c.image.version}` } : {}),
+    mirrors: c.mirrors,
+  };
+}
+
+/** Where the initrd goes: --out, else the PXE tree's initrd.img, else a temporary file (only --iso). */
+export function initrdTarget(o: { out?: string; iso?: string; pxe?: string }): { path: string; temporary: boolean } {
+  if (o.out) return { path: o.out, temporary: false };
+  if (o.pxe) return { path: join(o.pxe, PXE_FILES.initrd), temporary: false };
+  if (o.iso) return { path: join(mkdtempSync(join(tmpdir(), 'hfk-mkinitrd-iso-')), 'initrd.img'), temporary: true };
+  throw new UsageError('--out is required: the initramfs file to write (or give --iso FILE or --pxe DIR with --kernel)');
+}
+
 export const mkinitrdCommand: Command = {
   name: 'mkinitrd',
-  summary: 'Build the initramfs that boots a machine from hfk mirrors (Node, busybox, modules, hfk-init).',
-  usage: '--modules /lib/modules/VERSION --out FILE [options]',
+  summary: 'Build the initramfs that boots a machine from hfk mirrors (Node, busybox, modules, hfk-init), and boot entries for it.',
+  usage: '--modules /lib/modules/VERSION (--out FILE | --iso FILE | --pxe DIR) [--kernel VMLINUZ] [options]',
   description: `
 The initramfs holds the Node binary running this command with its libraries,
 a static busybox, the kernel modules a network boot needs (NICs, virtio,
@@ -87,10 +110,20 @@ disks and CDs, fuse, squashfs, overlay, isofs, erofs, nls) with depmod's
 index, CA certificates, and hfk-init as /init. --image, --mirrors and --key
 are baked into ${CONFIG_PATH} and ${PUBLIC_KEY_PATH}; with --config they
 replace that file's keys (--mirrors replaces its whole mirror list). The
-same inputs give the same bytes (mtimes are SOURCE_DATE_EPOCH or 0).`,
+same inputs give the same bytes (mtimes are SOURCE_DATE_EPOCH or 0).
+
+Boot entries (with --kernel, the vmlinuz of the --modules version):
+  --pxe DIR  writes a network boot tree: pxelinux.0 and its modules,
+             pxelinux.cfg/default, boot.ipxe, a grub.cfg snippet, vmlinuz
+             and initrd.img (the initrd is built there unless --out is given)
+  --iso FILE writes a hybrid ISO (isolinux): boots as a CD, or written to a
+             USB stick
+Their kernel command line is console=tty0 console=ttyS0,115200n8, then
+hfk.image= and hfk.mirrors= from the baked config, then --append. Menus
+start the first entry after 2 seconds. See docs/BOOT.md.`,
   options: {
     modules: { type: 'string', arg: 'DIR', description: "the boot kernel's module folder, /lib/modules/VERSION" },
-    out: { type: 'string', arg: 'FILE', description: 'the initramfs to write (replaced atomically)' },
+    out: { type: 'string', arg: 'FILE', description: 'the initramfs to write (replaced atomically)', default: 'DIR/initrd.img with --pxe' },
     key: { type: 'string', arg: 'PREFIX.pub', description: 'public key manifests must be signed with (from hfk keygen)' },
     mirrors: { type: 'string', arg: 'URL,…', multiple: true, description: 'mirror base URLs' },
     image: { type: 'string', arg: 'NAME[@VERSION]', description: 'the image to boot' },
@@ -100,12 +133,26 @@ same inputs give the same bytes (mtimes are SOURCE_DATE_EPOCH or 0).`,
     init: { type: 'string', arg: 'FILE', description: 'the init bundle', default: 'hfk-init.mjs next to the hfk bundle' },
     module: { type: 'string', arg: 'SPEC', multiple: true, description: `more modules or module folders (name, fs/fuse, dir/**; defaults: ${DEFAULT_MODULE_SPECS.length} specs)` },
     node: { type: 'string', arg: 'FILE', description: 'the Node 24 binary to pack', default: 'the node running hfk' },
+    iso: { type: 'string', arg: 'FILE', description: 'also write a bootable hybrid ISO (CD or USB stick; needs --kernel)' },
+    pxe: { type: 'string', arg: 'DIR', description: 'also write a PXE/iPXE/GRUB boot tree into DIR (needs --kernel)' },
+    kernel: { type: 'string', arg: 'VMLINUZ', description: 'the kernel the boot entries start (the --modules version)' },
+    append: { type: 'string', arg: 'PARAMS', multiple: true, description: "more kernel parameters for the boot entries, e.g. 'hfk.timeout=60 quiet'" },
     json: { type: 'boolean', description: 'print the report as JSON' },
   },
   positionals: { min: 0, max: 0 },
   async run(ctx) {
     const modulesDir = required(ctx, 'modules', 'the kernel module folder, e.g. /lib/modules/$(uname -r)');
-    const out = required(ctx, 'out', 'the initramfs file to write');
+    const iso = str(ctx, 'iso');
+    const pxe = str(ctx, 'pxe');
+    const kernel = str(ctx, 'kernel');
+    const appendValues = ctx.values.append; // not list(): a parameter may hold commas
+    const append = splitParams(Array.isArray(appendValues) ? appendValues : typeof appendValues === 'string' ? [appendValues] : []);
+    if (!iso && !pxe) {
+      if (kernel !== undefined) throw new UsageError('--kernel is for boot entries: give --iso FILE or --pxe DIR with it');
+      if (append.length) throw new UsageError('--append is for boot entries: give --iso FILE or --pxe DIR with it');
+    } else if (kernel === undefined) {
+      throw new UsageError(`--${iso ? 'iso' : 'pxe'} needs --kernel VMLINUZ: the kernel its entries start (the one ${modulesDir} belongs to)`);
+    }
     const compressText = str(ctx, 'compress') ?? 'zstd';
     if (!(COMPRESSIONS as readonly string[]).includes(compressText)) throw new UsageError(`--compress must be one of ${COMPRESSIONS.join(', ')}: got '${compressText}'`);
     const compress = compressText as Compression;
@@ -124,25 +171,49 @@ same inputs give the same bytes (mtimes are SOURCE_DATE_EPOCH or 0).`,
     const extra = list(ctx, 'module');
     const node = str(ctx, 'node');
     const json = flag(ctx, 'json');
-    const bar = new ProgressBar(ctx.io, { label: `mkinitrd ${compress}`, total: 0, unit: 'bytes' });
-    const report = await buildInitramfs(
-      {
-        out,
-        modulesDir,
-        init: { kind: 'node', path: init },
-        config: baked.config,
-        ...(baked.publicKey !== undefined ? { publicKey: baked.publicKey } : {}),
-        ...(extra.length ? { modules: [...DEFAULT_MODULE_SPECS, ...extra] } : {}),
-        compress,
-        ...(level !== undefined ? { level } : {}),
-        ...(node ? { node } : {}),
-      },
-      { onProgress: (done, total) => bar.update(done, total) },
-    );
-    bar.done();
-    if (json) printJson(ctx.io, report);
-    else ctx.io.out(formatSizeReport(report));
-    return 0;
+    // Everything the entries need is checked before the (long) build.
+    let plan: BootEntriesPlan | undefined;
+    if (kernel !== undefined) {
+      plan = planBootEntries({
+        entry: { ...entrySettings(baked.config), append },
+        kernel,
+        modulesVersion: kernelVersionOf(modulesDir.replace(/\/+$/, '')),
+        ...(iso ? { iso } : {}),
+        ...(pxe ? { pxe } : {}),
+        mtime: sourceDateEpoch(),
+      });
+      if (pxe) mkdirSync(pxe, { recursive: true });
+    }
+    const target = initrdTarget({ ...(str(ctx, 'out') ? { out: str(ctx, 'out')! } : {}), ...(iso ? { iso } : {}), ...(pxe ? { pxe } : {}) });
+    try {
+      const bar = new ProgressBar(ctx.io, { label: `mkinitrd ${compress}`, total: 0, unit: 'bytes' });
+      const report = await buildInitramfs(
+        {
+          out: target.path,
+          modulesDir,
+          init: { kind: 'node', path: init },
+          config: baked.config,
+          ...(baked.publicKey !== undefined ? { publicKey: baked.publicKey } : {}),
+          ...(extra.length ? { modules: [...DEFAULT_MODULE_SPECS, ...extra] } : {}),
+          compress,
+          ...(level !== undefined ? { level } : {}),
+          ...(node ? { node } : {}),
+        },
+        { onProgress: (done, total) => bar.update(done, total) },
+      );
+      bar.done();
+      const entries: BootEntriesReport | undefined = plan ? writeBootEntries(plan, target.path) : undefined;
+      const shown = target.temporary ? { ...report, out: null } : report;
+      if (json) printJson(ctx.io, entries ? { ...shown, bootEntries: entries } : shown);
+      else {
+        const text = formatSizeReport(report);
+        ctx.io.out(target.temporary ? text.replace(/^wrote \S+: /, 'built the initrd for the ISO: ') : text);
+        if (entries) ctx.io.out(formatBootEntries(entries));
+      }
+      return 0;
+    } finally {
+      if (target.temporary) rmSync(dirname(target.path), { recursive: true, force: true });
+    }
   },
 };
 

@@ -11,6 +11,7 @@ import { MemoryCache } from '../../src/fetch/memcache.ts';
 import { MirrorSet } from '../../src/fetch/mirror.ts';
 import { openImage } from '../../src/fetch/open.ts';
 import { rankMirrors } from '../../src/fetch/rank.ts';
+import { makeVerifier } from '../../src/fetch/verifier.ts';
 import { loadImage, TrustState } from '../../src/fetch/trust.ts';
 import { generateKeyPair, loadPublicKey, parsePublicKey } from '../../src/format/keys.ts';
 import { blockPath } from '../../src/format/layout.ts';
@@ -158,6 +159,16 @@ describe('what each failure means', () => {
     expect((await readAll(f)).equals(image)).toBe(true);
     expect(set.mirrors[0]!.isDown()).toBe(true);
     expect(f.stats().failovers).toBeLessThan(5);
+  });
+});
+
+describe('verification on worker threads', () => {
+  it('gives the exact image through a corrupting and a good mirror', async () => {
+    const liar = await mirror({ kind: 'corrupt' });
+    const good = await mirror();
+    const { set, f } = await fetcherFor([liar.url, good.url], { hedge: false, verifier: makeVerifier(2) });
+    expect((await readAll(f)).equals(image)).toBe(true);
+    expect(set.mirrors[0]!.health.invalid).toBeGreaterThan(0);
   });
 });
 
