@@ -190,20 +190,23 @@ export class BlockFetcher {
     return pos;
   }
 
-  /** Grows the readahead window on sequential access and prefetches ahead. */
+  /**
+   * Grows the readahead window on sequential access and prefetches ahead.
+   * The kernel sends several READs of one sequential stream at once, and
+   * they arrive in any order: a read counts as sequential when it starts
+   * near where the stream is, not only exactly at its end.
+   */
   private noteAccess(first: number, last: number): void {
     const bs = this.blockSize;
     const maxBlocks = Math.floor(this.o.readaheadBytes / bs);
     if (maxBlocks === 0) return;
-    if (first === this.nextExpected || first === this.nextExpected - 1) {
-      this.window = Math.min(maxBlocks, Math.max(2, this.window * 2));
-    } else {
-      this.window = 0;
-    }
-    this.nextExpected = last + 1;
+    const near = this.nextExpected >= 0 && first >= this.nextExpected - maxBlocks - 1 && first <= this.nextExpected + maxBlocks;
+    this.window = near ? Math.min(maxBlocks, Math.max(2, this.window * 2)) : 0;
+    this.nextExpected = near ? Math.max(this.nextExpected, last + 1) : last + 1;
     if (this.window === 0) return;
-    const stop = Math.min(this.manifest.blocks.length - 1, last + this.window);
-    for (let i = last + 1; i <= stop && this.prefetchInFlight < maxBlocks; i++) {
+    const from = Math.max(last + 1, this.nextExpected);
+    const stop = Math.min(this.manifest.blocks.length - 1, from + this.window - 1);
+    for (let i = from; i <= stop && this.prefetchInFlight < maxBlocks; i++) {
       const h = this.manifest.blocks[i];
       if (!h || this.inflight.has(h) || this.o.memory.has(h)) continue;
       this.prefetchInFlight++;

@@ -9,8 +9,10 @@ import type { ReadOptions, RequestTiming, StoreReader } from '../store/store.ts'
 import { MirrorHealth, type HealthOptions } from './score.ts';
 
 export interface MirrorOptions {
-  /** Concurrent requests per mirror (keep-alive connections). Default 8. */
+  /** Keep-alive connections per mirror. Default 4. */
   connections?: number;
+  /** Requests pipelined on each connection. Default 8: with 4 connections, 32 in flight per mirror. */
+  pipelining?: number;
   headersTimeoutMs?: number;
   bodyTimeoutMs?: number;
   connectTimeoutMs?: number;
@@ -29,7 +31,8 @@ export class Mirror implements StoreReader {
   constructor(url: string, dispatcher: Dispatcher, options: MirrorOptions = {}, now: () => number = Date.now) {
     this.url = normalizeBaseUrl(url, 'mirror URL');
     this.location = this.url;
-    this.connections = options.connections ?? 8;
+    // What the mirror can have in flight at once.
+    this.connections = (options.connections ?? 4) * (options.pipelining ?? 8);
     this.health = new MirrorHealth(options.health);
     this.now = now;
     this.origin = new HttpOrigin(this.url, {
@@ -90,7 +93,8 @@ export class MirrorSet {
     const seen = new Set<string>();
     const unique = urls.map((u) => normalizeBaseUrl(u, 'mirror URL')).filter((u) => !seen.has(u) && seen.add(u));
     this.dispatcher = makeDispatcher({
-      connections: options.connections ?? 8,
+      connections: options.connections ?? 4,
+      pipelining: options.pipelining ?? 8,
       ...(options.proxy ? { proxy: options.proxy } : {}),
       ...(options.lookup ? { lookup: options.lookup } : {}),
       ...(options.connectTimeoutMs ? { connectTimeoutMs: options.connectTimeoutMs } : {}),

@@ -130,6 +130,14 @@ function wrap(e: unknown): BlockDecodeError {
 }
 
 /**
+ * Output bounded by the block's length, in one chunk of that size: no
+ * growing, no concatenation (fresh memory is what costs most here).
+ */
+function outputOptions(expected: number): { maxOutputLength: number; chunkSize: number } {
+  return { maxOutputLength: Math.max(expected, 1), chunkSize: Math.max(64, expected) };
+}
+
+/**
  * Decodes an object to exactly `expected` bytes. Decompression is bounded:
  * output beyond `expected` is an error, never an allocation.
  * Throws BlockDecodeError for a bad tag, a corrupt stream or a wrong length.
@@ -142,11 +150,11 @@ export function decodeBlockSync(object: Buffer, expected: number): Buffer {
       case 'none':
         return checkLength(payload, expected);
       case 'zstd':
-        return checkLength(zlib.zstdDecompressSync(payload, { maxOutputLength: Math.max(expected, 1) }), expected);
+        return checkLength(zlib.zstdDecompressSync(payload, outputOptions(expected)), expected);
       case 'deflate':
-        return checkLength(zlib.inflateSync(payload, { maxOutputLength: Math.max(expected, 1) }), expected);
+        return checkLength(zlib.inflateSync(payload, outputOptions(expected)), expected);
       case 'brotli':
-        return checkLength(zlib.brotliDecompressSync(payload, { maxOutputLength: Math.max(expected, 1) }), expected);
+        return checkLength(zlib.brotliDecompressSync(payload, outputOptions(expected)), expected);
       default:
         throw new BlockDecodeError(`unknown codec tag ${object.length ? object[0] : '(empty object)'}`);
     }
@@ -159,7 +167,7 @@ export function decodeBlockSync(object: Buffer, expected: number): Buffer {
 export async function decodeBlock(object: Buffer, expected: number): Promise<Buffer> {
   const codec = objectCodec(object);
   const payload = object.subarray(1);
-  const opts = { maxOutputLength: Math.max(expected, 1) };
+  const opts = outputOptions(expected);
   try {
     switch (codec) {
       case 'none':

@@ -75,6 +75,8 @@ export const ReaderSpec = z.strictObject({
   prefetchBytes: z.number().int().nonnegative().optional(),
   /** Worker threads that decode and verify blocks (0: the main thread does it). */
   verifyThreads: z.number().int().nonnegative().max(16).optional(),
+  /** Keep-alive connections (requests in flight) per mirror. */
+  connections: z.number().int().positive().max(256).optional(),
   /** Extra facts for stats.json (e.g. the init's ranking). */
   info: z.record(z.string(), z.unknown()).optional(),
 });
@@ -112,6 +114,7 @@ export async function runReader(
     mode: spec.mode,
     ...(spec.prefetchBytes !== undefined ? { fetcher: { readaheadBytes: spec.prefetchBytes } } : {}),
     ...(spec.verifyThreads !== undefined ? { verifyThreads: spec.verifyThreads } : {}),
+    ...(spec.connections !== undefined ? { mirrorOptions: { connections: spec.connections } } : {}),
     ...(spec.softTimeoutMs ? { softTimeoutMs: spec.softTimeoutMs } : {}),
     log,
   };

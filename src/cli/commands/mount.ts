@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
-import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { HfkError, UsageError } from '../../errors.ts';
@@ -44,7 +43,10 @@ hfk umount MOUNTPOINT ends it.`,
     memory: { type: 'string', arg: 'SIZE', description: 'in-memory block cache', default: '256M' },
     soft: { type: 'boolean', description: 'reads fail (EIO) after --soft-timeout when every mirror fails (default: retry forever)' },
     'soft-timeout': { type: 'string', arg: 'SECONDS', description: 'how long soft mode keeps trying', default: '30' },
-    'verify-threads': { type: 'string', arg: 'N', description: 'worker threads that decompress and verify blocks (0: the main thread)', default: 'one per core beyond the first' },
+    readahead: { type: 'string', arg: 'SIZE', description: "the kernel's readahead on the image file", default: '4M' },
+    prefetch: { type: 'string', arg: 'SIZE', description: 'how far the reader fetches ahead of sequential reads (0: off)', default: '8M' },
+    connections: { type: 'string', arg: 'N', description: 'keep-alive connections per mirror (each pipelines 8 requests)', default: '4' },
+    'verify-threads': { type: 'string', arg: 'N', description: 'worker threads that decompress and verify blocks (0: the main thread; helps only with many cores)', default: '0' },
     foreground: { type: 'boolean', description: 'serve in this process until unmounted or signalled' },
     log: { type: 'string', arg: 'FILE', description: 'log of a background reader', default: '/run/hfk/mount-<hash>.log' },
     'ready-fd': { type: 'string', arg: 'FD', description: '(internal) report readiness on this file descriptor' },
@@ -81,7 +83,10 @@ hfk umount MOUNTPOINT ends it.`,
       memoryBytes: parseSize(str(ctx, 'memory') ?? '256M', '--memory'),
       mode: flag(ctx, 'soft') ? 'soft' : 'hard',
       softTimeoutMs: (int(ctx, 'soft-timeout', 1, 86_400) ?? 30) * 1000,
-      verifyThreads: int(ctx, 'verify-threads', 0, 16) ?? Math.max(0, availableParallelism() - 1),
+      verifyThreads: int(ctx, 'verify-threads', 0, 16) ?? 0,
+      connections: int(ctx, 'connections', 1, 256) ?? 4,
+      ...(str(ctx, 'readahead') ? { readAheadKb: Math.round(parseSize(str(ctx, 'readahead')!, '--readahead') / 1024) } : {}),
+      ...(str(ctx, 'prefetch') ? { prefetchBytes: parseSize(str(ctx, 'prefetch')!, '--prefetch') } : {}),
     };
 
     if (flag(ctx, 'foreground')) {
@@ -117,7 +122,7 @@ hfk umount MOUNTPOINT ends it.`,
     const script = process.argv[1] ?? fileURLToPath(import.meta.url);
     const forward = ['mount', spec.mountpoint, '--name', str(ctx, 'name')!, '--key', keyText, '--mirrors', src.mirrors.join(',')];
     if (src.proxy) forward.push('--proxy', src.proxy);
-    for (const o of ['cache', 'cache-size', 'memory', 'soft-timeout', 'verify-threads'] as const) if (str(ctx, o)) forward.push(`--${o}`, str(ctx, o)!);
+    for (const o of ['cache', 'cache-size', 'memory', 'soft-timeout', 'verify-threads', 'connections', 'readahead', 'prefetch'] as const) if (str(ctx, o)) forward.push(`--${o}`, str(ctx, o)!);
     if (flag(ctx, 'soft')) forward.push('--soft');
     forward.push('--foreground', '--ready-fd', '3');
     let r;
