@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { InputError, UsageError } from '../src/errors.ts';
 import { findKernel } from '../test/lab/qemu.ts';
-import { archiveSize, type BuildReport, BuildOptions, buildInitramfs, collect, formatSizeReport, initRecord } from './build.ts';
+import { archiveSize, type BuildReport, BuildOptions, buildInitramfs, collect, formatSizeReport, initBootstrap, initRecord } from './build.ts';
 import { CpioTree, dir, encodeNewc, file, symlink } from './cpio.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'hfk-build-'));
@@ -12,13 +12,20 @@ afterAll(() => rmSync(work, { recursive: true, force: true }));
 const kernel = findKernel();
 
 describe('the /init record', () => {
-  it('gives a bundle the packed Node as interpreter, replacing its own #! line', () => {
+  it('puts a bundle at /lib/hfk/hfk-init.mjs (its own #! line dropped) behind a bootstrap /init run by the packed Node', () => {
     const a = join(work, 'a.mjs');
     writeFileSync(a, '#!/usr/bin/env node\nconsole.log(1);\n');
-    expect(initRecord({ kind: 'node', path: a })).toEqual([{ type: 'file', path: 'init', mode: 0o755, tag: 'init', data: { kind: 'bytes', bytes: Buffer.from('#!/usr/bin/node\nconsole.log(1);\n') } }]);
+    const text = (r: ReturnType<typeof initRecord>[number] | undefined) => (r?.type === 'file' && r.data.kind === 'bytes' ? r.data.bytes.toString() : undefined);
+    const [init, bundle] = initRecord({ kind: 'node', path: a });
+    expect(init).toMatchObject({ type: 'file', path: 'init', mode: 0o755, tag: 'init' });
+    expect(text(init)).toBe(initBootstrap());
+    expect(initBootstrap()).toMatch(/^#!\/usr\/bin\/node\n/);
+    expect(initBootstrap()).toContain("enableCompileCache('/lib/hfk/compile-cache');");
+    expect(initBootstrap()).toContain("await import('/lib/hfk/hfk-init.mjs');");
+    expect(bundle).toMatchObject({ type: 'file', path: 'lib/hfk/hfk-init.mjs', mode: 0o644, tag: 'init' });
+    expect(text(bundle)).toBe('console.log(1);\n');
     writeFileSync(a, 'import x from "y";\n');
-    const [r] = initRecord({ kind: 'node', path: a });
-    expect(r!.type === 'file' && r!.data.kind === 'bytes' && r!.data.bytes.toString()).toBe('#!/usr/bin/node\nimport x from "y";\n');
+    expect(text(initRecord({ kind: 'node', path: a })[1])).toBe('import x from "y";\n');
   });
 
   it('keeps a shell init as it is, and names what is wrong', () => {

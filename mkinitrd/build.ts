@@ -14,9 +14,9 @@
 // 10 MB, busybox 2 MB. zstd -19 makes 37.7 MB (85 s on one core), gzip -9
 // 51.9 MB (21 s): zstd is the default, inside the 48 MB target.
 
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createWriteStream, existsSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { chmodSync, copyFileSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
@@ -25,7 +25,7 @@ import { constants as zc, createGzip, createZstdCompress } from 'node:zlib';
 import { z } from 'zod';
 import { InputError, UsageError } from '../src/errors.ts';
 import { formatBytes } from '../src/util/size.ts';
-import { CpioTree, dataSize, file, hostFile, hostTree, NEWC_HEADER_SIZE, newcChunks, pad4, sourceDateEpoch, tagged, TRAILER_NAME } from './cpio.ts';
+import { type CpioRecord, CpioTree, dataSize, file, hostFile, hostTree, NEWC_HEADER_SIZE, newcChunks, pad4, sourceDateEpoch, tagged, TRAILER_NAME } from './cpio.ts';
 import { DEFAULT_MODULE_SPECS, type Depmod, stageModules } from './modules.ts';
 import {
   busybox,
@@ -91,6 +91,13 @@ export const BuildOptions = z.strictObject({
   /** Added last; may replace any default file. */
   files: z.array(ExtraFile).default([]),
   compress: Compression.default('zstd'),
+  /**
+   * Pack V8's compile cache for the init bundle (made by running it once
+   * under chroot; needs root). Saves most of Node's start-up on a slow
+   * machine (seconds under emulation), but V8's cache bytes differ from
+   * run to run, so the archive is then no longer byte-for-byte reproducible.
+   */
+  compileCache: z.boolean().default(false),
   /** Compression level; default zstd 19, gzip 9. */
   level: z.number().int().optional(),
   /** mtime of every entry; default SOURCE_DATE_EPOCH or 0. */
@@ -136,18 +143,70 @@ export interface BuildHooks {
   depmod?: Depmod;
 }
 
-/** The /init record: a bundle gets `#!/usr/bin/node` (replacing any #! line), a script stays as it is. */
+/** Where the init bundle and V8's compile cache for it live in the initramfs. */
+export const INIT_BUNDLE_PATH = 'lib/hfk/hfk-init.mjs';
+export const COMPILE_CACHE_PATH = 'lib/hfk/compile-cache';
+
+/**
+ * /init for a Node bundle: a few lines that turn on V8's compile cache
+ * (made by mkinitrd, see compileCache()) and then load the bundle, which
+ * sits at /lib/hfk/hfk-init.mjs. Parsing and compiling a 2.6 MB bundle is
+ * most of Node's start on a slow machine; with the cache it is skipped.
+ */
+export function initBootstrap(): string {
+  return [
+    `#!${NODE_PATH}`,
+    '// hfk-init: turn on the compile cache made by mkinitrd, then run the bundle.',
+    "import { enableCompileCache } from 'node:module';",
+    `enableCompileCache('/${COMPILE_CACHE_PATH}');`,
+    `await import('/${INIT_BUNDLE_PATH}');`,
+    '',
+  ].join('\n');
+}
+
+/**
+ * The init records: a bundle goes to /lib/hfk/hfk-init.mjs behind the
+ * bootstrap /init (its own #! line dropped); a script stays as it is.
+ */
 export function initRecord(spec: InitSpec) {
   if (spec.kind === 'node') {
     if (!existsSync(spec.path)) throw new InputError(`the init bundle ${spec.path} does not exist`, { hint: 'build it: npm run build (writes dist/hfk-init.mjs)' });
     const text = readFileSync(spec.path, 'utf8');
     const body = text.startsWith('#!') ? text.slice(text.indexOf('\n') + 1) : text;
-    return tagged('init', [file('init', `#!${NODE_PATH}\n${body}`, 0o755)]);
+    return tagged('init', [file('init', initBootstrap(), 0o755), file(INIT_BUNDLE_PATH, body, 0o644)]);
   }
   if (spec.path !== undefined && !existsSync(spec.path)) throw new InputError(`the init script ${spec.path} does not exist`);
   const text = spec.content ?? readFileSync(spec.path!, 'utf8');
   if (!text.startsWith('#!')) throw new InputError(`the init script ${spec.path ?? '(content)'} must start with a #! line such as #!/bin/sh: got '${text.slice(0, 20)}'`);
   return tagged('init', [file('init', text, 0o755)]);
+}
+
+/**
+ * V8's compile cache for the init bundle, made by running the bundle once
+ * (with --help) as the initramfs will: the Node binary, its libraries and
+ * the init staged in a folder, run under chroot so every path is the one
+ * the cache is keyed by. Needs root (chroot); without it the initramfs
+ * simply has no cache and Node compiles at boot. Returns the cache's files.
+ */
+export function compileCache(tree: CpioTree, workDir: string): CpioRecord[] {
+  if (process.getuid?.() !== 0) return [];
+  const root = join(workDir, 'cc-root');
+  rmSync(root, { recursive: true, force: true });
+  for (const r of tree.records()) {
+    if (r.tag !== 'node' && r.tag !== 'init') continue;
+    const dest = join(root, r.path);
+    mkdirSync(dirname(dest), { recursive: true });
+    if (r.type === 'file') {
+      if (r.data.kind === 'host') copyFileSync(r.data.path, dest);
+      else writeFileSync(dest, r.data.bytes);
+      chmodSync(dest, r.mode & 0o7777);
+    } else if (r.type === 'symlink') symlinkSync(r.target, dest);
+    else if (r.type === 'dir') mkdirSync(dest, { recursive: true });
+  }
+  mkdirSync(join(root, COMPILE_CACHE_PATH), { recursive: true });
+  const run = spawnSync('chroot', [root, NODE_PATH, '/init', '--help'], { stdio: 'ignore', env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' }, timeout: 60_000 });
+  if (run.status !== 0) return [];
+  return tagged('init', hostTree(join(root, COMPILE_CACHE_PATH), COMPILE_CACHE_PATH)).filter((r) => r.type !== 'dir' || r.path !== COMPILE_CACHE_PATH);
 }
 
 /** The version of a Node binary (e.g. v24.21.0), by running it. */
@@ -192,6 +251,7 @@ export function collect(o: z.infer<typeof BuildOptions>, workDir: string, depmod
   const staged = stageModules({ modulesDir: o.modulesDir, specs: o.modules ?? DEFAULT_MODULE_SPECS, stagingDir: workDir, ...(depmod ? { depmod } : {}) });
   tree.add(...tagged('modules', hostTree(staged.dir, `lib/modules/${staged.version}`)));
   tree.add(...initRecord(o.init));
+  if (o.init.kind === 'node' && o.compileCache) tree.add(...compileCache(tree, workDir));
   if (o.config !== undefined) tree.add(...tagged('other', [file(CONFIG_PATH, o.config)]));
   if (o.publicKey !== undefined) tree.add(...tagged('other', [file(PUBLIC_KEY_PATH, o.publicKey)]));
   for (const f of o.files) {

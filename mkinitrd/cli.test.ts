@@ -72,11 +72,25 @@ describe('hfk mkinitrd', () => {
     expect(report.compression).toEqual({ kind: 'zstd', level: 1 });
     expect(report.kernel.version).toBe(kernel.version);
     const files = new Map(parseNewc(zstdDecompressSync(readFileSync(out))).map((e) => [e.name, e]));
-    expect(files.get('init')!.data.toString()).toBe("#!/usr/bin/node\nconsole.log('init');\n");
+    expect(files.get('init')!.data.toString()).toMatch(/^#!\/usr\/bin\/node\n[\s\S]*import\('\/lib\/hfk\/hfk-init.mjs'\)/);
     expect(files.get('init')!.mode & 0o777).toBe(0o755);
+    expect(files.get('lib/hfk/hfk-init.mjs')!.data.toString()).toBe("console.log('init');\n");
+    expect([...files.keys()].some((k) => k.startsWith('lib/hfk/compile-cache/'))).toBe(false); // only with --compile-cache
     expect(files.get('etc/hfk/hfk.yaml')!.data.toString()).toBe('image: debian\nmirrors:\n  - http://10.0.2.100/\n  - http://10.0.2.101/\nkey: /etc/hfk/hfk.pub\n');
     expect(files.get('etc/hfk/hfk.pub')!.data.toString().split(' ')[1]).toBe(pair.publicLine.split(' ')[1]);
     expect(files.has(`lib/modules/${kernel.version}/modules.dep`)).toBe(true);
+  });
+
+  it('--compile-cache packs V8\'s cache for the bundle, keyed to the paths the initramfs has', async () => {
+    const init = join(work, 'cc-init.mjs');
+    writeFileSync(init, "export const answer = 42;\nif (process.argv.includes('--help')) console.log('help');\n");
+    const out = join(work, 'cc.img');
+    const r = await run(['--modules', kernel.modulesDir, '--out', out, '--init', init, '--key', pubFile, '--mirrors', 'http://10.0.2.100/', '--image', 'debian', '--level', '1', '--compile-cache']);
+    expect(r.code, r.out.stderr).toBe(0);
+    const files = new Map(parseNewc(zstdDecompressSync(readFileSync(out))).map((e) => [e.name, e]));
+    const cache = [...files.keys()].filter((k) => /^lib\/hfk\/compile-cache\/v24\.[^/]+\/[0-9a-f]+$/.test(k));
+    expect(cache.length).toBeGreaterThan(0);
+    expect(files.get(cache[0]!)!.data.length).toBeGreaterThan(0);
   });
 
   it('finds the init bundle next to itself or in the checkout, and says how to build it when it is missing', () => {

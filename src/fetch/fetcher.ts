@@ -15,7 +15,7 @@
 import { AbortedError, BrokenError, HfkError } from '../errors.ts';
 import { zeroBlock } from '../format/codec.ts';
 import { blockPath } from '../format/layout.ts';
-import { blockLength, type Manifest } from '../format/manifest.ts';
+import { blockLength, type BootProfile, fromRuns, type Manifest, toRuns } from '../format/manifest.ts';
 import type { DiskCache, DiskCacheStats } from './diskcache.ts';
 import type { MemoryCache } from './memcache.ts';
 import type { Mirror, MirrorSet } from './mirror.ts';
@@ -40,6 +40,11 @@ export interface FetcherOptions {
   explore?: number;
   /** Longest wait between retry rounds when every mirror fails (default 10 s). */
   maxRetryDelayMs?: number;
+  /**
+   * Blocks fetched in the manifest's boot-profile order at start, this many
+   * at a time (default 24; 0: do not prefetch the profile).
+   */
+  profileConcurrency?: number;
   /** Where blocks are decoded and hash-checked (default: on this thread). */
   verifier?: Verifier;
   log?: (line: string) => void;
@@ -65,6 +70,8 @@ export interface FetcherStats {
   reads: number;
   memory: { bytes: number; limitBytes: number; blocks: number };
   disk: DiskCacheStats | null;
+  /** Progress of the boot-profile prefetch. */
+  profilePrefetch: { total: number; done: number; fetched: number; running: boolean };
   mirrors: ({ url: string; inFlight: number } & HealthSnapshot)[];
 }
 
@@ -125,6 +132,10 @@ export class BlockFetcher {
     reads: 0,
   };
   private fetchCount = 0;
+  /** Blocks in the order they were first read (not prefetched): a boot profile. */
+  private readonly firstRead: number[] = [];
+  private readonly everRead: Uint8Array;
+  private readonly profileState = { total: 0, done: 0, fetched: 0, running: false };
   // Sequential-read detection.
   private nextExpected = -1;
   private window = 0;
@@ -139,11 +150,13 @@ export class BlockFetcher {
       readaheadBytes: 8 << 20,
       explore: 0.02,
       maxRetryDelayMs: 10_000,
+      profileConcurrency: 24,
       ...options,
     };
     this.manifest = options.manifest;
     this.size = options.manifest.header.imageSize;
     this.verifier = options.verifier ?? inlineVerifier;
+    this.everRead = new Uint8Array(options.manifest.blocks.length);
   }
 
   get blockSize(): number {
@@ -156,6 +169,11 @@ export class BlockFetcher {
     const bs = this.blockSize;
     const first = Math.floor(offset / bs);
     const last = Math.floor((end - 1) / bs);
+    for (let i = first; i <= last; i++) {
+      if (this.everRead[i]) continue;
+      this.everRead[i] = 1;
+      this.firstRead.push(i);
+    }
     this.noteAccess(first, last);
     const parts = await Promise.all(Array.from({ length: last - first + 1 }, (_, k) => withSignal(this.getBlock(first + k), signal)));
     this.counters.bytesRead += end - offset;
@@ -215,6 +233,34 @@ export class BlockFetcher {
         .catch(() => {}) // a failed prefetch costs nothing; the real read will retry
         .finally(() => this.prefetchInFlight--);
     }
+  }
+
+  /**
+   * Fetches the manifest's boot profile in its order, `concurrency` at a
+   * time, in the background: the blocks a boot will read arrive before it
+   * asks. Resolves when the whole profile is in (errors are left to the
+   * reads that need the blocks).
+   */
+  async prefetchProfile(concurrency = this.o.profileConcurrency): Promise<void> {
+    const runs = this.manifest.header.profile;
+    if (!runs?.length || concurrency <= 0 || this.profileState.running) return;
+    const order = fromRuns(runs, this.manifest.blocks.length);
+    this.profileState.total = order.length;
+    this.profileState.running = true;
+    let next = 0;
+    const lane = async () => {
+      while (next < order.length && !this.closed.signal.aborted) {
+        const i = order[next++]!;
+        const h = this.manifest.blocks[i];
+        if (h && !this.o.memory.has(h) && !this.inflight.has(h)) {
+          this.profileState.fetched++;
+          await this.getBlock(i).catch(() => {});
+        }
+        this.profileState.done++;
+      }
+    };
+    await Promise.all(Array.from({ length: concurrency }, lane));
+    this.profileState.running = false;
   }
 
   /** One block, verified; concurrent callers share one fetch. */
@@ -362,6 +408,11 @@ export class BlockFetcher {
     });
   }
 
+  /** The blocks read so far, in first-read order, as runs: a boot profile for `hfk publish --profile`. */
+  profile(): BootProfile {
+    return toRuns(this.firstRead);
+  }
+
   stats(): FetcherStats {
     const h = this.manifest.header;
     const now = Date.now();
@@ -372,6 +423,7 @@ export class BlockFetcher {
       inFlight: this.inflight.size,
       memory: { bytes: this.o.memory.size, limitBytes: this.o.memory.limit, blocks: this.o.memory.count },
       disk: this.o.disk?.stats() ?? null,
+      profilePrefetch: { ...this.profileState },
       mirrors: this.o.mirrors.mirrors.map((m) => ({ url: m.url, inFlight: m.inFlight, ...m.health.snapshot(now) })),
     };
   }

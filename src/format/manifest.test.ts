@@ -165,3 +165,19 @@ describe('image references', () => {
     expect(() => parseImageRef(text, 'hfk.image')).toThrow(UsageError);
   });
 });
+
+describe('boot profiles', () => {
+  it('turn block indices into runs and back', async () => {
+    const { toRuns, fromRuns } = await import('./manifest.ts');
+    expect(toRuns([3, 4, 5, 9, 10, 2])).toEqual([[3, 3], [9, 2], [2, 1]]);
+    expect(fromRuns([[3, 3], [9, 2], [2, 1], [4, 2]], 10)).toEqual([3, 4, 5, 9, 2]);
+    expect(toRuns([])).toEqual([]);
+  });
+  it('travel signed in the manifest', () => {
+    const key = fixedKey();
+    const m = sample(key);
+    const withProfile = { ...m, header: { ...m.header, profile: [[2, 3], [0, 1]] as [number, number][] } };
+    const back = decodeManifest(encodeManifest(withProfile, key), key.publicKey);
+    expect(back.header.profile).toEqual([[2, 3], [0, 1]]);
+  });
+});

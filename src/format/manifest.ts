@@ -34,6 +34,36 @@ export const ImageName = z
 
 export const Sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, 'a SHA-256 is 64 lower-case hex digits');
 
+/** Runs of block indices [first, count], in the order a boot first read them. */
+export const BootProfile = z.array(z.tuple([z.number().int().nonnegative(), z.number().int().positive()])).max(1_000_000);
+export type BootProfile = z.infer<typeof BootProfile>;
+
+/** Block indices as runs, in order: [3,4,5,9] → [[3,3],[9,1]]. */
+export function toRuns(indices: Iterable<number>): BootProfile {
+  const runs: [number, number][] = [];
+  for (const i of indices) {
+    const last = runs[runs.length - 1];
+    if (last && last[0] + last[1] === i) last[1]++;
+    else runs.push([i, 1]);
+  }
+  return runs;
+}
+
+/** The block indices of runs, in order, dropping any at or past `blockCount` and repeats. */
+export function fromRuns(runs: BootProfile, blockCount: number): number[] {
+  const seen = new Set<number>();
+  const out: number[] = [];
+  for (const [first, count] of runs) {
+    for (let i = first; i < first + count && i < blockCount; i++) {
+      if (!seen.has(i)) {
+        seen.add(i);
+        out.push(i);
+      }
+    }
+  }
+  return out;
+}
+
 export const ManifestHeader = z.strictObject({
   name: ImageName,
   version: z.number().int().positive(),
@@ -46,6 +76,12 @@ export const ManifestHeader = z.strictObject({
   source: z.strictObject({ kind: z.enum(['file', 'blockdev', 'cloop']), name: z.string() }),
   previous: z.strictObject({ version: z.number().int().positive(), sha256: Sha256Hex }).nullable(),
   keyId: z.string().regex(/^[0-9a-f]{16}$/),
+  /**
+   * Optional boot profile: the blocks a boot of this image reads, in the
+   * order it first reads them, as runs [first block, count]. A reader
+   * prefetches them at mount, so the boot finds them already fetched.
+   */
+  profile: BootProfile.optional(),
 });
 export type ManifestHeader = z.infer<typeof ManifestHeader>;
 

@@ -18,7 +18,7 @@ import { MissingError, StoreError, UsageError } from '../errors.ts';
 import { detectFilesystem, FSTYPE_PROBE_BYTES, type Filesystem } from '../format/fstype.ts';
 import type { PrivateKey } from '../format/keys.ts';
 import { blockPath, manifestFile, manifestPath, pointerPath } from '../format/layout.ts';
-import { blockCountFor, encodeManifest, encodePointer, type Manifest, ManifestHeader, manifestDigest } from '../format/manifest.ts';
+import { blockCountFor, type BootProfile, encodeManifest, encodePointer, fromRuns, type Manifest, ManifestHeader, manifestDigest, toRuns } from '../format/manifest.ts';
 import { readManifest } from '../store/images.ts';
 import type { LocalStore } from '../store/local.ts';
 import { chunkSizeFor, openImage } from './source.ts';
@@ -37,6 +37,8 @@ export interface PublishOptions {
   created?: Date;
   /** Worker threads (default: one per core). */
   workers?: number;
+  /** A boot profile to carry in the manifest (runs of block indices). */
+  profile?: BootProfile;
   onProgress?: (p: PublishProgress) => void;
 }
 
@@ -286,6 +288,7 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
         source: { kind: source.kind, name: path.basename(source.path) },
         previous,
         keyId: o.key.publicKey.id,
+        ...(o.profile?.length ? { profile: toRuns(fromRuns(o.profile, blockCount)) } : {}),
       },
       blocks,
       objectSizes: sizes,

@@ -37,7 +37,7 @@ export async function serveImage(o: ServeOptions): Promise<FuseMount> {
     name: o.fetcher.manifest.header.name,
     device: o.fetcher,
     mtimeMs: Date.parse(o.fetcher.manifest.header.created),
-    stats: () => ({ pid: process.pid, mountedAt: started.toISOString(), mountpoint: o.mountpoint, ...o.info?.(), ...o.fetcher.stats() }),
+    stats: () => ({ pid: process.pid, mountedAt: started.toISOString(), mountpoint: o.mountpoint, ...o.info?.(), ...o.fetcher.stats(), profile: o.fetcher.profile() }),
   });
   return mount(fs_, {
     mountpoint: o.mountpoint,
@@ -145,6 +145,8 @@ export async function runReader(
     throw e;
   }
   const h = opened.fetcher.manifest.header;
+  // A boot profile in the manifest: fetch those blocks now, before they are asked for.
+  void opened.fetcher.prefetchProfile();
   // hfk mount: SIGTERM/SIGINT unmount lazily and exit. The init's reader
   // ignores them: it must outlive the system it serves until the very end.
   if (options.unmountOnSignals) unmountOnSignals(m);

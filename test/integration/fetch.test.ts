@@ -172,6 +172,39 @@ describe('verification on worker threads', () => {
   });
 });
 
+describe('boot profiles', () => {
+  it('a reader records what it reads; published with the image, the next reader fetches it before it is asked', async () => {
+    const m = await mirror();
+    const { f } = await fetcherFor([m.url], { hedge: false, readaheadBytes: 0 });
+    // A "boot": a few scattered reads.
+    for (const [off, len] of [[0, 5000], [700_000, 40_000], [100_000, 1]]) await f.read(off, len);
+    const profile = f.profile();
+    expect(profile.map(([first]) => first)).toEqual([0, Math.floor(700_000 / 16384), Math.floor(100_000 / 16384)]);
+    const dir = tempDir();
+    writeFileSync(join(dir, 'stats.json'), JSON.stringify({ reads: 3, profile }));
+    const store2 = join(dir, 'store');
+    await hfkJson(['publish', join(work, 'v2.sqfs'), '--store', store2, '--name', 't', '--key', join(work, 'k.key'), '--block-size', '16K', '--profile', join(dir, 'stats.json')]);
+    const m2 = await mirror({ kind: 'ok' }, store2);
+    const set = new MirrorSet([m2.url]);
+    onTestFinished(() => set.close());
+    const loaded = await loadImage({ name: 't', version: undefined, key: key(), mirrors: set.mirrors, trust: TrustState.memory() });
+    expect(loaded.manifest.header.profile).toEqual(profile);
+    const f2 = new BlockFetcher({ mirrors: set, manifest: loaded.manifest, memory: new MemoryCache(64 << 20), hedge: false, readaheadBytes: 0 });
+    onTestFinished(() => f2.close());
+    await f2.prefetchProfile();
+    const before = m2.blockRequests;
+    const blocks = profile.reduce((n, [, count]) => n + count, 0);
+    expect(blocks).toBe(6); // block 0; blocks 42-45 (700000..739999); block 6
+    expect(f2.stats().profilePrefetch).toMatchObject({ total: blocks, done: blocks });
+    // The "boot" now finds everything it reads already fetched.
+    for (const [off, len] of [[0, 5000], [700_000, 40_000], [100_000, 1]]) expect((await f2.read(off, len)).equals(image.subarray(off, off + len))).toBe(true);
+    expect(m2.blockRequests).toBe(before);
+    const bad = await hfk(['publish', join(work, 'v2.sqfs'), '--store', store2, '--name', 't', '--key', join(work, 'k.key'), '--profile', join(dir, 'none.json')]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/cannot read boot profile .*none.json/);
+  });
+});
+
 describe('hedged requests', () => {
   it('asks a second mirror when the first is much slower than usual; the first valid answer wins', async () => {
     const slow = await mirror();

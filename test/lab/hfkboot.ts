@@ -52,6 +52,10 @@ export interface InitrdOptions {
   image: string;
   /** zstd level (tests use a fast one; the default build uses 19). */
   level?: number;
+  /** Pack V8's compile cache (default true: Node starts seconds sooner under emulation). */
+  compileCache?: boolean;
+  /** More kernel modules (mkinitrd --module). */
+  modules?: string[];
 }
 
 /** `hfk mkinitrd` for the lab kernel, through the real CLI. */
@@ -59,6 +63,8 @@ export function buildInitrd(o: InitrdOptions): string {
   const k = findKernel();
   const args = ['mkinitrd', '--modules', k.modulesDir, '--out', o.out, '--key', o.pub, '--mirrors', o.mirrors.join(','), '--image', o.image];
   if (o.level !== undefined) args.push('--level', String(o.level));
+  if (o.compileCache !== false) args.push('--compile-cache');
+  for (const m of o.modules ?? []) args.push('--module', m);
   execFileSync(NODE, [HFK, ...args], { stdio: ['ignore', 'ignore', 'inherit'] });
   return o.out;
 }

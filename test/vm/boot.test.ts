@@ -140,7 +140,7 @@ describe('the same initrd, run with --dry-run on the host', () => {
   it('checks the boot against the same mirrors and prints the plan', async () => {
     const files = readInitrd(readFileSync(initrd), initrd);
     const init = join(work, 'init.mjs');
-    writeFileSync(init, files.get('init')!.data);
+    writeFileSync(init, files.get('lib/hfk/hfk-init.mjs')!.data); // the bundle behind /init
     const cmdline = `hfk.mirrors=${nginx.url},${second.url} hfk.image=debian`;
     const run = (args: string[]) =>
       new Promise<{ code: number; out: string }>((resolve) =>

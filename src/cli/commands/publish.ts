@@ -1,7 +1,8 @@
 import { Codec, CODECS, DEFAULT_BLOCK_SIZE } from '../../format/codec.ts';
-import { UsageError } from '../../errors.ts';
+import { InputError, UsageError } from '../../errors.ts';
 import { loadPrivateKey } from '../../format/keys.ts';
-import { ImageName } from '../../format/manifest.ts';
+import { BootProfile, ImageName } from '../../format/manifest.ts';
+import { readFile } from 'node:fs/promises';
 import { checkPublishOptions, publish, type PublishResult } from '../../publish/publish.ts';
 import { LocalStore } from '../../store/local.ts';
 import { formatBytes, formatDuration, parseSize } from '../../util/size.ts';
@@ -24,6 +25,7 @@ blocks the store lacks; the image's pointer moves to the new version last.`,
     'block-size': { type: 'string', arg: 'SIZE', description: 'block size, a power of two from 4K to 1M', default: '64K' },
     codec: { type: 'string', arg: 'CODEC', description: `block compression: ${CODECS.join(', ')}`, default: 'zstd' },
     level: { type: 'string', arg: 'N', description: 'compression level (zstd 1-19, deflate 1-9, brotli 0-11)', default: 'zstd 3, deflate 6, brotli 5' },
+    profile: { type: 'string', arg: 'FILE', description: 'boot profile to carry in the manifest: a reader\'s .hfk/stats.json saved after a boot (its "profile"), or a JSON list of [first block, count] runs' },
     json: { type: 'boolean', description: 'print the result as JSON' },
   },
   positionals: { min: 1, max: 1 },
@@ -42,6 +44,8 @@ blocks the store lacks; the image's pointer moves to the new version last.`,
     const level = int(ctx, 'level', 0, 22);
     checkPublishOptions({ blockSize, codec: codec.data, level, name });
     const key = loadPrivateKey(keyFile);
+    const profileFile = str(ctx, 'profile');
+    const profile = profileFile ? await readProfile(profileFile) : undefined;
     const store = await LocalStore.openWritable(storeDir);
     const json = flag(ctx, 'json');
     const bar = new ProgressBar(ctx.io, { label: `publish ${name}`, total: 0, unit: 'bytes' });
@@ -53,6 +57,7 @@ blocks the store lacks; the image's pointer moves to the new version last.`,
       blockSize,
       codec: codec.data,
       ...(level === undefined ? {} : { level }),
+      ...(profile ? { profile } : {}),
       onProgress: (p) => bar.update(p.bytesDone, p.bytesTotal, p.phase === 'manifest' ? 'writing manifest' : ''),
     });
     bar.done();
@@ -73,4 +78,20 @@ export function publishSummary(r: PublishResult): string {
     `  time      ${formatDuration(r.seconds * 1000)}, ${(r.bytes.image / r.seconds / 1e6).toFixed(0)} MB/s, ${(r.cpuSeconds / r.seconds).toFixed(2)} cores busy`,
     '',
   ].join('\n');
+}
+
+/** A boot profile from a file: a saved stats.json (its "profile") or the runs themselves. */
+export async function readProfile(file: string): Promise<BootProfile> {
+  let json: unknown;
+  try {
+    json = JSON.parse(await readFile(file, 'utf8'));
+  } catch (e) {
+    throw new InputError(`cannot read boot profile ${file}: ${(e as Error).message}`, {
+      hint: 'save it from a booted machine: cp /run/hfk/img/.hfk/stats.json profile.json',
+    });
+  }
+  const runs = json && typeof json === 'object' && !Array.isArray(json) && 'profile' in json ? (json as { profile: unknown }).profile : json;
+  const r = BootProfile.safeParse(runs);
+  if (!r.success) throw new InputError(`${file} holds no boot profile: expected a "profile" list of [first block, count] runs`);
+  return r.data;
 }
