@@ -14,11 +14,12 @@
 // wakes the reader; when the kernel refuses that, the `abort` callback
 // (mount.ts: abort the connection) makes the read fail instead.
 //
-// The worker runs this very module: in the esbuild bundle that is the bundle
-// file, under vitest the .ts source (Node 24 strips the types).
+// The worker's code is a few lines of plain JavaScript run with `eval`: it
+// needs nothing but fs and Atomics, so it starts at once instead of loading
+// the whole bundle again (seconds, on a slow machine at boot).
 
 import * as fs from 'node:fs';
-import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
+import { Worker } from 'node:worker_threads';
 import { errnoCode } from '../errors.ts';
 import { FuseProtocolError } from './errors.ts';
 import { type FileSystem, ROOT_ID } from './fs.ts';
@@ -54,38 +55,33 @@ interface ReaderEnd {
 type ReaderMessage = Uint8Array | ReaderEnd;
 
 // ---------------------------------------------------------------------------
-// The reader thread
+// The reader thread: read(2) /dev/fuse in a loop, post each request.
+// workerData is a ReaderConfig; it posts Uint8Array requests, then a ReaderEnd.
 
-function runReader(cfg: ReaderConfig): void {
-  const buf = Buffer.allocUnsafe(cfg.bufferSize);
-  const stop = new Int32Array(cfg.stop);
-  const end = (code: string | undefined, message: string) => parentPort!.postMessage({ end: true, code, message } satisfies ReaderEnd);
-  for (;;) {
-    let n: number;
-    try {
-      n = fs.readSync(cfg.fd, buf, 0, buf.length, null);
-    } catch (e) {
-      const code = errnoCode(e);
-      // EINTR/EAGAIN: try again. ENOENT: the request was interrupted before we got it.
-      if (Atomics.load(stop, 0) === 0 && (code === 'EINTR' || code === 'EAGAIN' || code === 'ENOENT')) continue;
-      end(code, (e as Error).message);
-      return;
-    }
-    if (Atomics.load(stop, 0) !== 0) {
-      end('STOPPED', 'the session was stopped');
-      return;
-    }
-    if (n === 0) {
-      end(undefined, 'end of file on /dev/fuse');
-      return;
-    }
-    const req = new Uint8Array(n);
-    req.set(buf.subarray(0, n));
-    parentPort!.postMessage(req, [req.buffer]);
+const READER_SOURCE = `
+'use strict';
+const { parentPort, workerData: cfg } = process.getBuiltinModule('node:worker_threads');
+const fs = process.getBuiltinModule('node:fs');
+const buf = Buffer.allocUnsafe(cfg.bufferSize);
+const stop = new Int32Array(cfg.stop);
+const end = (code, message) => parentPort.postMessage({ end: true, code, message });
+for (;;) {
+  let n;
+  try {
+    n = fs.readSync(cfg.fd, buf, 0, buf.length, null);
+  } catch (e) {
+    // EINTR/EAGAIN: try again. ENOENT: the request was interrupted before we got it.
+    if (Atomics.load(stop, 0) === 0 && (e.code === 'EINTR' || e.code === 'EAGAIN' || e.code === 'ENOENT')) continue;
+    end(e.code, e.message);
+    break;
   }
+  if (Atomics.load(stop, 0) !== 0) { end('STOPPED', 'the session was stopped'); break; }
+  if (n === 0) { end(undefined, 'end of file on /dev/fuse'); break; }
+  const req = new Uint8Array(n);
+  req.set(buf.subarray(0, n));
+  parentPort.postMessage(req, [req.buffer]);
 }
-
-if (!isMainThread && (workerData as ReaderConfig | undefined)?.role === ROLE) runReader(workerData as ReaderConfig);
+`;
 
 // ---------------------------------------------------------------------------
 // The session
@@ -153,10 +149,10 @@ export class FuseSession {
       onProtocolError: (e) => this.onError(e),
     });
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
-    this.worker = new Worker(new URL(import.meta.url), {
+    this.worker = new Worker(READER_SOURCE, {
+      eval: true,
+      execArgv: [], // whatever flags this process has (e.g. --input-type=module), the worker is plain script
       workerData: { role: ROLE, fd, bufferSize: requestBufferSize(opts.maxWrite), stop: this.stopFlag } satisfies ReaderConfig,
-      // Under vitest the module is TypeScript; Node strips the types itself.
-      execArgv: [],
     });
     this.worker.on('message', (m: ReaderMessage) => {
       if (m instanceof Uint8Array) this.handle(Buffer.from(m.buffer, m.byteOffset, m.byteLength));

@@ -203,9 +203,11 @@ export const mirrors: Step<BootContext, void> = step('mirrors', 'measure the mir
         hint: `check hfk.image= (the image name as published) and that these mirrors carry that store`,
       });
     }
-    throw new HfkError('E_BROKEN', `none of the ${state.mirrors.length} mirrors answered for image '${s.image.name}': ${state.ranking.mirrors.map((m) => `${m.url}: ${m.error}`).join('; ')}`, {
-      hint: 'check hfk.mirrors= (from this machine the mirrors must be reachable), the network (ip=), and hfk.image=',
-    });
+    // Unreachable (not "no such image"): the manifest stage may still start
+    // from a persistent block cache; it fails there, clearly, if it cannot.
+    const why = state.ranking.mirrors.map((m) => `${m.url}: ${m.error}`).join('; ');
+    state.warnings.push(`no mirror answered (${why})`);
+    sys.log.warn(`none of the ${state.mirrors.length} mirrors answered; the block cache is the last resort (${why})`);
   }
 });
 

@@ -8,7 +8,7 @@
 //
 // Consoles: $TMPDIR/hfk-vm/*.console.log (HFK_VM_LOG=1 streams them).
 
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -113,6 +113,42 @@ describe('booting Debian from two local HTTP mirrors', () => {
     expect(b.blockRequests).toBeGreaterThan(0);
     await powerOff(vm);
   }, 1_200_000);
+});
+
+describe('a persistent block cache (hfk.cache=LABEL=…)', () => {
+  it('the next boot fetches no block; with no mirror reachable it still boots, from the cache', async () => {
+    const disk = join(work, 'cache.img');
+    execFileSync('truncate', ['-s', '512M', disk]);
+    execFileSync('mkfs.ext4', ['-q', '-F', '-L', 'hfk-cache', disk]);
+    const run = async (name: string, guestfwd: boolean) => {
+      const startedAt = performance.now();
+      const vm = startVm({
+        name,
+        kernel: kernel.kernel,
+        initrd,
+        append: labAppend('hfk.cache=LABEL=hfk-cache'),
+        memoryMiB: 2048,
+        disks: [{ path: disk, format: 'raw', interface: 'virtio' }],
+        net: { restrict: true, guestfwd: guestfwd ? [{ guestIp: GUEST_MIRRORS[0], guestPort: 80, hostPort: nginx.port }, { guestIp: GUEST_MIRRORS[1], guestPort: 80, hostPort: second.port }] : [] },
+        timeoutMs: 1_200_000,
+      });
+      onTestFinished(() => void vm.stop());
+      const r = await loginAndReport(vm, startedAt);
+      await powerOff(vm);
+      return r;
+    };
+    const first = await run('boot-cache-fill', true);
+    expect(first.report.cache).toBe('/run/hfk/cache-dev/hfk-cache');
+    expect(first.stats.blocksFetched as number).toBeGreaterThan(0);
+    const warm = await run('boot-cache-warm', true);
+    expect(warm.report.ok).toBe(true);
+    expect(warm.stats.blocksFetched).toBe(0);
+    expect((warm.stats.disk as { hits: number }).hits).toBeGreaterThan(0);
+    const offline = await run('boot-cache-offline', false);
+    expect(offline.report.ok).toBe(true);
+    expect(offline.report.image).toMatchObject({ offline: true, manifestFrom: 'cache' });
+    expect(offline.stats.blocksFetched).toBe(0);
+  }, 3_600_000);
 });
 
 describe('a boot that cannot succeed ends in the emergency shell, not a panic', () => {
