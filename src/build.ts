@@ -6,13 +6,7 @@ import { chmodSync, readFileSync } from 'node:fs';
 import { build } from 'esbuild';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
-const entries: Record<string, string> = { hfk: 'src/cli/hfk.ts' };
-try {
-  readFileSync(new URL('./init/main.ts', import.meta.url));
-  entries['hfk-init'] = 'src/init/main.ts';
-} catch {
-  // the init is not written yet
-}
+const entries: Record<string, string> = { hfk: 'src/cli/hfk.ts', 'hfk-init': 'src/init/main.ts' };
 
 await build({
   entryPoints: entries,

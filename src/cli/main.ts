@@ -28,7 +28,7 @@ function overview(): string {
     'Commands:',
     ...COMMANDS.map((c) => `  ${c.name.padEnd(w)}${c.summary}`),
     '',
-    'Docs: README.md, docs/FORMAT.md',
+    'Docs: README.md, docs/FORMAT.md (the store), docs/BOOT.md (boot entries)',
     '',
   ].join('\n');
 }

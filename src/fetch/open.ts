@@ -45,14 +45,41 @@ export interface OpenedImage {
   close(): Promise<void>;
 }
 
-export async function openImage(o: OpenImageOptions): Promise<OpenedImage> {
-  const set = new MirrorSet(o.mirrors, {
-    ...o.mirrorOptions,
-    ...(o.proxy ? { proxy: o.proxy } : {}),
-    ...(o.lookup ? { lookup: o.lookup } : {}),
+type Common = Omit<OpenImageOptions, 'mirrors' | 'name' | 'version' | 'rankDeadlineMs' | 'key' | 'trustFile'>;
+
+function mirrorSet(urls: readonly string[], o: Common): MirrorSet {
+  return new MirrorSet(urls, { ...o.mirrorOptions, ...(o.proxy ? { proxy: o.proxy } : {}), ...(o.lookup ? { lookup: o.lookup } : {}) });
+}
+
+function openCache(o: Common): Promise<DiskCache | undefined> {
+  return o.cacheDir ? DiskCache.open(o.cacheDir, o.cacheBytes ?? 4 * 1024 ** 3) : Promise.resolve(undefined);
+}
+
+function makeFetcher(set: MirrorSet, manifest: Manifest, cache: DiskCache | undefined, o: Common): BlockFetcher {
+  return new BlockFetcher({
+    mirrors: set,
+    manifest,
+    memory: new MemoryCache(o.memoryBytes ?? 256 << 20),
+    disk: cache,
+    mode: o.mode ?? 'hard',
+    ...(o.softTimeoutMs ? { softTimeoutMs: o.softTimeoutMs } : {}),
+    ...o.fetcher,
+    verifier: makeVerifier(o.verifyThreads ?? 0),
+    ...(o.log ? { log: o.log } : {}),
   });
+}
+
+function closer(fetcher: BlockFetcher, set: MirrorSet): () => Promise<void> {
+  return async () => {
+    await fetcher.close();
+    await set.close();
+  };
+}
+
+export async function openImage(o: OpenImageOptions): Promise<OpenedImage> {
+  const set = mirrorSet(o.mirrors, o);
   try {
-    const cache = o.cacheDir ? await DiskCache.open(o.cacheDir, o.cacheBytes ?? 4 * 1024 ** 3) : undefined;
+    const cache = await openCache(o);
     const trustFile = o.trustFile ?? (cache ? `${cache.dir}/trust.json` : undefined);
     const trust = trustFile ? await TrustState.open(trustFile) : TrustState.memory();
     const ranking = await rankMirrors(set, {
@@ -64,28 +91,8 @@ export async function openImage(o: OpenImageOptions): Promise<OpenedImage> {
     });
     const ranked = ranking.mirrors.map((r) => set.mirrors.find((m) => m.url === r.url)!);
     const image = await loadImage({ name: o.name, version: o.version, key: o.key, mirrors: ranked, trust, cache, ...(o.log ? { log: o.log } : {}) });
-    const fetcher = new BlockFetcher({
-      mirrors: set,
-      manifest: image.manifest,
-      memory: new MemoryCache(o.memoryBytes ?? 256 << 20),
-      disk: cache,
-      mode: o.mode ?? 'hard',
-      ...(o.softTimeoutMs ? { softTimeoutMs: o.softTimeoutMs } : {}),
-      ...o.fetcher,
-      verifier: makeVerifier(o.verifyThreads ?? 0),
-      ...(o.log ? { log: o.log } : {}),
-    });
-    return {
-      set,
-      ranking,
-      image,
-      fetcher,
-      cache,
-      close: async () => {
-        await fetcher.close();
-        await set.close();
-      },
-    };
+    const fetcher = makeFetcher(set, image.manifest, cache, o);
+    return { set, ranking, image, fetcher, cache, close: closer(fetcher, set) };
   } catch (e) {
     await set.close();
     throw e;
@@ -113,38 +120,15 @@ export interface OpenFromManifestOptions extends Omit<OpenImageOptions, 'name' |
 export async function openFromManifest(o: OpenFromManifestOptions): Promise<Omit<OpenedImage, 'ranking' | 'image'> & { manifest: Manifest }> {
   const manifest = decodeManifest(o.manifestBytes, o.key, 'the manifest handed to the reader');
   const order = o.seeds?.length ? [...o.seeds.map((x) => x.url), ...o.mirrors.filter((u) => !o.seeds!.some((x) => x.url === u))] : o.mirrors;
-  const set = new MirrorSet(order, {
-    ...o.mirrorOptions,
-    ...(o.proxy ? { proxy: o.proxy } : {}),
-    ...(o.lookup ? { lookup: o.lookup } : {}),
-  });
+  const set = mirrorSet(order, o);
   for (const seed of o.seeds ?? []) {
     const m = set.mirrors.find((x) => x.url === seed.url);
     if (m && seed.ttfbMs !== null) m.health.seed(seed.ttfbMs, seed.throughputMBps !== null ? seed.throughputMBps * 1000 : undefined);
   }
   try {
-    const cache = o.cacheDir ? await DiskCache.open(o.cacheDir, o.cacheBytes ?? 4 * 1024 ** 3) : undefined;
-    const fetcher = new BlockFetcher({
-      mirrors: set,
-      manifest,
-      memory: new MemoryCache(o.memoryBytes ?? 256 << 20),
-      disk: cache,
-      mode: o.mode ?? 'hard',
-      ...(o.softTimeoutMs ? { softTimeoutMs: o.softTimeoutMs } : {}),
-      ...o.fetcher,
-      verifier: makeVerifier(o.verifyThreads ?? 0),
-      ...(o.log ? { log: o.log } : {}),
-    });
-    return {
-      set,
-      fetcher,
-      cache,
-      manifest,
-      close: async () => {
-        await fetcher.close();
-        await set.close();
-      },
-    };
+    const cache = await openCache(o);
+    const fetcher = makeFetcher(set, manifest, cache, o);
+    return { set, fetcher, cache, manifest, close: closer(fetcher, set) };
   } catch (e) {
     await set.close();
     throw e;
