@@ -138,6 +138,7 @@ export async function benchBoot(opts: { links?: LinkName[]; methods?: Method[] }
   const fullInitrd = methods.includes('full') ? await shellInitrd('full', FULL_INIT) : '';
   const vmBase = { kernel: kernel.kernel, memoryMiB: 2048, cpus: 2, timeoutMs: 1_500_000 } as const;
   const runs: Run[] = [];
+  const failures: { method: string; link: string; error: string }[] = [];
   try {
     if (methods.includes('local')) {
       const t0 = performance.now();
@@ -196,6 +197,7 @@ export async function benchBoot(opts: { links?: LinkName[]; methods?: Method[] }
           });
           try {
             const loginS = method === 'full' ? await waitLogin(vm, t0) : (await loginAndReport(vm, t0, 1_200_000)).timeToLoginMs / 1000;
+            if (!Number.isFinite(loginS)) throw new Error('no login');
             const tl = l.timeline.filter(([t]) => t <= loginS * 1000 + 500);
             const bytes = tl.length ? tl[tl.length - 1]![1] : 0;
             if (pass === 'measure') {
@@ -207,6 +209,10 @@ export async function benchBoot(opts: { links?: LinkName[]; methods?: Method[] }
               await vm.waitFor(/root@hfk-demo:~#/, 60_000);
             }
             await powerOff(vm);
+          } catch (e) {
+            // One failed boot is a result too; the others still run.
+            process.stderr.write(`${method} over ${ln} (${pass}) failed: ${(e as Error).message.split('\n')[0]} (console: ${vm.logFile})\n`);
+            if (pass === 'measure') failures.push({ method, link: ln, error: (e as Error).message.split('\n')[0]! });
           } finally {
             await vm.stop();
             await l.stop();
@@ -232,6 +238,7 @@ export async function benchBoot(opts: { links?: LinkName[]; methods?: Method[] }
     summary: {
       runs: runs.map((r) => ({ method: r.method, link: r.link, loginS: Number(r.loginS.toFixed(1)), MB: Number((r.bytes / 1e6).toFixed(1)) })),
       ratios: targets,
+      failures,
       targets: { coldBytesVsLocal: 1.3, coldLoopbackTimeVsLocal: 1.25, slowTimeVsFull: 0.5, warmBytes: 'no blocks (manifest check only)' },
     },
     pass:

@@ -99,12 +99,13 @@ function relay(from: net.Socket, to: net.Socket, pipe: Pipe, firstByteDelay: () 
       if (queued <= 256 * 1024) from.resume();
     }, Math.max(0, at - now));
   });
+  // A normal end is passed on after the last chunk (end() flushes what is
+  // buffered); only an error tears the other side down at once.
   from.on('end', () => {
     const at = Math.max(lastRelease, performance.now());
-    setTimeout(() => to.end(), Math.max(0, at - performance.now()));
+    setTimeout(() => to.end(), Math.max(0, at - performance.now()) + 1);
   });
   from.on('error', () => to.destroy());
-  from.on('close', () => setTimeout(() => to.destroy(), Math.max(0, lastRelease - performance.now()) + 5));
 }
 
 export function startLink(spec: LinkSpec): Promise<net.Server> {

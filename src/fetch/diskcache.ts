@@ -42,9 +42,15 @@ export class DiskCache {
     this.limit = limit;
   }
 
-  /** Opens (creating) a cache folder and indexes what it already holds. */
+  /**
+   * Opens (creating) a cache folder and indexes what it already holds. A
+   * relative `dir` stays relative: it is resolved against the working
+   * directory at every use, which is what the init's reader needs (its cwd
+   * is the cache folder; absolute paths stop naming it once switch_root has
+   * moved /run into the new root).
+   */
   static async open(dir: string, limitBytes: number): Promise<DiskCache> {
-    const abs = path.resolve(dir);
+    const abs = path.normalize(dir);
     try {
       await fs.mkdir(path.join(abs, 'blocks'), { recursive: true });
       const probe = path.join(abs, `${TMP_PREFIX}probe.${process.pid}`);

@@ -9,6 +9,7 @@
 
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { z } from 'zod';
 import { BlockFs } from '../blockfs/blockfs.ts';
 import { HfkError } from '../errors.ts';
@@ -103,14 +104,28 @@ export async function runReader(
 ): Promise<void> {
   const spec = ReaderSpec.parse(specInput);
   const key = publicKeyFromRaw(Buffer.from(spec.key, 'base64'));
+  // Work inside the cache folder with relative paths: the init's reader keeps
+  // running after switch_root has moved /run (and the cache mounted below it)
+  // into the new root, where absolute paths would name the old, emptied root.
+  // The working directory follows the folder wherever its mount goes.
+  let cacheDir = spec.cacheDir;
+  let trustFile = spec.trustFile;
+  if (cacheDir) {
+    const abs = path.resolve(cacheDir);
+    const trustAbs = trustFile ? path.resolve(trustFile) : undefined;
+    fs.mkdirSync(abs, { recursive: true });
+    process.chdir(abs);
+    cacheDir = '.';
+    if (trustAbs?.startsWith(`${abs}/`)) trustFile = path.relative(abs, trustAbs);
+  }
   const common = {
     mirrors: spec.mirrors,
     proxy: spec.proxy,
     key,
-    cacheDir: spec.cacheDir,
+    cacheDir,
     ...(spec.cacheBytes ? { cacheBytes: spec.cacheBytes } : {}),
     ...(spec.memoryBytes ? { memoryBytes: spec.memoryBytes } : {}),
-    trustFile: spec.trustFile,
+    trustFile,
     mode: spec.mode,
     ...(spec.prefetchBytes !== undefined ? { fetcher: { readaheadBytes: spec.prefetchBytes } } : {}),
     ...(spec.verifyThreads !== undefined ? { verifyThreads: spec.verifyThreads } : {}),

@@ -320,6 +320,24 @@ describe('trust', () => {
   });
 });
 
+describe('nginx with config/nginx-hfk.conf', () => {
+  it('serves the new pointer as soon as a publish has moved it (no stale open-file cache)', async () => {
+    const dir = tempDir();
+    const s = join(dir, 'store');
+    cpSync(storeV1, s, { recursive: true });
+    const nginx = await startNginx(s, dir);
+    onTestFinished(() => nginx.stop());
+    const version = async () => JSON.parse(await (await fetch(`${nginx.url}images/t/latest.json`)).text()).version as number;
+    expect(await version()).toBe(1);
+    await hfkJson(['publish', join(work, 'v2.sqfs'), '--store', s, '--name', 't', '--key', join(work, 'k.key'), '--block-size', '16K']);
+    expect(await version()).toBe(2);
+    const res = await fetch(`${nginx.url}images/t/latest.json`);
+    expect(res.headers.get('cache-control')).toBe('public, max-age=5, must-revalidate');
+    const obj = await fetch(`${nginx.url}images/t/v2.hfkm`);
+    expect(obj.headers.get('cache-control')).toBe('public, max-age=31536000, immutable');
+  });
+});
+
 describe('disk cache', () => {
   it('a second run needs only the manifest; with no network at all it starts from the cache', async () => {
     const dir = tempDir();
