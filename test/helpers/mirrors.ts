@@ -61,13 +61,19 @@ export interface Server {
 }
 
 /** nginx serving `root` with config/nginx-hfk.conf (only listen and root changed). */
-export async function startNginx(root: string, workDir: string, port?: number): Promise<Server & { accessLog: string }> {
+export async function startNginx(
+  root: string,
+  workDir: string,
+  port?: number,
+  tls?: { cert: string; key: string },
+): Promise<Server & { accessLog: string }> {
   requireTool('nginx', 'nginx-light');
   const p = port ?? (await freePort());
   const dir = join(workDir, `nginx-${p}`);
   for (const sub of ['', 'logs', 'tmp']) mkdirSync(join(dir, sub), { recursive: true });
+  const listen = tls ? `listen 127.0.0.1:${p} ssl;\n    ssl_certificate ${tls.cert};\n    ssl_certificate_key ${tls.key};` : `listen 127.0.0.1:${p};`;
   const server = readFileSync(join(REPO, 'config/nginx-hfk.conf'), 'utf8')
-    .replace(/listen 80;/, `listen 127.0.0.1:${p};`)
+    .replace(/listen 80;/, listen)
     .replace(/listen \[::\]:80;/, '')
     .replace(/root \/srv\/hfk;/, `root ${root};`);
   writeFileSync(join(dir, 'server.conf'), server);
@@ -91,7 +97,7 @@ http {
   );
   const child = spawn('nginx', ['-p', dir, '-c', join(dir, 'nginx.conf'), '-g', 'daemon off; master_process off;'], { stdio: 'ignore' });
   await waitForPort(p, child);
-  return { url: `http://127.0.0.1:${p}/`, port: p, pid: child.pid!, accessLog, stop: () => stopChild(child) };
+  return { url: `${tls ? 'https' : 'http'}://127.0.0.1:${p}/`, port: p, pid: child.pid!, accessLog, stop: () => stopChild(child) };
 }
 
 /** Lines of an nginx access log that requested `pathPart`. */

@@ -1,6 +1,7 @@
 // The fetcher against real local mirrors: nginx, Squid, and mirrors that are
 // slow, dead, partial (404), corrupting, cutting responses short, stalling.
 
+import { execFileSync } from 'node:child_process';
 import { cpSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
@@ -335,6 +336,27 @@ describe('nginx with config/nginx-hfk.conf', () => {
     expect(res.headers.get('cache-control')).toBe('public, max-age=5, must-revalidate');
     const obj = await fetch(`${nginx.url}images/t/v2.hfkm`);
     expect(obj.headers.get('cache-control')).toBe('public, max-age=31536000, immutable');
+  });
+});
+
+describe('HTTPS mirrors', () => {
+  it('are read over TLS when their certificate verifies, and refused (as unreachable) when it does not', async () => {
+    const dir = tempDir();
+    const ssl = (args: string[]) => execFileSync('openssl', args, { stdio: 'ignore', cwd: dir });
+    ssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=hfk test CA']);
+    ssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'srv.key', '-out', 'srv.csr', '-subj', '/CN=127.0.0.1']);
+    writeFileSync(join(dir, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1\n');
+    ssl(['x509', '-req', '-in', 'srv.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'srv.pem', '-days', '2', '-extfile', 'ext.cnf']);
+    const nginx = await startNginx(store, dir, undefined, { cert: join(dir, 'srv.pem'), key: join(dir, 'srv.key') });
+    onTestFinished(() => nginx.stop());
+    expect(nginx.url).toMatch(/^https:/);
+    const out = join(dir, 't.img');
+    const ok = await hfk(['get', 't', '--mirrors', nginx.url, '--key', pubFile, '--out', out, '--quiet'], { env: { NODE_EXTRA_CA_CERTS: join(dir, 'ca.pem') } });
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(readFileSync(out).equals(image)).toBe(true);
+    const bad = await hfk(['get', 't', '--mirrors', nginx.url, '--key', pubFile, '--out', join(dir, 'u.img'), '--soft', '--soft-timeout', '2']);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/no mirror could be reached for t: .*(certificate|UNABLE_TO|SELF_SIGNED)/i);
   });
 });
 

@@ -13,7 +13,7 @@ export const PACKAGES = [
   'linux-image-cloud-amd64', 'qemu-system-x86', 'qemu-utils', 'ipxe-qemu', 'busybox-static', 'debootstrap', 'kmod', 'cpio', 'zstd',
   // boot entries
   'xorriso', 'grub-pc-bin', 'grub-common', 'isolinux', 'syslinux', 'syslinux-common', 'pxelinux', 'mtools', 'dosfstools',
-  'ca-certificates', 'iproute2', 'procps', 'util-linux',
+  'ca-certificates', 'openssl', 'iproute2', 'procps', 'util-linux',
 ] as const;
 
 if (import.meta.url === `file://${process.argv[1]}`) {

@@ -115,6 +115,21 @@ describe('booting Debian from two local HTTP mirrors', () => {
   }, 1_200_000);
 });
 
+describe('hfk.break=STAGE', () => {
+  it('stops before the stage with a shell; leaving the shell, the boot goes on to the login prompt', async () => {
+    const { vm, startedAt } = boot('boot-break', 'hfk.break=mirrors');
+    await vm.waitFor(/hfk\.break=mirrors: stopped before stage 'mirrors'/, 600_000);
+    await vm.waitFor(/# /, 60_000);
+    // The network is up already (the stage before): the shell can look at it.
+    vm.send('ip -4 addr show eth0 | grep -o "inet [0-9.]*"; echo BROKE-$((40+2))\n');
+    await vm.waitFor(/inet 10\.0\.2\.15[\s\S]*BROKE-42/, 60_000);
+    vm.send('exit\n');
+    const { report } = await loginAndReport(vm, startedAt);
+    expect(report.ok).toBe(true);
+    await powerOff(vm);
+  }, 1_200_000);
+});
+
 describe('a persistent block cache (hfk.cache=LABEL=…)', () => {
   it('the next boot fetches no block; with no mirror reachable it still boots, from the cache', async () => {
     const disk = join(work, 'cache.img');
