@@ -41,6 +41,12 @@ export interface FetcherOptions {
   /** Longest wait between retry rounds when every mirror fails (default 10 s). */
   maxRetryDelayMs?: number;
   /**
+   * Whether readahead may fetch from mirrors (default true). Off, it only
+   * pulls blocks the disk cache holds: a machine booting from a warm cache
+   * then fetches nothing it does not read.
+   */
+  readaheadNetwork?: boolean;
+  /**
    * Blocks fetched in the manifest's boot-profile order at start, this many
    * at a time (default 24; 0: do not prefetch the profile).
    */
@@ -72,6 +78,8 @@ export interface FetcherStats {
   disk: DiskCacheStats | null;
   /** Progress of the boot-profile prefetch. */
   profilePrefetch: { total: number; done: number; fetched: number; running: boolean };
+  /** Whether readahead may go to the mirrors (off with a warm disk cache). */
+  readaheadNetwork: boolean;
   mirrors: ({ url: string; inFlight: number } & HealthSnapshot)[];
 }
 
@@ -151,6 +159,7 @@ export class BlockFetcher {
       explore: 0.02,
       maxRetryDelayMs: 10_000,
       profileConcurrency: 24,
+      readaheadNetwork: true,
       ...options,
     };
     this.manifest = options.manifest;
@@ -227,6 +236,7 @@ export class BlockFetcher {
     for (let i = from; i <= stop && this.prefetchInFlight < maxBlocks; i++) {
       const h = this.manifest.blocks[i];
       if (!h || this.inflight.has(h) || this.o.memory.has(h)) continue;
+      if (!this.o.readaheadNetwork && !this.o.disk?.has(h)) continue;
       this.prefetchInFlight++;
       this.counters.prefetched++;
       this.getBlock(i)
@@ -424,6 +434,7 @@ export class BlockFetcher {
       memory: { bytes: this.o.memory.size, limitBytes: this.o.memory.limit, blocks: this.o.memory.count },
       disk: this.o.disk?.stats() ?? null,
       profilePrefetch: { ...this.profileState },
+      readaheadNetwork: this.o.readaheadNetwork,
       mirrors: this.o.mirrors.mirrors.map((m) => ({ url: m.url, inFlight: m.inFlight, ...m.health.snapshot(now) })),
     };
   }

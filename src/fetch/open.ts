@@ -4,7 +4,7 @@
 
 import type { LookupFunction } from 'node:net';
 import type { PublicKey } from '../format/keys.ts';
-import { decodeManifest, type Manifest } from '../format/manifest.ts';
+import { decodeManifest, fromRuns, type Manifest } from '../format/manifest.ts';
 import { DiskCache } from './diskcache.ts';
 import { BlockFetcher, type FetcherOptions } from './fetcher.ts';
 import { MemoryCache } from './memcache.ts';
@@ -55,8 +55,24 @@ function openCache(o: Common): Promise<DiskCache | undefined> {
   return o.cacheDir ? DiskCache.open(o.cacheDir, o.cacheBytes ?? 4 * 1024 ** 3) : Promise.resolve(undefined);
 }
 
+/**
+ * A warm disk cache: it holds most of what a boot reads (half of the boot
+ * profile, or, without one, a good part of the image). Readahead then stays
+ * off the network, so a warm boot fetches only what it really lacks.
+ */
+export function cacheIsWarm(cache: DiskCache | undefined, manifest: Manifest): boolean {
+  if (!cache) return false;
+  const profile = manifest.header.profile ? fromRuns(manifest.header.profile, manifest.blocks.length) : undefined;
+  const sample = profile ?? manifest.blocks.map((_, i) => i);
+  const wanted = sample.map((i) => manifest.blocks[i]).filter((h): h is string => h !== null);
+  if (wanted.length === 0) return false;
+  const have = wanted.filter((h) => cache.has(h)).length;
+  return profile ? have * 2 >= wanted.length : have >= Math.min(wanted.length, 256);
+}
+
 function makeFetcher(set: MirrorSet, manifest: Manifest, cache: DiskCache | undefined, o: Common): BlockFetcher {
   return new BlockFetcher({
+    readaheadNetwork: !cacheIsWarm(cache, manifest),
     mirrors: set,
     manifest,
     memory: new MemoryCache(o.memoryBytes ?? 256 << 20),

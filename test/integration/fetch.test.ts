@@ -2,7 +2,7 @@
 // slow, dead, partial (404), corrupting, cutting responses short, stalling.
 
 import { execFileSync } from 'node:child_process';
-import { cpSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { AbortedError, BrokenError, MissingError, RollbackError, SignatureError } from '../../src/errors.ts';
@@ -16,6 +16,7 @@ import { makeVerifier } from '../../src/fetch/verifier.ts';
 import { loadImage, TrustState } from '../../src/fetch/trust.ts';
 import { generateKeyPair, loadPublicKey, parsePublicKey } from '../../src/format/keys.ts';
 import { blockPath } from '../../src/format/layout.ts';
+import { decodeManifest } from '../../src/format/manifest.ts';
 import { hfk, hfkJson } from '../helpers/cli.ts';
 import { makeTree, mksquashfs, pseudoRandom } from '../helpers/images.ts';
 import { countRequests, deadUrl, type FaultyMirror, startFaultyMirror, startNginx, startSquid } from '../helpers/mirrors.ts';
@@ -322,21 +323,29 @@ describe('trust', () => {
 });
 
 describe('nginx with config/nginx-hfk.conf', () => {
-  it('serves the new pointer as soon as a publish has moved it (no stale open-file cache)', async () => {
-    const dir = tempDir();
-    const s = join(dir, 'store');
-    cpSync(storeV1, s, { recursive: true });
-    const nginx = await startNginx(s, dir);
-    onTestFinished(() => nginx.stop());
-    const version = async () => JSON.parse(await (await fetch(`${nginx.url}images/t/latest.json`)).text()).version as number;
-    expect(await version()).toBe(1);
-    await hfkJson(['publish', join(work, 'v2.sqfs'), '--store', s, '--name', 't', '--key', join(work, 'k.key'), '--block-size', '16K']);
-    expect(await version()).toBe(2);
-    const res = await fetch(`${nginx.url}images/t/latest.json`);
-    expect(res.headers.get('cache-control')).toBe('public, max-age=5, must-revalidate');
-    const obj = await fetch(`${nginx.url}images/t/v2.hfkm`);
-    expect(obj.headers.get('cache-control')).toBe('public, max-age=31536000, immutable');
-  });
+  for (const sub of ['', 'mirror/hfk/']) {
+    it(`serves the new pointer as soon as a publish has moved it (no stale open-file cache), store at /${sub}`, async () => {
+      const dir = tempDir();
+      const s = join(dir, 'www', sub, 'store');
+      mkdirSync(join(s, '..'), { recursive: true });
+      cpSync(storeV1, s, { recursive: true });
+      const nginx = await startNginx(join(dir, 'www'), dir);
+      onTestFinished(() => nginx.stop());
+      const base = `${nginx.url}${sub}store/`;
+      const version = async () => JSON.parse(await (await fetch(`${base}images/t/latest.json`)).text()).version as number;
+      expect(await version()).toBe(1);
+      await hfkJson(['publish', join(work, 'v2.sqfs'), '--store', s, '--name', 't', '--key', join(work, 'k.key'), '--block-size', '16K']);
+      expect(await version()).toBe(2);
+      const res = await fetch(`${base}images/t/latest.json`);
+      expect(res.headers.get('cache-control')).toBe('public, max-age=5, must-revalidate');
+      const man = await fetch(`${base}images/t/v2.hfkm`);
+      expect(man.headers.get('cache-control')).toBe('public, max-age=31536000, immutable');
+      const m = decodeManifest(Buffer.from(await man.arrayBuffer()), null);
+      const blk = await fetch(`${base}${blockPath(m.blocks.find((h) => h !== null)!)}`);
+      expect(blk.status).toBe(200);
+      expect(blk.headers.get('cache-control')).toBe('public, max-age=31536000, immutable');
+    });
+  }
 });
 
 describe('HTTPS mirrors', () => {
@@ -410,6 +419,23 @@ describe('disk cache', () => {
     expect((await readAll(f2)).equals(image)).toBe(true);
     expect(reopened.stats().discarded).toBe(1);
     expect(m.blockRequests - before).toBe(1); // only the damaged one went to the network
+  });
+
+  it('with a warm cache, readahead takes only what the cache holds: nothing goes to the mirrors that is not read', async () => {
+    const dir = tempDir();
+    const m = await mirror();
+    const half = Math.floor(image.length / 2 / 16384) * 16384;
+    const c1 = await DiskCache.open(join(dir, 'c'), 1 << 30);
+    const { f: a } = await fetcherFor([m.url], { disk: c1, hedge: false, readaheadBytes: 0 });
+    for (let off = 0; off < half; off += 16384) await a.read(off, 16384);
+    await a.close();
+    const c2 = await DiskCache.open(join(dir, 'c'), 1 << 30);
+    const before = m.blockRequests;
+    const { f: b } = await fetcherFor([m.url], { disk: c2, hedge: false, readaheadBytes: 8 << 20, readaheadNetwork: false });
+    for (let off = 0; off < half; off += 16384) expect((await b.read(off, 16384)).equals(image.subarray(off, off + 16384))).toBe(true);
+    expect(b.stats().prefetched).toBeGreaterThan(0); // readahead ran, from the cache
+    expect(m.blockRequests).toBe(before);
+    expect(b.stats().readaheadNetwork).toBe(false);
   });
 
   it('stays under its size limit, evicting the least recently used', async () => {
