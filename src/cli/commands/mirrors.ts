@@ -3,7 +3,7 @@ import { ImageName } from '../../format/manifest.ts';
 import { MirrorSet } from '../../fetch/mirror.ts';
 import { formatRanking, rankMirrors } from '../../fetch/rank.ts';
 import { normalizeBaseUrl } from '../../store/http.ts';
-import { type Command, flag, int, printJson, required, str } from '../command.ts';
+import { type Command, flag, int, printJson, required } from '../command.ts';
 import { mirrorSources } from '../mirrorargs.ts';
 
 export const mirrorsCommand: Command = {
@@ -46,7 +46,6 @@ is the expected time to fetch one block; the best mirror comes first.`,
       return ranking.mirrors.some((m) => Number.isFinite(m.score)) ? 0 : 1;
     } finally {
       await set.close();
-      void str;
     }
   },
 };
