@@ -256,9 +256,9 @@ export async function benchBoot(opts: { links?: LinkName[]; methods?: Method[] }
 
 /** Bytes fetched against time, one line per method and link; the local disk's login as a marker. */
 export function timelineSvg(runs: Run[]): string {
-  const W = 760;
+  const W = 860;
   const H = 420;
-  const pad = { l: 70, r: 190, t: 30, b: 50 };
+  const pad = { l: 70, r: 260, t: 30, b: 50 };
   const maxT = Math.max(10, ...runs.map((r) => r.loginS)) * 1.05;
   const maxB = Math.max(1, ...runs.map((r) => r.bytes)) * 1.05;
   const x = (t: number) => pad.l + ((W - pad.l - pad.r) * t) / maxT;

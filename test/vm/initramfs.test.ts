@@ -229,7 +229,7 @@ describe('the init', () => {
     // each pattern ends in \n: a match is taken as soon as it appears, so a trailing .* would stop at the chunk's end
     const [pid1, worker, config, key] = await markers(v, [/HFK-TEST: node init .*\n/, /HFK-TEST: worker says .*\n/, /HFK-TEST: config .*\n/, /HFK-TEST: key .*\n/]);
     expect(pid1!.text).toMatch(/^HFK-TEST: node init pid=1 v24\.\d+\.\d+ \/init\n$/);
-    expect(worker!.text).toBe('HFK-TEST: worker says hello from file:///init\n');
+    expect(worker!.text).toBe('HFK-TEST: worker says hello from file:///lib/hfk/hfk-init.mjs\n');
     expect(config!.text).toBe(`HFK-TEST: config ${JSON.stringify(baked.config)}\n`);
     expect(key!.text).toBe(`HFK-TEST: key ${pair.publicLine.split(' ')[1]}\n`);
     expect((await v.exited).reason).toBe('exited');
