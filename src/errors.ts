@@ -79,33 +79,36 @@ export class StoreError extends HfkError {
 // The three kinds of failure a block source can report (desync's taxonomy).
 // They decide what the fetcher does next; only `BrokenError` is retried.
 
-/** The source does not have the object (HTTP 404, ENOENT): try elsewhere. */
-export class MissingError extends HfkError {
-  override name = 'MissingError';
+/** A failure of one block source; `source` names it (a mirror URL, a cache). */
+export abstract class SourceError extends HfkError {
   readonly source: string;
-  constructor(source: string, message: string, options: HfkErrorOptions = {}) {
-    super('E_MISSING', message, options);
+  constructor(code: string, source: string, message: string, options: HfkErrorOptions = {}) {
+    super(code, message, options);
     this.source = source;
+  }
+}
+
+/** The source does not have the object (HTTP 404, ENOENT): try elsewhere. */
+export class MissingError extends SourceError {
+  override name = 'MissingError';
+  constructor(source: string, message: string, options: HfkErrorOptions = {}) {
+    super('E_MISSING', source, message, options);
   }
 }
 
 /** The source served bytes that fail verification: discard, count against it. */
-export class InvalidError extends HfkError {
+export class InvalidError extends SourceError {
   override name = 'InvalidError';
-  readonly source: string;
   constructor(source: string, message: string, options: HfkErrorOptions = {}) {
-    super('E_INVALID', message, options);
-    this.source = source;
+    super('E_INVALID', source, message, options);
   }
 }
 
 /** Transport failure: connection refused/reset, timeout, 5xx, short body. */
-export class BrokenError extends HfkError {
+export class BrokenError extends SourceError {
   override name = 'BrokenError';
-  readonly source: string;
   constructor(source: string, message: string, options: HfkErrorOptions = {}) {
-    super('E_BROKEN', message, options);
-    this.source = source;
+    super('E_BROKEN', source, message, options);
   }
 }
 

@@ -8,7 +8,15 @@ import { HfkError, InputError, UsageError } from '../errors.ts';
 import { loadConfig, parseMirrorList } from '../init/config.ts';
 import { normalizeBaseUrl } from '../store/http.ts';
 import { isUrl } from '../store/store.ts';
-import { type CommandContext, list, str } from './command.ts';
+import { type CommandContext, list, type OptionSpec, str } from './command.ts';
+
+/** The options `mirrorSources` reads; commands spread them into their own. */
+export const MIRROR_OPTIONS = {
+  mirrors: { type: 'string', arg: 'URL,…', multiple: true, description: 'mirror URLs' },
+  mirrorlist: { type: 'string', arg: 'FILE|URL', description: 'a list of mirror URLs, one per line' },
+  config: { type: 'string', arg: 'FILE', description: 'read mirrors and proxy from this hfk.yaml' },
+  proxy: { type: 'string', arg: 'URL', description: 'HTTP proxy (e.g. Squid) to fetch through' },
+} satisfies Record<string, OptionSpec>;
 
 export async function readMirrorList(location: string): Promise<string[]> {
   if (isUrl(location)) {

@@ -6,7 +6,7 @@ import { openImage } from '../../fetch/open.ts';
 import { formatRanking } from '../../fetch/rank.ts';
 import { formatBytes, parseSize } from '../../util/size.ts';
 import { type Command, flag, int, printJson, required, str } from '../command.ts';
-import { mirrorSources } from '../mirrorargs.ts';
+import { MIRROR_OPTIONS, mirrorSources } from '../mirrorargs.ts';
 import { ProgressBar } from '../progress.ts';
 
 export const getCommand: Command = {
@@ -18,12 +18,9 @@ Reads the image through the same fetcher hfk mount and hfk-init use: mirrors
 ranked by measurement, every block verified, failover and hedging, caches.
 The file appears under its name only when complete.`,
   options: {
-    mirrors: { type: 'string', arg: 'URL,…', multiple: true, description: 'mirror URLs' },
-    mirrorlist: { type: 'string', arg: 'FILE|URL', description: 'a list of mirror URLs, one per line' },
-    config: { type: 'string', arg: 'FILE', description: 'read mirrors and proxy from this hfk.yaml' },
+    ...MIRROR_OPTIONS,
     key: { type: 'string', arg: 'PREFIX.pub', description: 'public key the manifest must be signed with' },
     out: { type: 'string', arg: 'FILE', description: 'where to write the image', default: 'NAME.img' },
-    proxy: { type: 'string', arg: 'URL', description: 'HTTP proxy (e.g. Squid) to fetch through' },
     cache: { type: 'string', arg: 'DIR', description: 'disk cache folder (blocks are kept for next time)' },
     'cache-size': { type: 'string', arg: 'SIZE', description: 'disk cache limit', default: '4G' },
     soft: { type: 'boolean', description: 'give up when every mirror fails for --soft-timeout (default: retry forever)' },

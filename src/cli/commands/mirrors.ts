@@ -4,7 +4,7 @@ import { MirrorSet } from '../../fetch/mirror.ts';
 import { formatRanking, rankMirrors } from '../../fetch/rank.ts';
 import { normalizeBaseUrl } from '../../store/http.ts';
 import { type Command, flag, int, printJson, required } from '../command.ts';
-import { mirrorSources } from '../mirrorargs.ts';
+import { MIRROR_OPTIONS, mirrorSources } from '../mirrorargs.ts';
 
 export const mirrorsCommand: Command = {
   name: 'mirrors',
@@ -16,10 +16,7 @@ image's pointer over a few rounds, and the transfer of its manifest. The score
 is the expected time to fetch one block; the best mirror comes first.`,
   options: {
     name: { type: 'string', arg: 'NAME', description: 'image whose pointer and manifest are probed' },
-    mirrors: { type: 'string', arg: 'URL,…', multiple: true, description: 'mirror URLs (also as arguments)' },
-    mirrorlist: { type: 'string', arg: 'FILE|URL', description: 'a list of mirror URLs, one per line' },
-    config: { type: 'string', arg: 'FILE', description: 'read mirrors and proxy from this hfk.yaml' },
-    proxy: { type: 'string', arg: 'URL', description: 'HTTP proxy to reach the mirrors through' },
+    ...MIRROR_OPTIONS,
     rounds: { type: 'string', arg: 'N', description: 'probe rounds per mirror', default: '3' },
     deadline: { type: 'string', arg: 'MS', description: 'stop probing slow mirrors after this long', default: '1500' },
     icmp: { type: 'boolean', description: 'also show ICMP round trips from the system ping (not scored)' },

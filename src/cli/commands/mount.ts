@@ -11,7 +11,7 @@ import { type ReaderSpec, reportReady, runReader, spawnReader, errorMessage } fr
 import { formatRanking } from '../../fetch/rank.ts';
 import { formatBytes, parseSize } from '../../util/size.ts';
 import { type Command, flag, int, printJson, required, str } from '../command.ts';
-import { mirrorSources } from '../mirrorargs.ts';
+import { MIRROR_OPTIONS, mirrorSources } from '../mirrorargs.ts';
 
 function preflight(): void {
   if (typeof process.getuid === 'function' && process.getuid() !== 0) {
@@ -33,11 +33,8 @@ shows what the reader is doing. By default the reader runs in the background
 hfk umount MOUNTPOINT ends it.`,
   options: {
     name: { type: 'string', arg: 'NAME[@VERSION]', description: 'image to mount (the newest version if none given)' },
-    mirrors: { type: 'string', arg: 'URL,…', multiple: true, description: 'mirror URLs' },
-    mirrorlist: { type: 'string', arg: 'FILE|URL', description: 'a list of mirror URLs, one per line' },
-    config: { type: 'string', arg: 'FILE', description: 'read mirrors and proxy from this hfk.yaml' },
+    ...MIRROR_OPTIONS,
     key: { type: 'string', arg: 'PREFIX.pub', description: 'public key the manifest must be signed with' },
-    proxy: { type: 'string', arg: 'URL', description: 'HTTP proxy (e.g. Squid) to fetch through' },
     cache: { type: 'string', arg: 'DIR', description: 'disk cache folder (kept between mounts)' },
     'cache-size': { type: 'string', arg: 'SIZE', description: 'disk cache limit', default: '4G' },
     memory: { type: 'string', arg: 'SIZE', description: 'in-memory block cache', default: '256M' },
