@@ -2,7 +2,9 @@
 // process, with the Node 24 that npm ci installed.
 
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const REPO = fileURLToPath(new URL('../..', import.meta.url));
@@ -67,4 +69,23 @@ export function waitForLine(child: ChildProcess, re: RegExp): Promise<RegExpMatc
     child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
     child.once('exit', (code) => reject(new Error(`process exited (${code}) before printing ${re}: ${err}`)));
   });
+}
+
+/**
+ * Node and the given files, copied into a folder user nobody can read: the
+ * checkout may sit below a folder only root may enter (a CI clone in a 0700
+ * temp folder), and tests that drop to nobody must still run Node.
+ */
+export function copiesForNobody(files: string[]): { dir: string; node: string; path(file: string): string; remove(): void } {
+  const dir = mkdtempSync(join(tmpdir(), 'hfk-nobody-'));
+  chmodSync(dir, 0o755);
+  const place = (src: string) => {
+    const dest = join(dir, basename(src));
+    copyFileSync(src, dest);
+    chmodSync(dest, 0o755);
+    return dest;
+  };
+  const node = place(NODE);
+  for (const f of files) place(f);
+  return { dir, node, path: (file) => join(dir, basename(file)), remove: () => rmSync(dir, { recursive: true, force: true }) };
 }

@@ -9,11 +9,13 @@ import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { build } from 'esbuild';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { BlockFs } from '../../src/blockfs/blockfs.ts';
 import { FileBlockDevice } from '../../src/blockfs/device.ts';
 import { MountpointError } from '../../src/fuse/errors.ts';
 import { type FuseMount, mount, parseMountinfo } from '../../src/fuse/mount.ts';
+import { copiesForNobody } from '../helpers/cli.ts';
 
 interface Run {
   code: number | null;
@@ -319,18 +321,25 @@ describe.skipIf(!canMount)('FUSE mounts of blockfs (root)', () => {
   });
 
   it('refuses to mount when not root, with a typed error', async () => {
-    const root = new URL('../../', import.meta.url).pathname;
-    const script = `
-      import { mount } from '${root}src/fuse/mount.ts';
+    // A bundle of a script that calls mount(), run as nobody.
+    const entry = join(work, 'notroot.ts');
+    writeFileSync(entry, `
+      import { mount } from '${new URL('../../src/fuse/mount.ts', import.meta.url).pathname}';
       try {
         await mount({}, { mountpoint: '/' });
       } catch (e) {
         console.log(e.name, e.code, e.hint);
       }
-    `;
-    const r = await run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '--input-type=module', '-e', script]);
-    expect(r.stderr).toBe('');
-    expect(r.stdout).toBe('NotRootError E_NOT_ROOT run as root (sudo)\n');
+    `);
+    await build({ entryPoints: [entry], outfile: join(work, 'notroot.mjs'), bundle: true, platform: 'node', format: 'esm', logLevel: 'silent' });
+    const copies = copiesForNobody([join(work, 'notroot.mjs')]);
+    try {
+      const r = await run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', copies.node, copies.path('notroot.mjs')]);
+      expect(r.stderr).toBe('');
+      expect(r.stdout).toBe('NotRootError E_NOT_ROOT run as root (sudo)\n');
+    } finally {
+      copies.remove();
+    }
   });
 
   it('a failing mount command leaves nothing mounted and says why', async () => {

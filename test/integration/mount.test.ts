@@ -6,7 +6,7 @@ import { execFile, execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
-import { hfk, hfkJson } from '../helpers/cli.ts';
+import { copiesForNobody, HFK, hfk, hfkJson } from '../helpers/cli.ts';
 import { makeTree, mkext4, mksquashfs, pseudoRandom, treeListing } from '../helpers/images.ts';
 import { type FaultyMirror, startFaultyMirror, startNginx } from '../helpers/mirrors.ts';
 import { tempDir, tempDirKeep } from '../helpers/tmp.ts';
@@ -161,7 +161,9 @@ describe('hfk mount: bad input leaves nothing mounted', () => {
   it('not root', async () => {
     const mp = tempDir();
     const inlineKey = readFileSync(pub, 'utf8').split(' ')[1]!; // the key file itself sits in a root-only folder
-    const r = execFileSync('sh', ['-c', `setpriv --reuid=65534 --regid=65534 --clear-groups ${process.execPath} ${join(process.cwd(), 'dist/hfk.mjs')} mount ${mp} --name sq --mirrors ${nginxUrl} --key ${inlineKey} 2>&1; echo "exit=$?"`]).toString();
+    const copies = copiesForNobody([HFK]);
+    onTestFinished(copies.remove);
+    const r = execFileSync('sh', ['-c', `setpriv --reuid=65534 --regid=65534 --clear-groups ${copies.node} ${copies.path(HFK)} mount ${mp} --name sq --mirrors ${nginxUrl} --key ${inlineKey} 2>&1; echo "exit=$?"`]).toString();
     expect(r).toMatch(/needs root/);
     expect(r).toMatch(/exit=1/);
   });
