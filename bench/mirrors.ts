@@ -71,7 +71,7 @@ export async function benchMirrors(trials = 20, seed = 42): Promise<BenchResult>
   const sizes = [...manifest.objectSizes.values()].sort((a, b) => a - b);
   const typical = sizes[sizes.length >> 1]!;
   const r = rng(seed);
-  const rows: { trial: number; best: string; picked: string; ok: boolean; rankMs: number; netselect: string | null; netselectOk: boolean }[] = [];
+  const rows: { trial: number; best: string; picked: string; ok: boolean; rankMs: number; netselect: string | null; netselectOk: boolean; measured: unknown[] }[] = [];
   try {
     for (let t = 1; t <= trials; t++) {
       const links = makeLinks(r, 20, typical);
@@ -85,8 +85,14 @@ export async function benchMirrors(trials = 20, seed = 42): Promise<BenchResult>
       try {
         const urls = links.map((l) => `http://${l.ip}:8000/`);
         const out = await run(NODE, [HFK, 'mirrors', 'rank', ...urls, '--name', name, '--json'], { maxBuffer: 16 << 20 });
-        const ranking = JSON.parse(out.stdout) as { ms: number; mirrors: { url: string }[] };
+        const ranking = JSON.parse(out.stdout) as { ms: number; mirrors: { url: string; ttfbMs: number | null; blockMs: number | null; score: number; partial: boolean }[] };
         const picked = new URL(ranking.mirrors[0]!.url).hostname;
+        // What hfk measured of the fastest mirror and of its pick, next to the truth.
+        const seen = (ip: string) => {
+          const l = links.find((x) => x.ip === ip)!;
+          const m = ranking.mirrors.find((x) => new URL(x.url).hostname === ip);
+          return { ip, rttMs: l.rttMs, mbit: l.mbit, costMs: Number(linkCost(l, typical).toFixed(1)), ttfbMs: m?.ttfbMs ?? null, blockMs: m?.blockMs ?? null, score: m?.score ?? null, partial: m?.partial ?? null, rank: ranking.mirrors.findIndex((x) => new URL(x.url).hostname === ip) + 1 };
+        };
         let ns: string | null = null;
         try {
           const o = await run('netselect', ['-s', '1', ...links.map((l) => l.ip)], { timeout: 60_000 });
@@ -94,7 +100,7 @@ export async function benchMirrors(trials = 20, seed = 42): Promise<BenchResult>
         } catch {
           ns = null;
         }
-        rows.push({ trial: t, best: best.ip, picked, ok: picked === best.ip, rankMs: Math.round(ranking.ms), netselect: ns, netselectOk: ns === best.ip });
+        rows.push({ trial: t, best: best.ip, picked, ok: picked === best.ip, rankMs: Math.round(ranking.ms), netselect: ns, netselectOk: ns === best.ip, measured: picked === best.ip ? [seen(best.ip)] : [seen(best.ip), seen(picked)] });
         process.stderr.write(`trial ${t}: fastest ${best.ip} (rtt ${best.rttMs} ms, ${best.mbit} Mbit/s), hfk picked ${picked} in ${Math.round(ranking.ms)} ms${picked === best.ip ? '' : ' (MISS)'}, netselect picked ${ns}\n`);
       } finally {
         emu.kill('SIGTERM');

@@ -3,7 +3,7 @@
 // For each mirror: a few rounds of TCP connect time and time to first byte
 // of the image's pointer (a small, real, uncacheable object); then its
 // manifest; then a couple of real block objects of typical size. The score
-// is the expected time to fetch one block (the median block fetch time,
+// is the expected time to fetch one block (the fastest of a few block fetches,
 // inflated by loss). A fast TCP handshake (or ICMP echo) alone proves
 // nothing: a host can accept connections at once and still serve slowly, so
 // neither is scored.
@@ -66,7 +66,7 @@ export interface Ranking {
 
 const LOSS_PENALTY_MS = 2000;
 /** Block objects fetched per mirror to measure what a block really costs. */
-const PROBE_BLOCKS = 2;
+const PROBE_BLOCKS = 3;
 
 function tcpConnectMs(url: string, timeoutMs: number): Promise<number | null> {
   const u = new URL(url);
@@ -132,6 +132,7 @@ async function probe(
   prog: Progress,
   signal: AbortSignal,
   onUpdate: () => void,
+  decoded: Map<string, { bytes: Buffer; manifest: Manifest }>,
 ): Promise<void> {
   const connects: number[] = [];
   const ttfbs: number[] = [];
@@ -171,7 +172,11 @@ async function probe(
     const timing: RequestTiming = { ttfbMs: 0, bodyMs: 0 };
     try {
       const body = await m.read(pointer.rel, { timing, signal });
-      manifest = decodeManifest(body, null, `manifest from ${m.url}`);
+      // Decoded once per version: twenty mirrors decoding the same bytes at
+      // once would stall the event loop while others are being timed.
+      const known = decoded.get(pointer.rel);
+      manifest = known && known.bytes.equals(body) ? known.manifest : decodeManifest(body, null, `manifest from ${m.url}`);
+      if (!known) decoded.set(pointer.rel, { bytes: body, manifest });
       if (body.length >= 16 * 1024 && timing.bodyMs > 0) live.throughputMBps = body.length / 1000 / Math.max(timing.bodyMs, 0.05);
     } catch (e) {
       if (!signal.aborted) live.error = e instanceof Error ? e.message : String(e);
@@ -186,7 +191,9 @@ async function probe(
       try {
         const body = await m.read(blockPath(b.hash), { timing, signal, expectedSize: b.size });
         times.push(timing.ttfbMs + timing.bodyMs);
-        live.blockMs = median(times);
+        // The fastest fetch: delays on this side (a busy event loop, other
+        // probes) only ever add time, so the minimum is the link's own cost.
+        live.blockMs = Math.min(...times);
         if (timing.bodyMs > 0 && (live.throughputMBps === null || body.length >= 16 * 1024)) {
           live.throughputMBps = body.length / 1000 / Math.max(timing.bodyMs, 0.05);
         }
@@ -265,7 +272,8 @@ export async function rankMirrors(set: MirrorSet, options: RankOptions): Promise
     clearTimeout(recheck);
     recheck = setTimeout(evaluate, 10);
   };
-  const jobs = set.mirrors.map((m, i) => probe(m, o, lives[i]!, progress[i]!, ac.signal, evaluate).catch(() => {}));
+  const decoded = new Map<string, { bytes: Buffer; manifest: Manifest }>();
+  const jobs = set.mirrors.map((m, i) => probe(m, o, lives[i]!, progress[i]!, ac.signal, evaluate, decoded).catch(() => {}));
   const deadline = setTimeout(finish, o.deadlineMs);
   void Promise.all(jobs).then(() => finish());
   await finished;
@@ -276,11 +284,14 @@ export async function rankMirrors(set: MirrorSet, options: RankOptions): Promise
     if (r.partial && r.ok === 0 && !r.error) r.error = `no answer within ${Math.round(performance.now() - t0)} ms`;
     r.score = scoreOf(r, objectBytes);
   }
-  // Best first: mirrors that answered with the newest version, by score; then
-  // those still probing when time ran out (slow); then stale mirrors (they
-  // only have an older version); then those that failed.
+  // Best first: mirrors fully measured with the newest version, by score;
+  // then those cut short (probing was stopped because they could no longer
+  // win, or time ran out), by their estimate; then those that never answered
+  // in time; then stale mirrors (they only have an older version); then
+  // those that failed.
   const newest = Math.max(0, ...lives.map((r) => r.version ?? 0));
-  const klass = (r: MirrorRank) => (r.ok === 0 ? (r.partial ? 1 : 3) : r.version !== null && r.version < newest ? 2 : 0);
+  const klass = (r: MirrorRank) =>
+    r.ok === 0 ? (r.partial ? 2 : 4) : r.version !== null && r.version < newest ? 3 : r.partial ? 1 : 0;
   const order = lives.map((r, i) => ({ r, m: set.mirrors[i]! }));
   order.sort((a, b) => klass(a.r) - klass(b.r) || a.r.score - b.r.score);
   for (const { r, m } of order) {
