@@ -8,6 +8,20 @@ import { build } from 'esbuild';
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
 const entries: Record<string, string> = { hfk: 'src/cli/hfk.ts', 'hfk-init': 'src/init/main.ts' };
 
+// The publisher's worker threads run this on its own: a small CommonJS
+// script embedded in the bundles as a string (see src/publish/worker.ts).
+const publishWorker = await build({
+  entryPoints: ['src/publish/worker.ts'],
+  bundle: true,
+  platform: 'node',
+  format: 'cjs',
+  target: 'node24',
+  write: false,
+  legalComments: 'none',
+  logLevel: 'warning',
+  logOverride: { 'empty-import-meta': 'silent' }, // only the main thread's half uses import.meta
+});
+
 await build({
   entryPoints: entries,
   outdir: 'dist',
@@ -19,7 +33,7 @@ await build({
   sourcemap: 'linked',
   legalComments: 'none',
   logLevel: 'warning',
-  define: { HFK_VERSION: JSON.stringify(pkg.version) },
+  define: { HFK_VERSION: JSON.stringify(pkg.version), HFK_PUBLISH_WORKER: JSON.stringify(publishWorker.outputFiles[0]!.text) },
   // Some dependencies are CommonJS and call require(); give ESM a require.
   banner: {
     js: [

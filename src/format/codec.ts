@@ -8,7 +8,7 @@ import * as zlib from 'node:zlib';
 import { z } from 'zod';
 
 export const CODECS = ['zstd', 'deflate', 'brotli', 'none'] as const;
-export const Codec = z.enum(CODECS);
+export const Codec = /* @__PURE__ */ z.enum(CODECS); // pure: a bundle that needs no schema drops zod
 export type Codec = z.infer<typeof Codec>;
 
 /** Tag byte at offset 0 of every block object. */
