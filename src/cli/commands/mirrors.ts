@@ -11,9 +11,11 @@ export const mirrorsCommand: Command = {
   summary: 'Rank mirrors by measured latency and bandwidth (a netselect for HTTP).',
   usage: 'rank [URL…] --name NAME [--mirrorlist FILE|URL] [--proxy URL] [--json]',
   description: `
-Probes every mirror at once: TCP connect time, time to first byte of the
-image's pointer over a few rounds, and the transfer of its manifest. The score
-is the expected time to fetch one block; the best mirror comes first.`,
+Probes every mirror at once: TCP connect time and time to first byte of the
+image's pointer over a few rounds, the transfer of its manifest, then three
+real block objects of typical size. The score is the expected time to fetch
+one block (the fastest of those fetches, inflated by loss); the best mirror
+comes first. Probing stops early once no mirror still probing can win.`,
   options: {
     name: { type: 'string', arg: 'NAME', description: 'image whose pointer and manifest are probed' },
     ...MIRROR_OPTIONS,
