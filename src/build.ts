@@ -4,23 +4,28 @@
 
 import { chmodSync, readFileSync } from 'node:fs';
 import { build } from 'esbuild';
+import { WORKER_MODULES } from './util/worker.ts';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
 const entries: Record<string, string> = { hfk: 'src/cli/hfk.ts', 'hfk-init': 'src/init/main.ts' };
 
-// The publisher's worker threads run this on its own: a small CommonJS
-// script embedded in the bundles as a string (see src/publish/worker.ts).
-const publishWorker = await build({
-  entryPoints: ['src/publish/worker.ts'],
-  bundle: true,
-  platform: 'node',
-  format: 'cjs',
-  target: 'node24',
-  write: false,
-  legalComments: 'none',
-  logLevel: 'warning',
-  logOverride: { 'empty-import-meta': 'silent' }, // only the main thread's half uses import.meta
-});
+// Worker threads run one module each; every such module is bundled on its
+// own as a small CommonJS script that the bundles embed (src/util/worker.ts).
+const workerScripts: Record<string, string> = {};
+for (const [name, entry] of Object.entries(WORKER_MODULES)) {
+  const r = await build({
+    entryPoints: [entry],
+    bundle: true,
+    platform: 'node',
+    format: 'cjs',
+    target: 'node24',
+    write: false,
+    legalComments: 'none',
+    logLevel: 'warning',
+    logOverride: { 'empty-import-meta': 'silent' }, // only the starting side uses import.meta
+  });
+  workerScripts[name] = r.outputFiles[0]!.text;
+}
 
 await build({
   entryPoints: entries,
@@ -33,7 +38,7 @@ await build({
   sourcemap: 'linked',
   legalComments: 'none',
   logLevel: 'warning',
-  define: { HFK_VERSION: JSON.stringify(pkg.version), HFK_PUBLISH_WORKER: JSON.stringify(publishWorker.outputFiles[0]!.text) },
+  define: { HFK_VERSION: JSON.stringify(pkg.version), HFK_WORKER_SCRIPTS: JSON.stringify(workerScripts) },
   // Some dependencies are CommonJS and call require(); give ESM a require.
   banner: {
     js: [

@@ -2,15 +2,13 @@
 // worker threads so that a fast reader is not limited by one core — the
 // main thread then only speaks HTTP and FUSE.
 //
-// Workers run this very module (the esbuild bundle, or the .ts source under
-// vitest), like the publisher's and the FUSE session's.
+// The threads run verify-worker.ts (see src/util/worker.ts).
 
-import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { InvalidError } from '../errors.ts';
-import { BlockDecodeError, blockHash, decodeBlockSync } from '../format/codec.ts';
 import { verifyObject } from '../store/images.ts';
-
-const ROLE = 'hfk-verify-worker';
+import { startWorker } from '../util/worker.ts';
+import { asBuffer, type Job, type Reply, transferable, VERIFY_ROLE } from './verify-worker.ts';
 
 export interface Verified {
   data: Buffer;
@@ -32,21 +30,6 @@ export const inlineVerifier: Verifier = {
   async close() {},
 };
 
-interface Job {
-  id: number;
-  hash: string;
-  length: number;
-  object: Uint8Array;
-}
-
-type Reply = { id: number; ok: true; data: Uint8Array; object: Uint8Array } | { id: number; ok: false; message: string; object: Uint8Array };
-
-/** A Buffer that owns its whole ArrayBuffer can be transferred; anything else is copied. */
-function transferable(b: Uint8Array): Uint8Array {
-  return b.byteOffset === 0 && b.buffer instanceof ArrayBuffer && b.byteLength === b.buffer.byteLength ? b : new Uint8Array(b);
-}
-
-const asBuffer = (u: Uint8Array) => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 
 /** Verification on a pool of worker threads. */
 export class WorkerVerifier implements Verifier {
@@ -57,7 +40,7 @@ export class WorkerVerifier implements Verifier {
   private closed = false;
 
   constructor(threads: number) {
-    this.workers = Array.from({ length: Math.max(1, threads) }, () => new Worker(new URL(import.meta.url), { workerData: { role: ROLE } }));
+    this.workers = Array.from({ length: Math.max(1, threads) }, () => startWorker('verify', new URL('./verify-worker.ts', import.meta.url), { role: VERIFY_ROLE }));
     this.load = this.workers.map(() => 0);
     this.workers.forEach((w, i) => {
       w.unref(); // never keeps the process alive by itself
@@ -105,27 +88,3 @@ export class WorkerVerifier implements Verifier {
 export function makeVerifier(threads: number): Verifier {
   return threads > 0 ? new WorkerVerifier(threads) : inlineVerifier;
 }
-
-function runWorker(): void {
-  parentPort!.on('message', (job: Job) => {
-    const object = asBuffer(job.object);
-    let reply: Reply;
-    try {
-      const data = decodeBlockSync(object, job.length);
-      const actual = blockHash(data);
-      if (actual !== job.hash) {
-        reply = { id: job.id, ok: false, message: `has content hash ${actual.slice(0, 12)}…: corrupt or forged`, object: job.object };
-      } else {
-        const out = transferable(data);
-        reply = { id: job.id, ok: true, data: out, object: job.object };
-        parentPort!.postMessage(reply, [out.buffer as ArrayBuffer, job.object.buffer as ArrayBuffer]);
-        return;
-      }
-    } catch (e) {
-      reply = { id: job.id, ok: false, message: `: ${e instanceof BlockDecodeError ? e.message : String(e)}`, object: job.object };
-    }
-    parentPort!.postMessage(reply, [job.object.buffer as ArrayBuffer]);
-  });
-}
-
-if (!isMainThread && (workerData as { role?: string } | undefined)?.role === ROLE) runWorker();

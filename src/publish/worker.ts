@@ -4,15 +4,15 @@
 // (temporary name, rename). All CPU and file work runs here, one worker per
 // core; the main thread only reads the image and collects results.
 //
-// The worker runs this module: in the esbuild bundle a small script of it
-// that the build embeds, under vitest the .ts source (Node strips the types).
+// The threads run this module (see src/util/worker.ts).
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
+import { isMainThread, parentPort, type Worker, workerData } from 'node:worker_threads';
 import { type Codec, encodeBlock, isZeroBlock, blockHash } from '../format/codec.ts';
 import { blockPath } from '../format/layout.ts';
 import { TMP_PREFIX } from '../store/local.ts';
+import { startWorker } from '../util/worker.ts';
 
 const ROLE = 'hfk-publish-worker';
 
@@ -57,16 +57,8 @@ class ChunkError extends Error {
   }
 }
 
-/** Set by the build: this module bundled on its own, a small script (see src/build.ts). */
-declare const HFK_PUBLISH_WORKER: string | undefined;
-
 export function startPublishWorker(config: Omit<WorkerConfig, 'role'>): Worker {
-  const workerData = { ...config, role: ROLE } satisfies WorkerConfig;
-  // In the bundle, each thread runs the embedded script of this module alone
-  // rather than loading all of hfk again (a quarter second of CPU a thread).
-  if (typeof HFK_PUBLISH_WORKER === 'string') return new Worker(HFK_PUBLISH_WORKER, { eval: true, workerData, execArgv: [] });
-  // From source (vitest): this very module; Node strips the types itself.
-  return new Worker(new URL(import.meta.url), { workerData, execArgv: [] });
+  return startWorker('publish', new URL(import.meta.url), { ...config, role: ROLE } satisfies WorkerConfig);
 }
 
 function processChunk(cfg: WorkerConfig, seen: Map<string, BlockOutcome>, madeDirs: Set<string>, job: ChunkJob): BlockOutcome[] {

@@ -1,0 +1,48 @@
+// The thread side of the verifier (verifier.ts): decodes and hash-checks the
+// objects it is sent, and hands back the block (transferred, not copied).
+// Kept apart so that the script the threads run holds only this and the codec.
+
+import { isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { BlockDecodeError, blockHash, decodeBlockSync } from '../format/codec.ts';
+
+export const VERIFY_ROLE = 'hfk-verify-worker';
+
+export interface Job {
+  id: number;
+  hash: string;
+  length: number;
+  object: Uint8Array;
+}
+
+export type Reply = { id: number; ok: true; data: Uint8Array; object: Uint8Array } | { id: number; ok: false; message: string; object: Uint8Array };
+
+/** A Buffer that owns its whole ArrayBuffer can be transferred; anything else is copied. */
+export function transferable(b: Uint8Array): Uint8Array {
+  return b.byteOffset === 0 && b.buffer instanceof ArrayBuffer && b.byteLength === b.buffer.byteLength ? b : new Uint8Array(b);
+}
+
+export const asBuffer = (u: Uint8Array) => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+
+function runWorker(): void {
+  parentPort!.on('message', (job: Job) => {
+    const object = asBuffer(job.object);
+    let reply: Reply;
+    try {
+      const data = decodeBlockSync(object, job.length);
+      const actual = blockHash(data);
+      if (actual !== job.hash) {
+        reply = { id: job.id, ok: false, message: `has content hash ${actual.slice(0, 12)}…: corrupt or forged`, object: job.object };
+      } else {
+        const out = transferable(data);
+        reply = { id: job.id, ok: true, data: out, object: job.object };
+        parentPort!.postMessage(reply, [out.buffer as ArrayBuffer, job.object.buffer as ArrayBuffer]);
+        return;
+      }
+    } catch (e) {
+      reply = { id: job.id, ok: false, message: `: ${e instanceof BlockDecodeError ? e.message : String(e)}`, object: job.object };
+    }
+    parentPort!.postMessage(reply, [job.object.buffer as ArrayBuffer]);
+  });
+}
+
+if (!isMainThread && (workerData as { role?: string } | undefined)?.role === VERIFY_ROLE) runWorker();
