@@ -9,6 +9,7 @@
 // again, so the store is left exactly as it was.
 
 import { execFile } from 'node:child_process';
+import { rmdir } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
@@ -182,6 +183,7 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
     throw e;
   });
   const created: string[] = []; // objects this run wrote; removed on failure
+  const createdDirs: string[] = []; // fan-out folders this run made; removed on failure
   try {
     // The previous version, if any: its pointer gives the number to follow.
     let previous: { version: number; sha256: string } | null = null;
@@ -224,6 +226,7 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
           reply.then(
             (r) => {
               buffers.put(r.data.buffer);
+              createdDirs.push(...r.dirs);
               if (!r.ok) {
                 for (const h of r.written) written.set(h, 0);
                 firstError ??= new StoreError(`cannot write to store ${o.store.location}: ${r.message}`, {
@@ -304,6 +307,7 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
       { fsync: true },
     );
     created.length = 0; // published: nothing to roll back
+    createdDirs.length = 0;
 
     let stored = 0;
     for (const s of sizes.values()) stored += s;
@@ -329,6 +333,8 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
   } finally {
     try {
       for (const rel of created) await o.store.remove(rel);
+      // Deepest first; a folder something else has since written into stays.
+      for (const dir of createdDirs.sort((a, b) => b.length - a.length)) await rmdir(dir).catch(() => {});
     } finally {
       await source.close();
       await unlock();

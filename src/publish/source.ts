@@ -35,7 +35,7 @@ export function chunkSizeFor(blockSize: number): number {
   return Math.max(blockSize, Math.floor(READ_CHUNK / blockSize) * blockSize);
 }
 
-const READ_CHUNK = 8 * 1024 * 1024;
+const READ_CHUNK = 2 * 1024 * 1024;
 
 async function readFully(fh: fs.FileHandle, buf: Buffer, position: number): Promise<number> {
   let done = 0;

@@ -34,15 +34,19 @@ export type BlockOutcome =
   | { state: 'zero' }
   | { state: 'existed' | 'written'; hash: string; size: number };
 
-/** The reply hands the chunk's memory back (transferred) for reuse. */
+/**
+ * The reply hands the chunk's memory back (transferred) for reuse, and names
+ * the fan-out folders the chunk created (a failed publish removes them again).
+ */
 export type ChunkReply =
-  | { id: number; ok: true; blocks: BlockOutcome[]; data: Uint8Array }
+  | { id: number; ok: true; blocks: BlockOutcome[]; data: Uint8Array; dirs: string[] }
   | {
       id: number;
       ok: false;
       message: string;
       code: string | undefined;
       data: Uint8Array;
+      dirs: string[];
       /** Objects this chunk wrote before it failed (the publisher removes them). */
       written: string[];
     };
@@ -61,12 +65,12 @@ export function startPublishWorker(config: Omit<WorkerConfig, 'role'>): Worker {
   return startWorker('publish', new URL(import.meta.url), { ...config, role: ROLE } satisfies WorkerConfig);
 }
 
-function processChunk(cfg: WorkerConfig, seen: Map<string, BlockOutcome>, madeDirs: Set<string>, job: ChunkJob): BlockOutcome[] {
+function processChunk(cfg: WorkerConfig, seen: Map<string, BlockOutcome>, madeDirs: Set<string>, job: ChunkJob, createdDirs: string[]): BlockOutcome[] {
   const data = Buffer.from(job.data.buffer, job.data.byteOffset, job.data.byteLength);
   const out: BlockOutcome[] = [];
   const written: string[] = [];
   try {
-    blocksOf(cfg, seen, madeDirs, data, out, written);
+    blocksOf(cfg, seen, madeDirs, data, out, written, createdDirs);
   } catch (e) {
     throw new ChunkError(e as NodeJS.ErrnoException, written);
   }
@@ -80,6 +84,7 @@ function blocksOf(
   data: Buffer,
   out: BlockOutcome[],
   written: string[],
+  createdDirs: string[],
 ): void {
   for (let off = 0; off < data.length; off += cfg.blockSize) {
     const block = data.subarray(off, Math.min(off + cfg.blockSize, data.length));
@@ -95,13 +100,19 @@ function blocksOf(
     }
     const dest = path.join(cfg.root, ...blockPath(hash).split('/'));
     let outcome: BlockOutcome;
-    try {
-      outcome = { state: 'existed', hash, size: fs.statSync(dest).size };
-    } catch {
-      const object = encodeBlock(block, cfg.codec, cfg.level);
+    const existing = fs.statSync(dest, { throwIfNoEntry: false }); // no exception per new block
+    if (existing) {
+      outcome = { state: 'existed', hash, size: existing.size };
+    } else {
+      const object = encodeBlock(block, cfg.codec, cfg.level, true); // written out below, before the next block
       const dir = path.dirname(dest);
       if (!madeDirs.has(dir)) {
-        fs.mkdirSync(dir, { recursive: true });
+        const first = fs.mkdirSync(dir, { recursive: true });
+        // Every level from the first one created down to `dir` is new.
+        for (let d = dir; first !== undefined; d = path.dirname(d)) {
+          createdDirs.push(d);
+          if (d === first || d === path.dirname(d)) break;
+        }
         madeDirs.add(dir);
       }
       const tmp = path.join(dir, `${TMP_PREFIX}${hash}.${process.pid}.${Math.random().toString(16).slice(2, 10)}`);
@@ -125,11 +136,12 @@ function runWorker(cfg: WorkerConfig): void {
   const madeDirs = new Set<string>();
   parentPort!.on('message', (job: ChunkJob) => {
     let reply: ChunkReply;
+    const dirs: string[] = [];
     try {
-      reply = { id: job.id, ok: true, blocks: processChunk(cfg, seen, madeDirs, job), data: job.data };
+      reply = { id: job.id, ok: true, blocks: processChunk(cfg, seen, madeDirs, job, dirs), data: job.data, dirs };
     } catch (e) {
       const err = e as ChunkError;
-      reply = { id: job.id, ok: false, message: err.message, code: err.code, data: job.data, written: err.written ?? [] };
+      reply = { id: job.id, ok: false, message: err.message, code: err.code, data: job.data, dirs, written: err.written ?? [] };
     }
     parentPort!.postMessage(reply, [job.data.buffer as ArrayBuffer]);
   });

@@ -1,4 +1,4 @@
-import { Codec, CODECS, DEFAULT_BLOCK_SIZE } from '../../format/codec.ts';
+import { Codec, CODECS, DEFAULT_BLOCK_SIZE, DEFAULT_LEVEL } from '../../format/codec.ts';
 import { InputError, UsageError } from '../../errors.ts';
 import { loadPrivateKey } from '../../format/keys.ts';
 import { BootProfile, ImageName } from '../../format/manifest.ts';
@@ -24,7 +24,7 @@ blocks the store lacks; the image's pointer moves to the new version last.`,
     key: { type: 'string', arg: 'PREFIX.key', description: 'private signing key from hfk keygen' },
     'block-size': { type: 'string', arg: 'SIZE', description: 'block size, a power of two from 4K to 1M', default: '64K' },
     codec: { type: 'string', arg: 'CODEC', description: `block compression: ${CODECS.join(', ')}`, default: 'zstd' },
-    level: { type: 'string', arg: 'N', description: 'compression level (zstd 1-19, deflate 1-9, brotli 0-11)', default: 'zstd 3, deflate 6, brotli 5' },
+    level: { type: 'string', arg: 'N', description: 'compression level (zstd 1-19, deflate 1-9, brotli 0-11)', default: `zstd ${DEFAULT_LEVEL.zstd}, deflate ${DEFAULT_LEVEL.deflate}, brotli ${DEFAULT_LEVEL.brotli}` },
     profile: { type: 'string', arg: 'FILE', description: 'boot profile to carry in the manifest: a reader\'s .hfk/stats.json saved after a boot (its "profile"), or a JSON list of [first block, count] runs' },
     json: { type: 'boolean', description: 'print the result as JSON' },
   },

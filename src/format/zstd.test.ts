@@ -1,0 +1,72 @@
+import { randomBytes } from 'node:crypto';
+import * as zlib from 'node:zlib';
+import { describe, expect, it } from 'vitest';
+import { zstdCompress, zstdContextsInUse, zstdDecompress } from './zstd.ts';
+
+// Blocks that look like a filesystem image: text, runs, noise.
+function sampleBlocks(): Buffer[] {
+  const out: Buffer[] = [];
+  for (let i = 0; i < 24; i++) {
+    const b = Buffer.alloc(65536);
+    b.write(`block ${i} `.repeat(2000 + i * 100), 0);
+    randomBytes(1000 * i).copy(b, 30000);
+    out.push(b);
+  }
+  return out;
+}
+
+const oneShot = (data: Buffer, level: number) =>
+  zlib.zstdCompressSync(data, {
+    params: { [zlib.constants.ZSTD_c_compressionLevel]: level, [zlib.constants.ZSTD_c_checksumFlag]: 0, [zlib.constants.ZSTD_c_contentSizeFlag]: 1 },
+    pledgedSrcSize: data.length,
+  });
+
+describe('zstd with kept contexts', () => {
+  it('is in use on this Node (not the one-shot fallback)', () => {
+    zstdCompress(Buffer.from('x'.repeat(1000)), 3);
+    expect(zstdContextsInUse()).toBe(true);
+  });
+
+  it('writes the same frames as the one-shot call, block after block, at each level', () => {
+    for (const level of [1, 3, 5]) {
+      for (const b of sampleBlocks()) expect(zstdCompress(b, level).equals(oneShot(b, level))).toBe(true);
+    }
+  });
+
+  it('leaves the headroom asked for in front of the frame', () => {
+    const b = sampleBlocks()[3]!;
+    const out = zstdCompress(b, 3, 1);
+    expect(out.subarray(1).equals(oneShot(b, 3))).toBe(true);
+  });
+
+  it('decodes frames one after another, including ones the one-shot call wrote', () => {
+    const blocks = sampleBlocks();
+    for (const b of blocks) {
+      expect(zstdDecompress(zstdCompress(b, 3), b.length).equals(b)).toBe(true);
+      expect(zstdDecompress(oneShot(b, 19), b.length).equals(b)).toBe(true);
+    }
+  });
+
+  it('a bad object never spoils the next one: truncated, overlong, trailing data, two frames, garbage', () => {
+    const [a, b] = sampleBlocks().slice(5, 7) as [Buffer, Buffer];
+    const fa = zstdCompress(a, 3);
+    const bad: [string, Buffer, RegExp][] = [
+      ['truncated', fa.subarray(0, fa.length - 7), /end of file|corrupt/i],
+      ['header only', fa.subarray(0, 6), /end of file/i],
+      ['overlong', zstdCompress(Buffer.concat([a, Buffer.alloc(9, 1)]), 3), /more than one frame/],
+      ['trailing data', Buffer.concat([fa, Buffer.from([1, 2, 3])]), /more than one frame/],
+      ['two frames', Buffer.concat([fa, fa]), /more than one frame/],
+      ['garbage', Buffer.from('not a zstd frame at all'), /unknown frame descriptor/i],
+      ['short', zstdCompress(a.subarray(0, 1000), 3), /decodes to 1000 bytes, expected 65536/],
+    ];
+    for (const [, object, message] of bad) {
+      expect(() => zstdDecompress(object, a.length)).toThrow(message);
+      expect(zstdDecompress(zstdCompress(b, 3), b.length).equals(b)).toBe(true);
+    }
+  });
+
+  it('bounds the output by the expected size (a 16 MiB bomb for a 64 KiB block)', () => {
+    const bomb = zlib.zstdCompressSync(Buffer.alloc(16 << 20));
+    expect(() => zstdDecompress(bomb, 65536)).toThrow(/more than one frame/);
+  });
+});
