@@ -3,7 +3,6 @@
 // images published with another. See docs/FORMAT.md.
 
 import { hash } from 'node:crypto';
-import { promisify } from 'node:util';
 import * as zlib from 'node:zlib';
 import { z } from 'zod';
 import { zstdCompress, zstdDecompress } from './zstd.ts';
@@ -116,10 +115,6 @@ export class BlockDecodeError extends Error {
   override name = 'BlockDecodeError';
 }
 
-const zstdDecompressAsync = promisify(zlib.zstdDecompress);
-const inflate = promisify(zlib.inflate);
-const brotliDecompress = promisify(zlib.brotliDecompress);
-
 function checkLength(out: Buffer, expected: number): Buffer {
   if (out.length !== expected) {
     throw new BlockDecodeError(`block decodes to ${out.length} bytes, expected ${expected}`);
@@ -160,29 +155,6 @@ export function decodeBlockSync(object: Buffer, expected: number): Buffer {
         return checkLength(zlib.inflateSync(payload, outputOptions(expected)), expected);
       case 'brotli':
         return checkLength(zlib.brotliDecompressSync(payload, outputOptions(expected)), expected);
-      default:
-        throw new BlockDecodeError(`unknown codec tag ${object.length ? object[0] : '(empty object)'}`);
-    }
-  } catch (e) {
-    throw wrap(e);
-  }
-}
-
-/** As decodeBlockSync, but decompresses on libuv's threadpool. */
-export async function decodeBlock(object: Buffer, expected: number): Promise<Buffer> {
-  const codec = objectCodec(object);
-  const payload = object.subarray(1);
-  const opts = outputOptions(expected);
-  try {
-    switch (codec) {
-      case 'none':
-        return checkLength(payload, expected);
-      case 'zstd':
-        return checkLength(await zstdDecompressAsync(payload, opts), expected);
-      case 'deflate':
-        return checkLength(await inflate(payload, opts), expected);
-      case 'brotli':
-        return checkLength(await brotliDecompress(payload, opts), expected);
       default:
         throw new BlockDecodeError(`unknown codec tag ${object.length ? object[0] : '(empty object)'}`);
     }

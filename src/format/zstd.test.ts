@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import * as zlib from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { zstdCompress, zstdContextsInUse, zstdDecompress } from './zstd.ts';
+import { setZstdContexts, zstdCompress, zstdContextsInUse, zstdDecompress } from './zstd.ts';
 
 // Blocks that look like a filesystem image: text, runs, noise.
 function sampleBlocks(): Buffer[] {
@@ -68,5 +68,25 @@ describe('zstd with kept contexts', () => {
   it('bounds the output by the expected size (a 16 MiB bomb for a 64 KiB block)', () => {
     const bomb = zlib.zstdCompressSync(Buffer.alloc(16 << 20));
     expect(() => zstdDecompress(bomb, 65536)).toThrow(/more than one frame/);
+  });
+
+  it('without kept contexts (the fallback) writes and reads the same frames, still bounded', () => {
+    const blocks = sampleBlocks().slice(0, 4);
+    const kept = blocks.map((b) => zstdCompress(b, 5));
+    setZstdContexts(false);
+    try {
+      expect(zstdContextsInUse()).toBe(false);
+      blocks.forEach((b, i) => {
+        const frame = zstdCompress(b, 5);
+        expect(frame.equals(kept[i]!)).toBe(true);
+        expect(zstdCompress(b, 5, 1).subarray(1).equals(frame)).toBe(true);
+        expect(zstdDecompress(frame, b.length).equals(b)).toBe(true);
+      });
+      expect(() => zstdDecompress(zlib.zstdCompressSync(Buffer.alloc(16 << 20)), 65536)).toThrow();
+      expect(() => zstdDecompress(zstdCompress(blocks[0]!.subarray(0, 1000), 5), 65536)).toThrow(/decodes to 1000 bytes, expected 65536/);
+    } finally {
+      setZstdContexts(true);
+    }
+    expect(zstdDecompress(kept[0]!, blocks[0]!.length).equals(blocks[0]!)).toBe(true);
   });
 });

@@ -158,7 +158,9 @@ export function zstdDecompress(payload: Buffer, expected: number): Buffer {
     if (!decompressor) usable = false;
   }
   if (!decompressor) {
-    return zlib.zstdDecompressSync(payload, { maxOutputLength: Math.max(expected, 1), chunkSize: Math.max(64, expected) });
+    const out = zlib.zstdDecompressSync(payload, { maxOutputLength: Math.max(expected, 1), chunkSize: Math.max(64, expected) });
+    if (out.length !== expected) throw new ZstdDecodeError(`block decodes to ${out.length} bytes, expected ${expected}`);
+    return out;
   }
   const out = Buffer.allocUnsafe(expected);
   const n = decompressor.frame(payload, out);
@@ -171,4 +173,13 @@ export function zstdDecompress(payload: Buffer, expected: number): Buffer {
 /** For tests: whether kept contexts are in use (false when the fallback is). */
 export function zstdContextsInUse(): boolean {
   return usable;
+}
+
+/** For tests: turns kept contexts off (the one-shot fallback) or on again. */
+export function setZstdContexts(on: boolean): void {
+  for (const c of compressors.values()) c.close();
+  compressors.clear();
+  decompressor?.close();
+  decompressor = undefined;
+  usable = on;
 }
