@@ -18,6 +18,20 @@ export interface BenchResult {
   rows?: unknown[];
 }
 
+/** The middle value (the upper one of an even count). */
+export function median(xs: number[]): number {
+  return [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+}
+
+/**
+ * The order in which `n` contenders run in round `round`: it turns each
+ * round, so none always runs right after the same other one (on this VM,
+ * memory one tool frees costs the next one fresh page faults).
+ */
+export function turningOrder(n: number, round: number): number[] {
+  return Array.from({ length: n }, (_, j) => (j + round) % n);
+}
+
 export function workDir(name: string): string {
   const d = join(CACHE, 'bench-work', name);
   mkdirSync(d, { recursive: true });

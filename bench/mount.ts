@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { HFK, NODE } from '../test/helpers/cli.ts';
 import { startNginx } from '../test/helpers/mirrors.ts';
-import { benchStore, type BenchResult, saveResult, workDir } from './common.ts';
+import { benchStore, type BenchResult, median, saveResult, turningOrder, workDir } from './common.ts';
 
 function sh(cmd: string): string {
   return execFileSync('sh', ['-c', cmd], { maxBuffer: 64 << 20 }).toString();
@@ -124,8 +124,7 @@ export async function benchMount(runs = 3): Promise<BenchResult> {
   const all = methods.map((): Figures[] => []);
   try {
     for (let i = 0; i < runs; i++) {
-      for (let j = 0; j < methods.length; j++) {
-        const k = (j + i) % methods.length;
+      for (const k of turningOrder(methods.length, i)) {
         const m = methods[k]!;
         try {
           all[k]!.push(measure(m.img, size, m.fresh, dir));
@@ -141,7 +140,6 @@ export async function benchMount(runs = 3): Promise<BenchResult> {
     rcStop();
     await nginx.stop();
   }
-  const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[xs.length >> 1]!;
   const medians: Figures[] = [];
   const rows: Record<string, unknown>[] = methods.map((m, k) => {
     const f = all[k]!;

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DEFAULT_LEVEL } from '../src/format/codec.ts';
 import { HFK, NODE } from '../test/helpers/cli.ts';
-import { benchStore, type BenchResult, debianImage, saveResult, workDir } from './common.ts';
+import { benchStore, type BenchResult, debianImage, median, saveResult, turningOrder, workDir } from './common.ts';
 
 function apparentBytes(path: string): number {
   const st = statSync(path);
@@ -29,8 +29,6 @@ function timed(argv: string[]): number {
   if (r.status !== 0) throw new Error(`${argv.join(' ')} failed (${r.status}): ${r.stderr?.toString().slice(-2000)}`);
   return (performance.now() - t0) / 1000;
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 
 export async function benchPublish(runs = 5): Promise<BenchResult> {
   const image = await debianImage();
@@ -69,10 +67,7 @@ export async function benchPublish(runs = 5): Promise<BenchResult> {
   const stored = tools.map(() => 0);
   try {
     for (let i = 0; i < runs; i++) {
-      // The order turns each round, so no tool always runs right after the
-      // same other one (memory a tool frees costs the next one fresh faults).
-      const order = tools.map((_, k) => (k + i) % tools.length);
-      order.forEach((k) => {
+      turningOrder(tools.length, i).forEach((k) => {
         const t = tools[k]!;
         execFileSync('truncate', ['-s', '0', fsImage]);
         execFileSync('truncate', ['-s', '1G', fsImage]);

@@ -59,10 +59,9 @@ export function zeroBlock(n: number): Buffer {
   return zeros(n);
 }
 
-function compressSync(codec: Codec, data: Buffer, level: number): Buffer {
+/** deflate and brotli, through node:zlib's one-shot calls (zstd has ./zstd.ts). */
+function compressSync(codec: 'deflate' | 'brotli', data: Buffer, level: number): Buffer {
   switch (codec) {
-    case 'zstd':
-      return zstdCompress(data, level);
     case 'deflate':
       return zlib.deflateSync(data, { level });
     case 'brotli':
@@ -73,8 +72,6 @@ function compressSync(codec: Codec, data: Buffer, level: number): Buffer {
           [zlib.constants.BROTLI_PARAM_LGWIN]: 22,
         },
       });
-    case 'none':
-      return data;
   }
 }
 

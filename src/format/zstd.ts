@@ -76,6 +76,15 @@ class Context {
   }
 }
 
+/** Every frame: the level asked for, the content size recorded, no checksum (the block's name checks it). */
+function frameParams(level: number): Record<number, number> {
+  return {
+    [zlib.constants.ZSTD_c_compressionLevel]: level,
+    [zlib.constants.ZSTD_c_checksumFlag]: 0,
+    [zlib.constants.ZSTD_c_contentSizeFlag]: 1,
+  };
+}
+
 let usable = true;
 const compressors = new Map<number, Context>();
 let decompressor: Context | undefined;
@@ -84,15 +93,7 @@ function compressorFor(level: number): Context | undefined {
   if (!usable) return undefined;
   let c = compressors.get(level);
   if (!c) {
-    c = Context.create(
-      new zlib.ZstdCompress({
-        params: {
-          [zlib.constants.ZSTD_c_compressionLevel]: level,
-          [zlib.constants.ZSTD_c_checksumFlag]: 0,
-          [zlib.constants.ZSTD_c_contentSizeFlag]: 1,
-        },
-      }),
-    );
+    c = Context.create(new zlib.ZstdCompress({ params: frameParams(level) }));
     if (!c) {
       usable = false;
       return undefined;
@@ -128,21 +129,14 @@ export function zstdCompress(data: Buffer, level: number, headroom = 0, transien
     c.close();
     compressors.delete(level);
   }
-  const frame = zlib.zstdCompressSync(data, {
-    params: {
-      [zlib.constants.ZSTD_c_compressionLevel]: level,
-      [zlib.constants.ZSTD_c_checksumFlag]: 0,
-      [zlib.constants.ZSTD_c_contentSizeFlag]: 1,
-    },
-    pledgedSrcSize: data.length,
-  });
+  const frame = zlib.zstdCompressSync(data, { params: frameParams(level), pledgedSrcSize: data.length });
   if (headroom === 0) return frame;
   const out = Buffer.allocUnsafe(headroom + frame.length);
   frame.copy(out, headroom);
   return out;
 }
 
-/** The error zlib would give for a frame that decodes to more than the bound. */
+/** A frame that is corrupt, or does not decode to exactly the expected bytes. */
 export class ZstdDecodeError extends Error {
   override name = 'ZstdDecodeError';
 }

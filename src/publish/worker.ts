@@ -107,11 +107,11 @@ function blocksOf(
       const object = encodeBlock(block, cfg.codec, cfg.level, true); // written out below, before the next block
       const dir = path.dirname(dest);
       if (!madeDirs.has(dir)) {
+        // mkdir names the topmost folder it created: it and every level below it down to `dir` are new.
         const first = fs.mkdirSync(dir, { recursive: true });
-        // Every level from the first one created down to `dir` is new.
-        for (let d = dir; first !== undefined; d = path.dirname(d)) {
-          createdDirs.push(d);
-          if (d === first || d === path.dirname(d)) break;
+        if (first !== undefined) {
+          for (let d = dir; d !== first && d.startsWith(first); d = path.dirname(d)) createdDirs.push(d);
+          createdDirs.push(first);
         }
         madeDirs.add(dir);
       }
