@@ -21,7 +21,7 @@ import { parseArgs } from 'node:util';
 import { buildInitramfs } from '../mkinitrd/build.ts';
 import { NODE, REPO } from '../test/helpers/cli.ts';
 import { startNginx } from '../test/helpers/mirrors.ts';
-import { buildInitrd, GUEST_MIRRORS, labAppend, loginAndReport, powerOff, publishedDebian } from '../test/lab/hfkboot.ts';
+import { buildInitrd, GUEST_MIRRORS, labAppend, loginAndReport, powerOff, publishedDebian, shellOutput } from '../test/lab/hfkboot.ts';
 import { findKernel, startVm, type Vm } from '../test/lab/qemu.ts';
 import { type BenchResult, saveResult, workDir } from './common.ts';
 
@@ -108,12 +108,6 @@ async function waitLogin(vm: Vm, t0: number): Promise<number> {
   return (performance.now() - t0) / 1000;
 }
 
-async function shellCommand(vm: Vm, cmd: string): Promise<string> {
-  vm.send(`echo BEGIN''X; ${cmd}; echo END''X\n`);
-  const m = await vm.waitFor(/BEGINX\n([\s\S]*?)ENDX/, 120_000);
-  return m[1]!.trim();
-}
-
 export async function benchBoot(opts: { links?: LinkName[]; methods?: Method[] } = {}): Promise<BenchResult> {
   const links = opts.links ?? ['loopback', 'slow'];
   const methods = opts.methods ?? [...METHODS];
@@ -147,7 +141,7 @@ export async function benchBoot(opts: { links?: LinkName[]; methods?: Method[] }
         const loginS = await waitLogin(vm, t0);
         vm.send('root\n');
         await vm.waitFor(/root@hfk-demo:~#/, 60_000);
-        const stat = await shellCommand(vm, 'cat /sys/block/vda/stat');
+        const stat = await shellOutput(vm, 'cat /sys/block/vda/stat');
         const bytes = Number(stat.split(/\s+/)[2]) * 512;
         runs.push({ method: 'local', link: 'none', loginS, bytes, timeline: [] });
         process.stderr.write(`local disk: login ${loginS.toFixed(1)} s, read ${(bytes / 1e6).toFixed(1)} MB\n`);
