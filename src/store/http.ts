@@ -3,7 +3,7 @@
 // reported by kind so the caller can decide between "try elsewhere" (404),
 // "discard and blame" (bad bytes) and "fail over and retry" (transport).
 
-import { Agent, type Dispatcher, ProxyAgent, request } from 'undici';
+import { Agent, type Dispatcher, ProxyAgent } from 'undici';
 import { AbortedError, BrokenError, errnoCode, InvalidError, MissingError, UsageError } from '../errors.ts';
 import type { ReadOptions, StoreReader } from './store.ts';
 
@@ -81,53 +81,109 @@ export class HttpOrigin implements StoreReader {
     return new URL(rel, this.location).toString();
   }
 
-  async read(rel: string, options: ReadOptions = {}): Promise<Buffer> {
+  /**
+   * GETs one file. Speaks undici's dispatcher interface directly rather than
+   * through `request()`: no body stream per response, the chunks are copied
+   * once into a buffer of their own. Measured on 2140 block objects from
+   * nginx on loopback: 0.24–0.34 s of user CPU with `request()` and
+   * `body.arrayBuffer()`, 0.10–0.14 s this way.
+   */
+  read(rel: string, options: ReadOptions = {}): Promise<Buffer> {
     const url = this.url(rel);
-    const headers: Record<string, string> = {};
-    if (options.fresh) headers['cache-control'] = 'no-cache';
-    let res: Dispatcher.ResponseData;
-    const t0 = performance.now();
-    try {
-      res = await request(url, {
-        method: 'GET',
-        dispatcher: this.dispatcher,
-        headers,
-        signal: options.signal,
-        headersTimeout: this.options.headersTimeoutMs ?? 10_000,
-        bodyTimeout: this.options.bodyTimeoutMs ?? 10_000,
-      });
-    } catch (e) {
-      throw transportError(this.location, url, e, options.signal);
-    }
-    const t1 = performance.now();
-    const { statusCode } = res;
-    if (statusCode === 404 || statusCode === 410) {
-      await res.body.dump().catch(() => {});
-      throw new MissingError(this.location, `${url}: HTTP ${statusCode}`);
-    }
-    if (statusCode !== 200) {
-      await res.body.dump().catch(() => {});
-      throw new BrokenError(this.location, `${url}: HTTP ${statusCode}`);
-    }
-    const declared = res.headers['content-length'];
-    let body: Buffer;
-    try {
-      body = Buffer.from(await res.body.arrayBuffer());
-    } catch (e) {
-      throw transportError(this.location, url, e, options.signal);
-    }
-    if (options.timing) {
-      options.timing.ttfbMs = t1 - t0;
-      options.timing.bodyMs = performance.now() - t1;
-    }
-    if (declared !== undefined && Number(declared) !== body.length) {
-      throw new BrokenError(this.location, `${url}: response cut short: ${body.length} of ${declared} bytes`);
-    }
-    if (options.expectedSize !== undefined && body.length !== options.expectedSize) {
-      // A whole response of the wrong size: the mirror serves a wrong object.
-      throw new InvalidError(this.location, `${url}: ${body.length} bytes, the manifest says ${options.expectedSize}`);
-    }
-    return body;
+    const { signal, expectedSize, timing } = options;
+    if (signal?.aborted) return Promise.reject(transportError(this.location, url, signal.reason, signal));
+    const u = new URL(url);
+    const location = this.location;
+    return new Promise<Buffer>((resolve, reject) => {
+      const t0 = performance.now();
+      let t1 = t0;
+      let controller: Dispatcher.DispatchController | undefined;
+      let settled = false;
+      let status = 0;
+      let declared: number | undefined;
+      const chunks: Buffer[] = [];
+      let received = 0;
+      const onAbort = () => {
+        const e = transportError(location, url, signal!.reason, signal);
+        controller?.abort(e);
+        done(e);
+      };
+      const done = (v: Buffer | Error) => {
+        if (settled) return;
+        settled = true;
+        signal?.removeEventListener('abort', onAbort);
+        if (v instanceof Error) reject(v);
+        else resolve(v);
+      };
+      /** Ends the exchange early with an error (the connection is dropped). */
+      const fail = (c: Dispatcher.DispatchController, e: Error) => {
+        done(e);
+        c.abort(e);
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      try {
+        this.dispatcher.dispatch(
+          {
+            origin: u.origin,
+            path: u.pathname,
+            method: 'GET',
+            headers: options.fresh ? { 'cache-control': 'no-cache' } : {},
+            headersTimeout: this.options.headersTimeoutMs ?? 10_000,
+            bodyTimeout: this.options.bodyTimeoutMs ?? 10_000,
+          },
+          {
+            onRequestStart(c) {
+              controller = c;
+              if (settled) c.abort(new AbortedError(`${url}: cancelled`)); // aborted while queued
+            },
+            onResponseStart(c, statusCode, headers) {
+              t1 = performance.now();
+              status = statusCode;
+              // An error answer: its (small) body is read and dropped, so the connection stays open.
+              if (status === 404 || status === 410) return done(new MissingError(location, `${url}: HTTP ${status}`));
+              if (status !== 200) return done(new BrokenError(location, `${url}: HTTP ${status}`));
+              const cl = headers['content-length'];
+              if (typeof cl === 'string') declared = Number(cl);
+              if (expectedSize !== undefined && declared !== undefined && declared !== expectedSize) {
+                // A whole response of the wrong size: the mirror serves a wrong object.
+                fail(c, new InvalidError(location, `${url}: ${declared} bytes, the manifest says ${expectedSize}`));
+              }
+            },
+            onResponseData(c, chunk) {
+              if (settled) return; // an error answer's body, or one already given up on
+              received += chunk.length;
+              if (expectedSize !== undefined && received > expectedSize) {
+                return fail(c, new InvalidError(location, `${url}: more than ${expectedSize} bytes, the manifest says ${expectedSize}`));
+              }
+              chunks.push(chunk);
+            },
+            onResponseEnd() {
+              if (settled) return;
+              if (declared !== undefined && declared !== received) {
+                return done(new BrokenError(location, `${url}: response cut short: ${received} of ${declared} bytes`));
+              }
+              if (expectedSize !== undefined && received !== expectedSize) {
+                return done(new InvalidError(location, `${url}: ${received} bytes, the manifest says ${expectedSize}`));
+              }
+              if (timing) {
+                timing.ttfbMs = t1 - t0;
+                timing.bodyMs = performance.now() - t1;
+              }
+              // A buffer of its own (never a slice of a shared pool): it may be transferred to a worker thread.
+              const body = Buffer.allocUnsafeSlow(received);
+              let at = 0;
+              for (const ch of chunks) at += ch.copy(body, at);
+              done(body);
+            },
+            onResponseError(_c, e) {
+              done(transportError(location, url, e, signal));
+            },
+          },
+        );
+      } catch (e) {
+        done(transportError(location, url, e, signal));
+      }
+    });
   }
 
   async close(): Promise<void> {

@@ -26,7 +26,7 @@ function isMounted(p: string): boolean {
 }
 
 /** hfk mount + loop mount; both undone when the test ends (even if it fails). */
-async function mountImage(name: string, mirrors: string[], extra: string[] = []): Promise<{ fuse: string; root: string; log: string }> {
+async function mountImage(name: string, mirrors: string[], extra: string[] = []): Promise<{ fuse: string; root: string; log: string; pid: number }> {
   const dir = tempDir('hfk-mnt-');
   const fuse = join(dir, 'fuse');
   const root = join(dir, 'root');
@@ -41,7 +41,7 @@ async function mountImage(name: string, mirrors: string[], extra: string[] = [])
   });
   // Asynchronously: a test's mirrors may live in this process and must keep serving.
   await run('mount', ['-o', 'loop,ro', join(fuse, `${name}.img`), root]);
-  return { fuse, root, log };
+  return { fuse, root, log, pid: (JSON.parse(r.stdout) as { pid: number }).pid };
 }
 
 beforeAll(async () => {
@@ -65,8 +65,10 @@ describe('hfk mount', () => {
       const dir = tempDir();
       const nginx = await startNginx(store, dir);
       onTestFinished(() => nginx.stop());
-      const { fuse, root } = await mountImage(name, [nginx.url]);
+      const { fuse, root, pid } = await mountImage(name, [nginx.url]);
       expect(await treeListing(root)).toBe(await treeListing(tree));
+      // The reader runs with malloc's heap on huge pages (readerEnv).
+      expect(readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0')).toContain('GLIBC_TUNABLES=glibc.malloc.hugetlb=1');
       const stats = JSON.parse(readFileSync(join(fuse, '.hfk/stats.json'), 'utf8'));
       expect(stats.image.name).toBe(name);
       expect(stats.bytesFetched).toBeGreaterThan(0);

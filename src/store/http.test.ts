@@ -1,0 +1,140 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AbortedError, BrokenError, InvalidError, MissingError } from '../errors.ts';
+import type { RequestTiming } from './store.ts';
+import { HttpOrigin } from './http.ts';
+
+// A real HTTP server on loopback whose answers the tests choose by path.
+let server: Server;
+let base: string;
+let connections = 0;
+const body = Buffer.from('0123456789'.repeat(1000));
+
+beforeAll(async () => {
+  server = createServer((req, res) => {
+    switch (req.url) {
+      case '/s/ok':
+        res.setHeader('content-length', body.length);
+        res.end(body);
+        return;
+      case '/s/chunked': // no content-length: the body's own length must be checked
+        res.write(body.subarray(0, 4000));
+        res.end(body.subarray(4000));
+        return;
+      case '/s/missing':
+        res.statusCode = 404;
+        res.end('no such object\n');
+        return;
+      case '/s/error':
+        res.statusCode = 503;
+        res.end('busy\n');
+        return;
+      case '/s/short':
+        res.setHeader('content-length', body.length);
+        res.write(body.subarray(0, 100));
+        setTimeout(() => res.socket?.destroy(), 20);
+        return;
+      case '/s/never':
+        return; // no answer until the client gives up
+      default:
+        res.statusCode = 500;
+        res.end();
+    }
+  });
+  server.on('connection', () => connections++);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/s/`;
+});
+afterAll(async () => {
+  server.closeAllConnections();
+  await new Promise((r) => server.close(r));
+});
+
+async function rejection(p: Promise<unknown>): Promise<Error> {
+  try {
+    await p;
+  } catch (e) {
+    return e as Error;
+  }
+  throw new Error('expected a rejection');
+}
+
+describe('HttpOrigin.read', () => {
+  it('returns the exact body in a buffer of its own, with its timing', async () => {
+    const o = new HttpOrigin(base, { connections: 1 });
+    try {
+      const timing: RequestTiming = { ttfbMs: -1, bodyMs: -1 };
+      const b = await o.read('ok', { expectedSize: body.length, timing });
+      expect(b.equals(body)).toBe(true);
+      expect(b.byteOffset === 0 && b.buffer.byteLength === b.length).toBe(true); // transferable to a worker thread
+      expect(timing.ttfbMs).toBeGreaterThanOrEqual(0);
+      expect(timing.bodyMs).toBeGreaterThanOrEqual(0);
+      expect((await o.read('chunked')).equals(body)).toBe(true);
+    } finally {
+      await o.close();
+    }
+  });
+
+  it('tells a missing object from a failing server, and keeps the connection open after either', async () => {
+    const o = new HttpOrigin(base, { connections: 1 });
+    try {
+      await o.read('ok');
+      const before = connections;
+      const missing = await rejection(o.read('missing'));
+      expect(missing).toBeInstanceOf(MissingError);
+      expect(missing.message).toMatch(/missing: HTTP 404/);
+      const failing = await rejection(o.read('error'));
+      expect(failing).toBeInstanceOf(BrokenError);
+      expect(failing.message).toMatch(/error: HTTP 503/);
+      expect((await o.read('ok')).equals(body)).toBe(true);
+      expect(connections).toBe(before);
+    } finally {
+      await o.close();
+    }
+  });
+
+  it('refuses a body of the wrong size as invalid, whether declared or counted', async () => {
+    const o = new HttpOrigin(base);
+    try {
+      const declared = await rejection(o.read('ok', { expectedSize: 500 }));
+      expect(declared).toBeInstanceOf(InvalidError);
+      expect(declared.message).toMatch(/10000 bytes, the manifest says 500/);
+      const counted = await rejection(o.read('chunked', { expectedSize: 500 }));
+      expect(counted).toBeInstanceOf(InvalidError);
+      expect(counted.message).toMatch(/more than 500 bytes/);
+      const tooShort = await rejection(o.read('chunked', { expectedSize: 20_000 }));
+      expect(tooShort).toBeInstanceOf(InvalidError);
+      expect(tooShort.message).toMatch(/10000 bytes, the manifest says 20000/);
+    } finally {
+      await o.close();
+    }
+  });
+
+  it('reports a response cut short as a transport failure', async () => {
+    const o = new HttpOrigin(base);
+    try {
+      const e = await rejection(o.read('short'));
+      expect(e).toBeInstanceOf(BrokenError);
+    } finally {
+      await o.close();
+    }
+  });
+
+  it('cancels on its signal: before the request starts, and while it waits for an answer', async () => {
+    const o = new HttpOrigin(base, { connections: 1 });
+    try {
+      const early = await rejection(o.read('ok', { signal: AbortSignal.abort() }));
+      expect(early).toBeInstanceOf(AbortedError);
+      const ac = new AbortController();
+      const waiting = o.read('never', { signal: ac.signal });
+      const queued = o.read('ok', { signal: ac.signal }); // behind it on the one connection
+      setTimeout(() => ac.abort(), 50);
+      expect(await rejection(waiting)).toBeInstanceOf(AbortedError);
+      expect(await rejection(queued)).toBeInstanceOf(AbortedError);
+      expect((await o.read('ok')).equals(body)).toBe(true); // the origin still works
+    } finally {
+      await o.close();
+    }
+  });
+});
