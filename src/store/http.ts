@@ -89,17 +89,16 @@ export class HttpOrigin implements StoreReader {
    * `body.arrayBuffer()`, 0.10–0.14 s this way.
    */
   read(rel: string, options: ReadOptions = {}): Promise<Buffer> {
-    const url = this.url(rel);
+    const u = new URL(rel, this.location); // parsed once: the request's origin and path, and `url` for messages
+    const url = u.href;
     const { signal, expectedSize, timing } = options;
     if (signal?.aborted) return Promise.reject(transportError(this.location, url, signal.reason, signal));
-    const u = new URL(url);
     const location = this.location;
     return new Promise<Buffer>((resolve, reject) => {
       const t0 = performance.now();
       let t1 = t0;
       let controller: Dispatcher.DispatchController | undefined;
       let settled = false;
-      let status = 0;
       let declared: number | undefined;
       const chunks: Buffer[] = [];
       let received = 0;
@@ -138,10 +137,9 @@ export class HttpOrigin implements StoreReader {
             },
             onResponseStart(c, statusCode, headers) {
               t1 = performance.now();
-              status = statusCode;
               // An error answer: its (small) body is read and dropped, so the connection stays open.
-              if (status === 404 || status === 410) return done(new MissingError(location, `${url}: HTTP ${status}`));
-              if (status !== 200) return done(new BrokenError(location, `${url}: HTTP ${status}`));
+              if (statusCode === 404 || statusCode === 410) return done(new MissingError(location, `${url}: HTTP ${statusCode}`));
+              if (statusCode !== 200) return done(new BrokenError(location, `${url}: HTTP ${statusCode}`));
               const cl = headers['content-length'];
               if (typeof cl === 'string') declared = Number(cl);
               if (expectedSize !== undefined && declared !== undefined && declared !== expectedSize) {

@@ -98,7 +98,7 @@ export async function loginAndReport(vm: Vm, startedAt: number, timeoutMs = 600_
 }
 
 /** A kernel message on the console: `[   89.223860] hrtimer: interrupt took 11824032 ns`. */
-const PRINTK_LINE = /^\[\s*\d+\.\d+\] .*(?:\r?\n|$)/gm;
+const PRINTK_LINE = /^\[\s*\d+\.\d+\] .*(?:\n|$)/gm;
 
 /** Drops the kernel's own console messages from text read off the serial console. */
 export function withoutKernelMessages(text: string): string {
@@ -115,7 +115,7 @@ export function withoutKernelMessages(text: string): string {
 export async function shellOutput(vm: Vm, cmd: string, timeoutMs = 60_000): Promise<string> {
   // Markers are printed by the shell (so the echo of the typed command does not match).
   vm.send(`dmesg -n 1; echo BEGIN''OUT; ${cmd}; echo; echo END''OUT\n`);
-  const m = await vm.waitFor(/BEGINOUT\r?\n([\s\S]*?)\r?\nENDOUT/, timeoutMs);
+  const m = await vm.waitFor(/BEGINOUT\n([\s\S]*?)\nENDOUT/, timeoutMs); // the console log has no '\r'
   return withoutKernelMessages(m[1]!).trim();
 }
 
