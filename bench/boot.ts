@@ -13,6 +13,9 @@
 // the bytes delivered over time, drawn as a timeline (docs/boot-timeline.svg).
 //
 //   node bench/boot.ts [--links loopback,slow] [--methods local,hfk,warm,full]
+//
+// HFK_LAB_EXTRA='NAME=value …' adds kernel parameters to every boot, e.g.
+// the init's HFK_BOOT_READAHEAD_KB= and HFK_BOOT_PREFETCH_BYTES= (src/init/boot.ts).
 
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';

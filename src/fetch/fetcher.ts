@@ -16,8 +16,9 @@ import { AbortedError, BrokenError, HfkError } from '../errors.ts';
 import { zeroBlock } from '../format/codec.ts';
 import { blockPath } from '../format/layout.ts';
 import { blockLength, type BootProfile, fromRuns, type Manifest, toRuns } from '../format/manifest.ts';
+import { SizedBufferPool } from '../util/bufpool.ts';
 import type { DiskCache, DiskCacheStats } from './diskcache.ts';
-import type { MemoryCache } from './memcache.ts';
+import type { BlockMemory } from './memcache.ts';
 import type { Mirror, MirrorSet } from './mirror.ts';
 import type { HealthSnapshot } from './score.ts';
 import { inlineVerifier, type Verifier } from './verifier.ts';
@@ -25,7 +26,7 @@ import { inlineVerifier, type Verifier } from './verifier.ts';
 export interface FetcherOptions {
   mirrors: MirrorSet;
   manifest: Manifest;
-  memory: MemoryCache;
+  memory: BlockMemory;
   disk?: DiskCache | undefined;
   /** 'hard' (default): retry forever when every mirror fails. 'soft': give up after softTimeoutMs. */
   mode?: 'hard' | 'soft';
@@ -74,7 +75,9 @@ export interface FetcherStats {
   inFlight: number;
   bytesRead: number;
   reads: number;
-  memory: { bytes: number; limitBytes: number; blocks: number };
+  memory: { bytes: number; limitBytes: number; blocks: number; backing: string };
+  /** Buffers for objects and blocks in transit: bytes made in all, bytes idle for reuse. */
+  buffers: { madeBytes: number; idleBytes: number } | null;
   disk: DiskCacheStats | null;
   /** Progress of the boot-profile prefetch. */
   profilePrefetch: { total: number; done: number; fetched: number; running: boolean };
@@ -123,6 +126,13 @@ export class BlockFetcher {
   readonly manifest: Manifest;
   private readonly o: Required<Omit<FetcherOptions, 'disk' | 'log' | 'verifier'>> & Pick<FetcherOptions, 'disk' | 'log'>;
   private readonly verifier: Verifier;
+  /**
+   * Memory for block objects and decoded blocks, reused from one block to
+   * the next — present when the memory cache copies what it keeps. A block
+   * then reaches its readers as a transient buffer, valid until the next
+   * turn of the event loop (see load()).
+   */
+  private readonly pool: SizedBufferPool | undefined;
   private readonly inflight = new Map<string, Promise<Buffer>>();
   private readonly closed = new AbortController();
   private readonly counters = {
@@ -165,6 +175,7 @@ export class BlockFetcher {
     this.manifest = options.manifest;
     this.size = options.manifest.header.imageSize;
     this.verifier = options.verifier ?? inlineVerifier;
+    this.pool = options.memory.copies ? new SizedBufferPool({ shared: this.verifier.threads }) : undefined;
     this.everRead = new Uint8Array(options.manifest.blocks.length);
   }
 
@@ -172,49 +183,66 @@ export class BlockFetcher {
     return this.manifest.header.blockSize;
   }
 
-  /** The blocks covering [offset, offset+length), fetched (concurrently), and where the range starts in the first. */
-  private async blocks(offset: number, end: number, signal?: AbortSignal): Promise<{ parts: Buffer[]; skip: number }> {
+  /** Notes a read of blocks first..last (boot profile, readahead). */
+  private noteRead(first: number, last: number): void {
     this.counters.reads++;
-    const bs = this.blockSize;
-    const first = Math.floor(offset / bs);
-    const last = Math.floor((end - 1) / bs);
     for (let i = first; i <= last; i++) {
       if (this.everRead[i]) continue;
       this.everRead[i] = 1;
       this.firstRead.push(i);
     }
     this.noteAccess(first, last);
-    const parts = await Promise.all(Array.from({ length: last - first + 1 }, (_, k) => withSignal(this.getBlock(first + k), signal)));
-    this.counters.bytesRead += end - offset;
-    return { parts, skip: offset - first * bs };
   }
 
   /** Bytes [offset, offset+length) of the image (short only at its end). */
   async read(offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
     const end = Math.min(this.size, offset + length);
     if (offset >= end) return Buffer.alloc(0);
-    const { parts, skip } = await this.blocks(offset, end, signal);
-    if (parts.length === 1) return parts[0]!.subarray(skip, skip + end - offset);
     const out = Buffer.allocUnsafe(end - offset);
-    this.copyOut(parts, skip, out);
+    await this.readInto(out, offset, signal);
     return out;
   }
 
-  /** Fills `dest` from `offset` (the FUSE layer's reused buffers); short only at the end of the image. */
+  /**
+   * Fills `dest` from `offset` (the FUSE layer's reused buffers); short only
+   * at the end of the image. Blocks the memory cache holds are copied
+   * straight into `dest`; the others are fetched (concurrently), each copied
+   * as it arrives — and never once the read has ended, so nothing is written
+   * into `dest` after a failure or an interrupt has handed it back.
+   */
   async readInto(dest: Buffer, offset: number, signal?: AbortSignal): Promise<number> {
     const end = Math.min(this.size, offset + dest.length);
     if (offset >= end) return 0;
-    const { parts, skip } = await this.blocks(offset, end, signal);
-    return this.copyOut(parts, skip, dest.subarray(0, end - offset));
-  }
-
-  private copyOut(parts: Buffer[], skip: number, out: Buffer): number {
-    let pos = 0;
-    for (let k = 0; k < parts.length && pos < out.length; k++) {
-      const from = k === 0 ? skip : 0;
-      pos += parts[k]!.copy(out, pos, from, Math.min(parts[k]!.length, from + out.length - pos));
+    const bs = this.blockSize;
+    const first = Math.floor(offset / bs);
+    const last = Math.floor((end - 1) / bs);
+    this.noteRead(first, last);
+    let waits: { block: Promise<Buffer>; at: number; from: number; n: number }[] | undefined;
+    // Blocks the memory cache holds are copied straight in; the others are fetched, all at once.
+    for (let i = first; i <= last; i++) {
+      const start = i * bs;
+      const from = Math.max(offset, start) - start;
+      const n = Math.min(end, start + bs) - start - from;
+      const at = start + from - offset;
+      const h = this.manifest.blocks[i];
+      if (h === null) {
+        this.counters.zeroBlocks++;
+        dest.fill(0, at, at + n);
+      } else if (h === undefined || !this.o.memory.copyTo(h, dest, at, from, n)) {
+        (waits ??= []).push({ block: withSignal(this.block(i), signal), at, from, n });
+      }
     }
-    return pos;
+    if (waits) {
+      // Each block is copied as it arrives (its buffer may be reused once this turn of the event loop ends).
+      let live = true;
+      try {
+        await Promise.all(waits.map((w) => w.block.then((b) => void (live && b.copy(dest, w.at, w.from, w.from + w.n)))));
+      } finally {
+        live = false;
+      }
+    }
+    this.counters.bytesRead += end - offset;
+    return end - offset;
   }
 
   /**
@@ -239,7 +267,7 @@ export class BlockFetcher {
       if (!this.o.readaheadNetwork && !this.o.disk?.has(h)) continue;
       this.prefetchInFlight++;
       this.counters.prefetched++;
-      this.getBlock(i)
+      this.block(i)
         .catch(() => {}) // a failed prefetch costs nothing; the real read will retry
         .finally(() => this.prefetchInFlight--);
     }
@@ -264,7 +292,7 @@ export class BlockFetcher {
         const h = this.manifest.blocks[i];
         if (h && !this.o.memory.has(h) && !this.inflight.has(h)) {
           this.profileState.fetched++;
-          await this.getBlock(i).catch(() => {});
+          await this.block(i).catch(() => {});
         }
         this.profileState.done++;
       }
@@ -273,8 +301,17 @@ export class BlockFetcher {
     this.profileState.running = false;
   }
 
-  /** One block, verified; concurrent callers share one fetch. */
-  getBlock(index: number): Promise<Buffer> {
+  /** One block, verified, in a buffer of its own. */
+  async getBlock(index: number): Promise<Buffer> {
+    const b = await this.block(index);
+    return this.pool ? Buffer.from(b) : b;
+  }
+
+  /**
+   * One block, verified; concurrent callers share one fetch. With a pool the
+   * buffer is transient: use it before the event loop turns (no await in between).
+   */
+  private block(index: number): Promise<Buffer> {
     const h = this.manifest.blocks[index];
     const len = blockLength(this.manifest.header, index);
     if (h === undefined) return Promise.reject(new RangeError(`block ${index} is outside the image`));
@@ -304,8 +341,18 @@ export class BlockFetcher {
       }
     }
     const { data, object } = await this.fetchFromMirrors(index, hash, len);
-    this.o.memory.set(hash, data);
-    void this.o.disk?.putObject(hash, object);
+    const written = this.o.disk?.putObject(hash, object);
+    const pool = this.pool;
+    if (!pool) {
+      this.o.memory.set(hash, data);
+      return data;
+    }
+    // The block's memory goes back once the memory cache has its copy, and
+    // never before the readers waiting for it have copied it (in the promise
+    // reactions that run before the event loop turns); the object's once it is on disk.
+    this.o.memory.set(hash, data, () => setImmediate(() => pool.put(data)));
+    if (written) void written.finally(() => pool.put(object));
+    else pool.put(object);
     return data;
   }
 
@@ -314,6 +361,8 @@ export class BlockFetcher {
     const expected = (h.latencyMs ?? 200) + (h.throughput ? bytes / h.throughput : 0);
     return Math.min(5000, Math.max(this.o.minHedgeMs, 3 * expected));
   }
+
+  private readonly alloc = (size: number): Buffer => this.pool!.get(size);
 
   /** Orders mirrors for one fetch, sometimes promoting the runner-up to keep its score fresh. */
   private candidates(bytes: number): Mirror[] {
@@ -382,15 +431,20 @@ export class BlockFetcher {
         controllers.add(ac);
         const onClose = () => ac.abort();
         this.closed.signal.addEventListener('abort', onClose, { once: true });
-        m.read(rel, { signal: ac.signal, ...(objectSize !== undefined ? { expectedSize: objectSize } : {}) })
+        m.read(rel, { signal: ac.signal, ...(objectSize !== undefined ? { expectedSize: objectSize } : {}), ...(this.pool ? { alloc: this.alloc } : {}) })
           .then(async (object) => {
             this.counters.bytesFetched += object.length; // real traffic, hedge losers included
-            if (done) return;
-            const v = await this.verifier.verify(m.url, hash, object, len).catch((e) => {
+            if (done) return this.pool?.put(object);
+            const v = await this.verifier.verify(m.url, hash, object, len, this.pool).catch((e) => {
               m.book(e); // corrupt data counts against the mirror that sent it
+              this.pool?.put(object);
               throw e;
             });
-            if (done) return;
+            if (v.object !== object) this.pool?.put(object); // the verifier sent back a copy
+            if (done) {
+              this.pool?.put(v.data);
+              return;
+            }
             this.counters.blocksFetched++;
             if (hedged) this.counters.hedgesWon++;
             finish(v, ac);
@@ -431,7 +485,8 @@ export class BlockFetcher {
       ...this.counters,
       memoryHits: this.o.memory.hits,
       inFlight: this.inflight.size,
-      memory: { bytes: this.o.memory.size, limitBytes: this.o.memory.limit, blocks: this.o.memory.count },
+      memory: { bytes: this.o.memory.size, limitBytes: this.o.memory.limit, blocks: this.o.memory.count, backing: this.o.memory.backing },
+      buffers: this.pool ? { madeBytes: this.pool.made, idleBytes: this.pool.idleBytes } : null,
       disk: this.o.disk?.stats() ?? null,
       profilePrefetch: { ...this.profileState },
       readaheadNetwork: this.o.readaheadNetwork,
@@ -444,6 +499,7 @@ export class BlockFetcher {
     this.closed.abort();
     await this.o.disk?.flush();
     await this.verifier.close();
+    this.o.memory.close();
   }
 }
 

@@ -1,9 +1,13 @@
-import { describe, expect, it } from 'vitest';
-import { MemoryCache } from './memcache.ts';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it, onTestFinished } from 'vitest';
+import { HeapCache, isMemoryFs, openMemoryCache, ShmCache } from './memcache.ts';
 
-describe('MemoryCache', () => {
+describe('HeapCache', () => {
   it('evicts the least recently used blocks to stay under its byte limit', () => {
-    const c = new MemoryCache(300);
+    const c = new HeapCache(300);
     c.set('a', Buffer.alloc(100));
     c.set('b', Buffer.alloc(100));
     c.set('c', Buffer.alloc(100));
@@ -18,7 +22,7 @@ describe('MemoryCache', () => {
   });
 
   it('ignores a block larger than the whole cache and counts hits and misses', () => {
-    const c = new MemoryCache(10);
+    const c = new HeapCache(10);
     c.set('x', Buffer.alloc(11));
     expect(c.get('x')).toBeUndefined();
     c.set('y', Buffer.alloc(5));
@@ -27,10 +31,94 @@ describe('MemoryCache', () => {
   });
 
   it('replacing a key does not double count', () => {
-    const c = new MemoryCache(100);
+    const c = new HeapCache(100);
     c.set('k', Buffer.alloc(60));
     c.set('k', Buffer.alloc(40));
     expect(c.size).toBe(40);
     expect(c.count).toBe(1);
+  });
+});
+
+// The tmpfs kind, on real tmpfs mounts (as root: a small one of our own to fill up).
+describe('ShmCache', () => {
+  const block = (n: number, fill: number) => Buffer.alloc(n, fill);
+
+  it('keeps blocks in a nameless tmpfs file: the same bytes back, whole or in part, LRU out first', () => {
+    const dir = mkdtempSync('/dev/shm/hfk-test-');
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+    const c = new ShmCache(3 * 1024, 1024, dir);
+    onTestFinished(() => c.close());
+    expect(readdirSync(dir)).toEqual([]); // nothing with a name, nothing left behind
+    c.set('a', block(1024, 1));
+    c.set('b', block(1024, 2));
+    c.set('c', block(500, 3)); // a short last block
+    expect([c.size, c.count, c.copies, c.backing]).toEqual([2548, 3, true, dir]);
+    const got = c.get('a')!;
+    expect(got.equals(block(1024, 1))).toBe(true); // a copy: 'a' is now the most recent
+    got.fill(9);
+    expect(c.get('a')!.equals(block(1024, 1))).toBe(true);
+    c.set('d', block(1024, 4)); // no free slot left: b, the least recently used, goes
+    expect(c.has('b')).toBe(false);
+    expect(['a', 'c', 'd'].every((k) => c.has(k))).toBe(true);
+    const dest = Buffer.alloc(10, 0xee);
+    expect(c.copyTo('c', dest, 2, 495, 5)).toBe(true);
+    expect([...dest]).toEqual([0xee, 0xee, 3, 3, 3, 3, 3, 0xee, 0xee, 0xee]);
+    expect(c.copyTo('b', dest, 0, 0, 1)).toBe(false);
+    expect(() => c.copyTo('c', dest, 0, 496, 5)).toThrow(/outside the block \(500 bytes\)/);
+    c.set('big', block(1025, 5)); // larger than a slot: not kept
+    expect(c.has('big')).toBe(false);
+    expect([c.hits, c.misses]).toEqual([3, 0]); // get, get, copyTo; a failed copyTo is not a miss
+    expect(c.get('zz')).toBeUndefined();
+    expect(c.misses).toBe(1);
+    c.close();
+    expect(c.get('a')).toBeUndefined();
+    expect([c.size, c.count]).toEqual([0, 0]);
+  });
+
+  it('set() calls done once the copy is made: the caller may then reuse its buffer', () => {
+    const c = new ShmCache(2 * 4096, 4096, '/dev/shm');
+    onTestFinished(() => c.close());
+    const done: string[] = [];
+    const a = block(4096, 1);
+    c.set('a', a, () => done.push('a'));
+    c.set('big', block(4097, 2), () => done.push('big')); // not kept, done all the same
+    expect(done).toEqual(['a', 'big']);
+    a.fill(7);
+    expect(c.get('a')!.equals(block(4096, 1))).toBe(true);
+  });
+
+  it('a tmpfs that is full leaves blocks uncached and the cache working', () => {
+    const dir = mkdtempSync('/tmp/hfk-test-shm-');
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', dir]);
+    onTestFinished(() => {
+      execFileSync('umount', [dir]);
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const c = new ShmCache(1 << 20, 16 * 1024, dir);
+    onTestFinished(() => c.close());
+    for (let i = 0; i < 8; i++) c.set(`k${i}`, block(16 * 1024, i));
+    expect(c.count).toBeGreaterThan(0);
+    expect(c.count).toBeLessThan(8); // 64 KiB hold at most 4 blocks of 16 KiB
+    const held = Array.from({ length: 8 }, (_, i) => `k${i}`).filter((k) => c.has(k));
+    for (const k of held) expect(c.get(k)!.equals(block(16 * 1024, Number(k.slice(1))))).toBe(true);
+    // Still working: a new block takes the place of the least recently used one.
+    c.set('new', block(16 * 1024, 42));
+    expect(c.get('new')!.equals(block(16 * 1024, 42))).toBe(true);
+    expect(c.count).toBe(held.length);
+  });
+
+  it('openMemoryCache: a tmpfs file where a tmpfs is found, else the heap', () => {
+    expect(isMemoryFs('/dev/shm')).toBe(true);
+    const disk = mkdtempSync(join(tmpdir(), 'hfk-test-'));
+    onTestFinished(() => rmSync(disk, { recursive: true, force: true }));
+    const onDisk = isMemoryFs(disk);
+    const a = openMemoryCache({ limitBytes: 1 << 20, blockSize: 65536, dirs: ['/dev/shm'] });
+    const b = openMemoryCache({ limitBytes: 1 << 20, blockSize: 65536, dirs: ['/nonexistent', disk] });
+    const c = openMemoryCache({ limitBytes: 1 << 20, blockSize: 65536, kind: 'heap' });
+    onTestFinished(() => [a, b, c].forEach((x) => x.close()));
+    expect(a).toBeInstanceOf(ShmCache);
+    expect(a.backing).toBe('/dev/shm');
+    expect(b.backing).toBe(onDisk ? disk : 'heap'); // a folder on a disk is never used
+    expect(c).toBeInstanceOf(HeapCache);
   });
 });

@@ -7,7 +7,7 @@ import type { PublicKey } from '../format/keys.ts';
 import { decodeManifest, fromRuns, type Manifest } from '../format/manifest.ts';
 import { DiskCache } from './diskcache.ts';
 import { BlockFetcher, type FetcherOptions } from './fetcher.ts';
-import { MemoryCache } from './memcache.ts';
+import { openMemoryCache } from './memcache.ts';
 import { MirrorSet, type MirrorOptions } from './mirror.ts';
 import { rankMirrors, type Ranking } from './rank.ts';
 import { makeVerifier } from './verifier.ts';
@@ -75,7 +75,7 @@ function makeFetcher(set: MirrorSet, manifest: Manifest, cache: DiskCache | unde
     readaheadNetwork: !cacheIsWarm(cache, manifest),
     mirrors: set,
     manifest,
-    memory: new MemoryCache(o.memoryBytes ?? 256 << 20),
+    memory: openMemoryCache({ limitBytes: o.memoryBytes ?? 256 << 20, blockSize: manifest.header.blockSize }),
     disk: cache,
     mode: o.mode ?? 'hard',
     ...(o.softTimeoutMs ? { softTimeoutMs: o.softTimeoutMs } : {}),

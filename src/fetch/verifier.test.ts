@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { InvalidError } from '../errors.ts';
 import { blockHash, encodeBlock } from '../format/codec.ts';
+import { SizedBufferPool } from '../util/bufpool.ts';
 import { inlineVerifier, makeVerifier } from './verifier.ts';
 
 const data = Buffer.from('hfk verifies every block '.repeat(3000));
@@ -33,6 +34,29 @@ describe('verifiers', () => {
         const broken = encodeBlock(data, 'zstd');
         broken.fill(7, 5, broken.length - 3);
         await expect(v.verify('mirror-z', hash, broken, data.length)).rejects.toThrow(/from mirror-z: corrupt compressed block/);
+      } finally {
+        await v.close();
+      }
+    });
+  }
+
+  for (const [name, threads] of [['inline', 0], ['worker threads', 1]] as const) {
+    it(`${name}: with a pool, the block is decoded into pooled memory, handed back if the object is bad`, async () => {
+      const v = makeVerifier(threads);
+      const pool = new SizedBufferPool({ shared: v.threads });
+      try {
+        const obj = pool.get(encodeBlock(data, 'zstd').length);
+        encodeBlock(data, 'zstd').copy(obj);
+        const r = await v.verify('m', hash, obj, data.length, pool);
+        expect(r.data.equals(data)).toBe(true);
+        expect(r.object).toBe(obj); // not copied, not transferred
+        expect(r.data.buffer).toBeInstanceOf(threads ? SharedArrayBuffer : ArrayBuffer);
+        expect(pool.made).toBe(obj.buffer.byteLength + r.data.buffer.byteLength); // the block's memory came from the pool
+        const bad = pool.get(obj.length);
+        obj.copy(bad);
+        bad.fill(7, 5, bad.length - 3);
+        await expect(v.verify('mirror-z', hash, bad, data.length, pool)).rejects.toThrow(/from mirror-z: corrupt compressed block/);
+        expect(pool.idleBytes).toBe(r.data.buffer.byteLength); // the failed block's memory is back
       } finally {
         await v.close();
       }

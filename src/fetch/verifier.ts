@@ -7,6 +7,7 @@
 import type { Worker } from 'node:worker_threads';
 import { InvalidError } from '../errors.ts';
 import { verifyObject } from '../store/images.ts';
+import type { SizedBufferPool } from '../util/bufpool.ts';
 import { startWorker } from '../util/worker.ts';
 import { asBuffer, type Job, type Reply, transferable, VERIFY_ROLE } from './verify-worker.ts';
 
@@ -17,15 +18,32 @@ export interface Verified {
 }
 
 export interface Verifier {
-  /** Decodes and hash-checks an object; InvalidError naming `source` if it is bad. */
-  verify(source: string, hash: string, object: Buffer, length: number): Promise<Verified>;
+  /**
+   * Decodes and hash-checks an object; InvalidError naming `source` if it is
+   * bad. With `pool`, a verifier that decodes on this thread takes the
+   * block's memory from it (and gives it back if the object is bad).
+   */
+  verify(source: string, hash: string, object: Buffer, length: number, pool?: SizedBufferPool): Promise<Verified>;
+  /**
+   * Whether the verifier works on other threads, which then read the object
+   * and write the block in place when both lie in shared memory (a pool made
+   * with `shared`): no copy, no transfer, no new memory.
+   */
+  readonly threads: boolean;
   close(): Promise<void>;
 }
 
 /** Verification on the calling thread. */
 export const inlineVerifier: Verifier = {
-  async verify(source, hash, object, length) {
-    return { data: await verifyObject(source, hash, object, length), object };
+  threads: false,
+  async verify(source, hash, object, length, pool) {
+    const out = pool?.get(length);
+    try {
+      return { data: await verifyObject(source, hash, object, length, out), object };
+    } catch (e) {
+      if (out) pool!.put(out);
+      throw e;
+    }
   },
   async close() {},
 };
@@ -38,6 +56,7 @@ export class WorkerVerifier implements Verifier {
   private readonly waiting = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void; worker: number }>();
   private nextId = 0;
   private closed = false;
+  readonly threads = true;
 
   constructor(threads: number) {
     this.workers = Array.from({ length: Math.max(1, threads) }, () => startWorker('verify', new URL('./verify-worker.ts', import.meta.url), { role: VERIFY_ROLE }));
@@ -64,19 +83,31 @@ export class WorkerVerifier implements Verifier {
     });
   }
 
-  async verify(source: string, hash: string, object: Buffer, length: number): Promise<Verified> {
-    if (this.closed) return inlineVerifier.verify(source, hash, object, length);
+  async verify(source: string, hash: string, object: Buffer, length: number, pool?: SizedBufferPool): Promise<Verified> {
+    if (this.closed) return inlineVerifier.verify(source, hash, object, length, pool);
     let best = 0;
     for (let i = 1; i < this.workers.length; i++) if (this.load[i]! < this.load[best]!) best = i;
     const id = this.nextId++;
-    const obj = transferable(object);
     const reply = new Promise<Reply>((resolve, reject) => this.waiting.set(id, { resolve, reject, worker: best }));
     this.load[best]!++;
-    this.workers[best]!.postMessage({ id, hash, length, object: obj } satisfies Job, [obj.buffer as ArrayBuffer]);
-    const r = await reply;
+    // Shared memory in, shared memory out: the thread decodes in place.
+    const out = pool?.shared && object.buffer instanceof SharedArrayBuffer ? pool.get(length) : undefined;
+    if (out) this.workers[best]!.postMessage({ id, hash, length, object, out } satisfies Job);
+    else {
+      const obj = transferable(object);
+      this.workers[best]!.postMessage({ id, hash, length, object: obj } satisfies Job, [obj.buffer as ArrayBuffer]);
+    }
+    const r = await reply.catch((e: unknown) => {
+      if (out) pool!.put(out);
+      throw e;
+    });
     // The same words as verifyObject's, wherever the check ran.
-    if (!r.ok) throw new InvalidError(source, `block ${hash.slice(0, 12)}… from ${source}${r.message.startsWith(':') ? '' : ' '}${r.message}`);
-    return { data: asBuffer(r.data), object: asBuffer(r.object) };
+    if (!r.ok) {
+      if (out) pool!.put(out);
+      throw new InvalidError(source, `block ${hash.slice(0, 12)}… from ${source}${r.message.startsWith(':') ? '' : ' '}${r.message}`);
+    }
+    if (out) return { data: out, object };
+    return { data: asBuffer(r.data!), object: asBuffer(r.object!) };
   }
 
   async close(): Promise<void> {

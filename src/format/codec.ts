@@ -138,20 +138,24 @@ function outputOptions(expected: number): { maxOutputLength: number; chunkSize: 
  * Decodes an object to exactly `expected` bytes. Decompression is bounded:
  * output beyond `expected` is an error, never an allocation.
  * Throws BlockDecodeError for a bad tag, a corrupt stream or a wrong length.
+ * With `out` (exactly `expected` bytes long) the block is decoded into it and
+ * `out` returned; without, the result is new memory, or for an object stored
+ * uncompressed a view of `object`.
  */
-export function decodeBlockSync(object: Buffer, expected: number): Buffer {
+export function decodeBlockSync(object: Buffer, expected: number, out?: Buffer): Buffer {
   const codec = objectCodec(object);
   const payload = object.subarray(1);
+  const into = (b: Buffer) => (out ? (b.copy(out), out) : b);
   try {
     switch (codec) {
       case 'none':
-        return checkLength(payload, expected);
+        return into(checkLength(payload, expected));
       case 'zstd':
-        return zstdDecompress(payload, expected);
+        return zstdDecompress(payload, expected, out);
       case 'deflate':
-        return checkLength(zlib.inflateSync(payload, outputOptions(expected)), expected);
+        return into(checkLength(zlib.inflateSync(payload, outputOptions(expected)), expected));
       case 'brotli':
-        return checkLength(zlib.brotliDecompressSync(payload, outputOptions(expected)), expected);
+        return into(checkLength(zlib.brotliDecompressSync(payload, outputOptions(expected)), expected));
       default:
         throw new BlockDecodeError(`unknown codec tag ${object.length ? object[0] : '(empty object)'}`);
     }

@@ -142,23 +142,27 @@ export class ZstdDecodeError extends Error {
 }
 
 /**
- * Decodes one zstd frame that must hold exactly `expected` bytes into a new
- * buffer of that size. Output beyond `expected` is an error, never an
- * allocation. Throws ZstdDecodeError (or zlib's error on the fallback path).
+ * Decodes one zstd frame that must hold exactly `expected` bytes into `out`
+ * (exactly that long), or a new buffer of that size. Output beyond
+ * `expected` is an error, never an allocation. Throws ZstdDecodeError (or
+ * zlib's error on the fallback path).
  */
-export function zstdDecompress(payload: Buffer, expected: number): Buffer {
+export function zstdDecompress(payload: Buffer, expected: number, out?: Buffer): Buffer {
+  if (out && out.length !== expected) throw new RangeError(`the output buffer holds ${out.length} bytes, the block ${expected}`);
   if (usable && !decompressor) {
     decompressor = Context.create(new zlib.ZstdDecompress());
     if (!decompressor) usable = false;
   }
   if (!decompressor) {
-    const out = zlib.zstdDecompressSync(payload, { maxOutputLength: Math.max(expected, 1), chunkSize: Math.max(64, expected) });
-    if (out.length !== expected) throw new ZstdDecodeError(`block decodes to ${out.length} bytes, expected ${expected}`);
+    const got = zlib.zstdDecompressSync(payload, { maxOutputLength: Math.max(expected, 1), chunkSize: Math.max(64, expected) });
+    if (got.length !== expected) throw new ZstdDecodeError(`block decodes to ${got.length} bytes, expected ${expected}`);
+    if (!out) return got;
+    got.copy(out);
     return out;
   }
-  const out = Buffer.allocUnsafe(expected);
-  const n = decompressor.frame(payload, out);
-  if (typeof n === 'number' && n === expected) return out;
+  const dest = out ?? Buffer.allocUnsafe(expected);
+  const n = decompressor.frame(payload, dest);
+  if (typeof n === 'number' && n === expected) return dest;
   decompressor.close();
   decompressor = undefined;
   throw new ZstdDecodeError(typeof n === 'number' ? `block decodes to ${n} bytes, expected ${expected}` : n.error);

@@ -10,7 +10,7 @@ import { networkInterfaces } from 'node:os';
 import { parseArgs } from 'node:util';
 import { describeError, HfkError, UsageError } from '../errors.ts';
 import { BlockFetcher } from '../fetch/fetcher.ts';
-import { MemoryCache } from '../fetch/memcache.ts';
+import { HeapCache } from '../fetch/memcache.ts';
 import { MirrorSet } from '../fetch/mirror.ts';
 import { formatRanking, rankMirrors, type Ranking } from '../fetch/rank.ts';
 import { loadImage, TrustState } from '../fetch/trust.ts';
@@ -196,7 +196,7 @@ export async function dryRun(o: { cmdline?: string; config?: string; key?: strin
 
       // the first block, through the fetcher
       stage = 'fuse';
-      const f = new BlockFetcher({ mirrors: set, manifest: image.manifest, memory: new MemoryCache(1 << 20), mode: 'soft', softTimeoutMs: Number(o.timeout ?? 10) * 1000, readaheadBytes: 0 });
+      const f = new BlockFetcher({ mirrors: set, manifest: image.manifest, memory: new HeapCache(1 << 20), mode: 'soft', softTimeoutMs: Number(o.timeout ?? 10) * 1000, readaheadBytes: 0 });
       const t0 = performance.now();
       const head = await f.read(0, Math.min(FSTYPE_PROBE_BYTES, h.imageSize));
       await f.close();

@@ -1,9 +1,10 @@
 import { createServer, type Server } from 'node:http';
+import * as net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AbortedError, BrokenError, InvalidError, MissingError } from '../errors.ts';
 import type { RequestTiming } from './store.ts';
-import { HttpOrigin } from './http.ts';
+import { coalesceWrites, HttpOrigin } from './http.ts';
 
 // A real HTTP server on loopback whose answers the tests choose by path.
 let server: Server;
@@ -73,6 +74,85 @@ describe('HttpOrigin.read', () => {
       expect((await o.read('chunked')).equals(body)).toBe(true);
     } finally {
       await o.close();
+    }
+  });
+
+  it('puts the body where the caller says, when asked (a pool), sized by the answer', async () => {
+    const o = new HttpOrigin(base, { connections: 1 });
+    try {
+      const asked: number[] = [];
+      const given: Buffer[] = [];
+      const alloc = (n: number) => {
+        asked.push(n);
+        const b = Buffer.alloc(n + 100).subarray(50, 50 + n); // a view into larger memory, as a pool's are
+        given.push(b);
+        return b;
+      };
+      const declared = await o.read('ok', { alloc });
+      const counted = await o.read('chunked', { alloc });
+      expect(declared.equals(body) && counted.equals(body)).toBe(true);
+      expect(asked).toEqual([body.length, body.length]);
+      expect(declared).toBe(given[0]);
+      expect(counted).toBe(given[1]);
+    } finally {
+      await o.close();
+    }
+  });
+
+  it('pipelines: requests made together leave together on one connection, before any answer', async () => {
+    // A bare TCP server that notes how the request bytes arrive and answers each request in order.
+    const reads: string[] = [];
+    const raw = net.createServer((sock) => {
+      let pending = '';
+      sock.on('data', (d) => {
+        reads.push(d.toString('latin1'));
+        pending += d.toString('latin1');
+        for (let end = pending.indexOf('\r\n\r\n'); end >= 0; end = pending.indexOf('\r\n\r\n')) {
+          const path = pending.slice(0, end).split(' ')[1]!;
+          pending = pending.slice(end + 4);
+          sock.write(`HTTP/1.1 200 OK\r\ncontent-length: ${path.length}\r\n\r\n${path}`);
+        }
+      });
+    });
+    await new Promise<void>((r) => raw.listen(0, '127.0.0.1', r));
+    const o = new HttpOrigin(`http://127.0.0.1:${(raw.address() as AddressInfo).port}/p/`, { connections: 1, pipelining: 4 });
+    try {
+      expect(String(await o.read('first'))).toBe('/p/first'); // the connection is up (writes on a connecting socket wait and leave together anyway)
+      reads.length = 0;
+      const got = await Promise.all(['a', 'b', 'c', 'd'].map((x) => o.read(x)));
+      expect(got.map(String)).toEqual(['/p/a', '/p/b', '/p/c', '/p/d']);
+      // All four requests were there before the server answered the first: sent without waiting for answers.
+      expect(reads[0]!.match(/^GET \/p\/[a-d] HTTP\/1.1/gm)).toHaveLength(4);
+    } finally {
+      await o.close();
+      await new Promise((r) => raw.close(r));
+    }
+  });
+
+  it('coalesceWrites: what is written to a socket in one turn of the event loop leaves in one system call', async () => {
+    const raw = net.createServer((sock) => sock.resume());
+    await new Promise<void>((r) => raw.listen(0, '127.0.0.1', r));
+    const s = net.connect((raw.address() as AddressInfo).port, '127.0.0.1');
+    try {
+      await new Promise((r) => s.once('connect', r));
+      coalesceWrites(s);
+      // Node's stream sends a batch through _writev and a lone chunk through _write.
+      const calls: number[] = [];
+      const internals = s as unknown as { _writev: (chunks: unknown[], cb: () => void) => void; _write: (c: unknown, e: string, cb: () => void) => void };
+      const writev = internals._writev.bind(s);
+      const write1 = internals._write.bind(s);
+      internals._writev = (chunks, cb) => (calls.push(chunks.length), writev(chunks, cb));
+      internals._write = (c, e, cb) => (calls.push(1), write1(c, e, cb));
+      s.write('GET /a HTTP/1.1\r\n\r\n');
+      s.write('GET /b HTTP/1.1\r\n\r\n');
+      s.write('GET /c HTTP/1.1\r\n\r\n');
+      await new Promise((r) => setImmediate(r));
+      s.write('GET /d HTTP/1.1\r\n\r\n'); // a later turn: a call of its own
+      await new Promise((r) => setImmediate(r));
+      expect(calls).toEqual([3, 1]);
+    } finally {
+      s.destroy();
+      await new Promise((r) => raw.close(r));
     }
   });
 

@@ -3,7 +3,7 @@
 // reported by kind so the caller can decide between "try elsewhere" (404),
 // "discard and blame" (bad bytes) and "fail over and retry" (transport).
 
-import { Agent, type Dispatcher, ProxyAgent } from 'undici';
+import { Agent, buildConnector, type Dispatcher, ProxyAgent } from 'undici';
 import { AbortedError, BrokenError, errnoCode, InvalidError, MissingError, UsageError } from '../errors.ts';
 import type { ReadOptions, StoreReader } from './store.ts';
 
@@ -61,8 +61,45 @@ export function makeDispatcher(options: HttpOriginOptions = {}): Dispatcher {
     connect,
   };
   if (options.proxy) return new ProxyAgent({ uri: options.proxy, ...common, proxyTls: connect, requestTls: connect });
-  return new Agent(common);
+  const base = buildConnector(connect);
+  return new Agent({
+    ...common,
+    connect: (o, cb) =>
+      base(o, (err, socket) => {
+        if (socket) coalesceWrites(socket);
+        cb(err as Error, socket as never);
+      }),
+  });
 }
+
+/**
+ * Makes a socket send everything written to it in one turn of the event
+ * loop with one system call: the first write corks it, a tick later it is
+ * uncorked. undici writes each request on its own; when a read brings in
+ * several pipelined answers, their next requests then leave together. On
+ * loopback every send runs the receiver's network stack too: measured on
+ * this project's VM, a cold read of 2800 block objects spent 0.24 s of its
+ * 1 s in request writes one by one.
+ */
+export function coalesceWrites(s: import('node:net').Socket): void {
+  const write = s.write;
+  let corked = false;
+  const uncork = () => {
+    corked = false;
+    s.uncork();
+  };
+  s.write = function (this: unknown, ...args: unknown[]) {
+    if (!corked) {
+      corked = true;
+      s.cork();
+      process.nextTick(uncork);
+    }
+    return (write as (...a: unknown[]) => boolean).apply(s, args);
+  } as typeof s.write;
+}
+
+/** Largest body given its buffer before it arrives when no expected size says how large it must be. */
+const PREALLOCATE_MAX = 4 << 20;
 
 export class HttpOrigin implements StoreReader {
   readonly location: string;
@@ -92,6 +129,8 @@ export class HttpOrigin implements StoreReader {
     const u = new URL(rel, this.location); // parsed once: the request's origin and path, and `url` for messages
     const url = u.href;
     const { signal, expectedSize, timing } = options;
+    // A buffer of its own by default (never a slice of a shared pool): it may be transferred to a worker thread.
+    const alloc = options.alloc ?? Buffer.allocUnsafeSlow;
     if (signal?.aborted) return Promise.reject(transportError(this.location, url, signal.reason, signal));
     const location = this.location;
     return new Promise<Buffer>((resolve, reject) => {
@@ -100,6 +139,8 @@ export class HttpOrigin implements StoreReader {
       let controller: Dispatcher.DispatchController | undefined;
       let settled = false;
       let declared: number | undefined;
+      /** The body, when its length was declared up front; else the chunks, joined at the end. */
+      let body: Buffer | undefined;
       const chunks: Buffer[] = [];
       let received = 0;
       const onAbort = () => {
@@ -126,6 +167,9 @@ export class HttpOrigin implements StoreReader {
             origin: u.origin,
             path: u.pathname,
             method: 'GET',
+            // Not "blocking" (undici's default for GET): a request may go out on a connection before
+            // the answers ahead of it have their headers, so `pipelining` really pipelines.
+            blocking: false,
             headers: options.fresh ? { 'cache-control': 'no-cache' } : {},
             headersTimeout: this.options.headersTimeoutMs ?? 10_000,
             bodyTimeout: this.options.bodyTimeoutMs ?? 10_000,
@@ -144,7 +188,11 @@ export class HttpOrigin implements StoreReader {
               if (typeof cl === 'string') declared = Number(cl);
               if (expectedSize !== undefined && declared !== undefined && declared !== expectedSize) {
                 // A whole response of the wrong size: the mirror serves a wrong object.
-                fail(c, new InvalidError(location, `${url}: ${declared} bytes, the manifest says ${expectedSize}`));
+                return fail(c, new InvalidError(location, `${url}: ${declared} bytes, the manifest says ${expectedSize}`));
+              }
+              // The body's buffer up front when its size is known and sane (a hostile length is never allocated).
+              if (declared !== undefined && Number.isSafeInteger(declared) && declared >= 0 && (declared === expectedSize || declared <= PREALLOCATE_MAX)) {
+                body = alloc(declared);
               }
             },
             onResponseData(c, chunk) {
@@ -153,7 +201,10 @@ export class HttpOrigin implements StoreReader {
               if (expectedSize !== undefined && received > expectedSize) {
                 return fail(c, new InvalidError(location, `${url}: more than ${expectedSize} bytes, the manifest says ${expectedSize}`));
               }
-              chunks.push(chunk);
+              if (body) {
+                if (received > body.length) return fail(c, new BrokenError(location, `${url}: more than the ${body.length} bytes declared`));
+                chunk.copy(body, received - chunk.length);
+              } else chunks.push(chunk);
             },
             onResponseEnd() {
               if (settled) return;
@@ -167,10 +218,11 @@ export class HttpOrigin implements StoreReader {
                 timing.ttfbMs = t1 - t0;
                 timing.bodyMs = performance.now() - t1;
               }
-              // A buffer of its own (never a slice of a shared pool): it may be transferred to a worker thread.
-              const body = Buffer.allocUnsafeSlow(received);
-              let at = 0;
-              for (const ch of chunks) at += ch.copy(body, at);
+              if (!body) {
+                body = alloc(received);
+                let at = 0;
+                for (const ch of chunks) at += ch.copy(body, at);
+              }
               done(body);
             },
             onResponseError(_c, e) {

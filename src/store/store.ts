@@ -13,6 +13,11 @@ export interface ReadOptions {
   fresh?: boolean;
   /** Filled in by network readers: how long the response took. */
   timing?: RequestTiming;
+  /**
+   * Where a network reader puts the body (default: a buffer of its own),
+   * e.g. a pool the caller gives the memory back to.
+   */
+  alloc?: (size: number) => Buffer;
 }
 
 export interface RequestTiming {

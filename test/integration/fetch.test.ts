@@ -4,11 +4,11 @@
 import { execFileSync } from 'node:child_process';
 import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from 'vitest';
 import { AbortedError, BrokenError, MissingError, RollbackError, SignatureError } from '../../src/errors.ts';
 import { DiskCache } from '../../src/fetch/diskcache.ts';
 import { BlockFetcher } from '../../src/fetch/fetcher.ts';
-import { MemoryCache } from '../../src/fetch/memcache.ts';
+import { HeapCache, ShmCache } from '../../src/fetch/memcache.ts';
 import { MirrorSet } from '../../src/fetch/mirror.ts';
 import { openImage } from '../../src/fetch/open.ts';
 import { rankMirrors } from '../../src/fetch/rank.ts';
@@ -58,7 +58,7 @@ async function fetcherFor(urls: string[], opts: Partial<ConstructorParameters<ty
   const set = new MirrorSet(urls, timeouts);
   onTestFinished(() => set.close());
   const loaded = await loadImage({ name: 't', version: undefined, key: key(), mirrors: set.mirrors, trust: TrustState.memory() });
-  const f = new BlockFetcher({ mirrors: set, manifest: loaded.manifest, memory: new MemoryCache(64 << 20), ...opts });
+  const f = new BlockFetcher({ mirrors: set, manifest: loaded.manifest, memory: new HeapCache(64 << 20), ...opts });
   onTestFinished(() => f.close());
   return { set, f };
 }
@@ -165,13 +165,26 @@ describe('what each failure means', () => {
 });
 
 describe('verification on worker threads', () => {
-  it('gives the exact image through a corrupting and a good mirror', async () => {
-    const liar = await mirror({ kind: 'corrupt' });
-    const good = await mirror();
-    const { set, f } = await fetcherFor([liar.url, good.url], { hedge: false, verifier: makeVerifier(2) });
-    expect((await readAll(f)).equals(image)).toBe(true);
-    expect(set.mirrors[0]!.health.invalid).toBeGreaterThan(0);
-  });
+  // In the heap cache the threads hand blocks back; with the tmpfs cache they decode in place, in shared memory.
+  for (const memory of ['heap', 'shm'] as const) {
+    it(`gives the exact image through a corrupting and a good mirror (${memory} cache)`, async () => {
+      const liar = await mirror({ kind: 'corrupt' });
+      const good = await mirror();
+      const mem = memory === 'heap' ? new HeapCache(64 << 20) : new ShmCache(64 << 20, 16384, '/dev/shm');
+      const { set, f } = await fetcherFor([liar.url, good.url], { hedge: false, verifier: makeVerifier(2), memory: mem });
+      expect((await readAll(f)).equals(image)).toBe(true);
+      expect(set.mirrors[0]!.health.invalid).toBeGreaterThan(0);
+      const s = f.stats();
+      expect(s.memory.backing).toBe(memory === 'heap' ? 'heap' : '/dev/shm');
+      if (memory === 'heap') return expect(s.buffers).toBeNull();
+      // In the tmpfs case objects and blocks travel in pooled memory: once all is done, every buffer is back.
+      await vi.waitFor(() => expect(f.stats().inFlight).toBe(0));
+      await new Promise((r) => setImmediate(r));
+      const b = f.stats().buffers!;
+      expect(b.madeBytes).toBeGreaterThan(0);
+      expect(b.idleBytes).toBe(b.madeBytes);
+    });
+  }
 });
 
 describe('boot profiles', () => {
@@ -191,7 +204,7 @@ describe('boot profiles', () => {
     onTestFinished(() => set.close());
     const loaded = await loadImage({ name: 't', version: undefined, key: key(), mirrors: set.mirrors, trust: TrustState.memory() });
     expect(loaded.manifest.header.profile).toEqual(profile);
-    const f2 = new BlockFetcher({ mirrors: set, manifest: loaded.manifest, memory: new MemoryCache(64 << 20), hedge: false, readaheadBytes: 0 });
+    const f2 = new BlockFetcher({ mirrors: set, manifest: loaded.manifest, memory: new HeapCache(64 << 20), hedge: false, readaheadBytes: 0 });
     onTestFinished(() => f2.close());
     await f2.prefetchProfile();
     const before = m2.blockRequests;
@@ -266,7 +279,7 @@ describe('when every mirror fails', () => {
     const set = new MirrorSet([flaky.url, other.url], { health: { backoffBaseMs: 50 } });
     onTestFinished(() => set.close());
     const loaded = await loadImage({ name: 't', version: undefined, key: key(), mirrors: set.mirrors, trust: TrustState.memory() });
-    const f = new BlockFetcher({ mirrors: set, manifest: loaded.manifest, memory: new MemoryCache(1), hedge: false, explore: 0 });
+    const f = new BlockFetcher({ mirrors: set, manifest: loaded.manifest, memory: new HeapCache(1), hedge: false, explore: 0 });
     onTestFinished(() => f.close());
     flaky.fault = { kind: '500' };
     await f.read(0, 50_000);
@@ -500,11 +513,19 @@ describe('hfk get', () => {
 });
 
 describe('concurrency', () => {
-  it('many readers of overlapping blocks stay exact while mirrors fail and recover', async () => {
+  // A memory cache of a few blocks only: blocks leave it while readers still wait for them. With the
+  // tmpfs cache, blocks reach readers in reused memory (decoded in place by threads in the last case).
+  for (const [memory, threads] of [['heap', 0], ['shm', 0], ['shm', 2]] as const) {
+  it(`many readers of overlapping blocks stay exact while mirrors fail and recover (${memory} cache, ${threads} verify threads)`, async () => {
     const ms = [await mirror(), await mirror(), await mirror()];
     const { f } = await fetcherFor(
       ms.map((m) => m.url),
-      { memory: new MemoryCache(64 * 1024), maxRetryDelayMs: 50, minHedgeMs: 10 },
+      {
+        memory: memory === 'heap' ? new HeapCache(64 * 1024) : new ShmCache(64 * 1024, 16384, '/dev/shm'),
+        maxRetryDelayMs: 50,
+        minHedgeMs: 10,
+        ...(threads ? { verifier: makeVerifier(threads) } : {}),
+      },
       { headersTimeoutMs: 500, bodyTimeoutMs: 200 },
     );
     let stop = false;
@@ -536,6 +557,7 @@ describe('concurrency', () => {
     const s = f.stats();
     expect(s.sharedFetches + s.memoryHits).toBeGreaterThan(0);
   });
+  }
 
   it('an interrupted read rejects at once; the fetch goes on for the next reader', async () => {
     const m = await mirror({ kind: 'slow', delayMs: 300 });

@@ -71,7 +71,8 @@ export function buildInitrd(o: InitrdOptions): string {
 
 /** The kernel command line for a lab boot: serial console, no reboot loops. */
 export function labAppend(extra = ''): string {
-  return `console=ttyS0 panic=-1 loglevel=4 ${extra}`.trim();
+  // HFK_LAB_EXTRA: kernel parameters added to every lab boot, for experiments (e.g. HFK_BOOT_PREFETCH_BYTES=…).
+  return ['console=ttyS0 panic=-1 loglevel=4', process.env.HFK_LAB_EXTRA, extra].filter(Boolean).join(' ');
 }
 
 export interface LoginResult {
