@@ -25,6 +25,20 @@ describe('block codecs', () => {
     });
   }
 
+  it('decodes into a buffer the caller gives (a pool\'s), under every codec, never past it', () => {
+    for (const codec of CODECS) {
+      const backing = Buffer.alloc(text.length + 64, 0xee);
+      const out = backing.subarray(32, 32 + text.length);
+      const got = decodeBlockSync(encodeBlock(text, codec), text.length, out);
+      expect(got).toBe(out);
+      expect(out.equals(text)).toBe(true);
+      expect(backing.subarray(0, 32).every((b) => b === 0xee) && backing.subarray(32 + text.length).every((b) => b === 0xee)).toBe(true);
+    }
+    const bomb = Buffer.concat([Buffer.from([CODEC_TAG.zstd]), zlib.zstdCompressSync(Buffer.alloc(16 << 20))]);
+    expect(() => decodeBlockSync(bomb, 65536, Buffer.alloc(65536))).toThrow(BlockDecodeError);
+    expect(() => decodeBlockSync(encodeBlock(text, 'zstd'), text.length, Buffer.alloc(100))).toThrow(/output buffer holds 100 bytes, the block 65536/);
+  });
+
   it('stores a block that does not shrink raw, under any codec', () => {
     const noise = randomBytes(65536);
     for (const codec of CODECS) {

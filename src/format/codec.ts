@@ -143,6 +143,7 @@ function outputOptions(expected: number): { maxOutputLength: number; chunkSize: 
  * uncompressed a view of `object`.
  */
 export function decodeBlockSync(object: Buffer, expected: number, out?: Buffer): Buffer {
+  if (out && out.length !== expected) throw new RangeError(`the output buffer holds ${out.length} bytes, the block ${expected}`);
   const codec = objectCodec(object);
   const payload = object.subarray(1);
   const into = (b: Buffer) => (out ? (b.copy(out), out) : b);

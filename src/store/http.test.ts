@@ -129,6 +129,37 @@ describe('HttpOrigin.read', () => {
     }
   });
 
+  it('cancelling one pipelined request costs the others nothing: they are sent again on a new connection', async () => {
+    let conns = 0;
+    const raw = net.createServer((sock) => {
+      conns++;
+      let pending = '';
+      sock.on('data', (d) => {
+        pending += d.toString('latin1');
+        for (let end = pending.indexOf('\r\n\r\n'); end >= 0; end = pending.indexOf('\r\n\r\n')) {
+          const path = pending.slice(0, end).split(' ')[1]!;
+          pending = pending.slice(end + 4);
+          // Slow answers, in order: the cancel comes while all are in flight.
+          setTimeout(() => sock.writable && sock.write(`HTTP/1.1 200 OK\r\ncontent-length: ${path.length}\r\n\r\n${path}`), 100);
+        }
+      });
+      sock.on('error', () => {});
+    });
+    await new Promise<void>((r) => raw.listen(0, '127.0.0.1', r));
+    const o = new HttpOrigin(`http://127.0.0.1:${(raw.address() as AddressInfo).port}/p/`, { connections: 1, pipelining: 4 });
+    try {
+      const ac = new AbortController();
+      const [a, b, c] = [o.read('a'), o.read('b', { signal: ac.signal }), o.read('c')];
+      setTimeout(() => ac.abort(), 30);
+      expect(await rejection(b)).toBeInstanceOf(AbortedError);
+      expect([String(await a), String(await c)]).toEqual(['/p/a', '/p/c']);
+      expect(conns).toBe(2);
+    } finally {
+      await o.close();
+      await new Promise((r) => raw.close(r));
+    }
+  });
+
   it('coalesceWrites: what is written to a socket in one turn of the event loop leaves in one system call', async () => {
     const raw = net.createServer((sock) => sock.resume());
     await new Promise<void>((r) => raw.listen(0, '127.0.0.1', r));

@@ -168,7 +168,8 @@ export class HttpOrigin implements StoreReader {
             path: u.pathname,
             method: 'GET',
             // Not "blocking" (undici's default for GET): a request may go out on a connection before
-            // the answers ahead of it have their headers, so `pipelining` really pipelines.
+            // the answers ahead of it have their headers, so `pipelining` really pipelines. Cancelling
+            // one (a hedge's loser) resets its connection; undici sends the requests behind it again.
             blocking: false,
             headers: options.fresh ? { 'cache-control': 'no-cache' } : {},
             headersTimeout: this.options.headersTimeoutMs ?? 10_000,
