@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statfsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
@@ -39,7 +39,18 @@ describe('HeapCache', () => {
   });
 });
 
-// The tmpfs kind, on real tmpfs mounts (as root: a small one of our own to fill up).
+/** A tmpfs of its own, of `size`, unmounted when the test ends (as root). */
+function smallTmpfs(size: string): string {
+  const dir = mkdtempSync('/tmp/hfk-test-shm-');
+  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir]);
+  onTestFinished(() => {
+    execFileSync('umount', [dir]);
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return dir;
+}
+
+// The tmpfs kind, on real tmpfs mounts (as root: small ones of our own to fill up).
 describe('ShmCache', () => {
   const block = (n: number, fill: number) => Buffer.alloc(n, fill);
 
@@ -88,13 +99,8 @@ describe('ShmCache', () => {
   });
 
   it('a tmpfs that is full leaves blocks uncached and the cache working', () => {
-    const dir = mkdtempSync('/tmp/hfk-test-shm-');
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', dir]);
-    onTestFinished(() => {
-      execFileSync('umount', [dir]);
-      rmSync(dir, { recursive: true, force: true });
-    });
-    const c = new ShmCache(1 << 20, 16 * 1024, dir);
+    const dir = smallTmpfs('64k');
+    const c = new ShmCache(1 << 20, 16 * 1024, dir, { reserveBytes: 0 }); // grow until a write fails
     onTestFinished(() => c.close());
     for (let i = 0; i < 8; i++) c.set(`k${i}`, block(16 * 1024, i));
     expect(c.count).toBeGreaterThan(0);
@@ -105,6 +111,19 @@ describe('ShmCache', () => {
     c.set('new', block(16 * 1024, 42));
     expect(c.get('new')!.equals(block(16 * 1024, 42))).toBe(true);
     expect(c.count).toBe(held.length);
+  });
+
+  it('leaves room on its tmpfs for others (in the initramfs it is /run): at least 16 MiB free', () => {
+    const dir = smallTmpfs('24m');
+    const c = new ShmCache(64 << 20, 1 << 20, dir);
+    onTestFinished(() => c.close());
+    for (let i = 0; i < 20; i++) c.set(`k${i}`, block(1 << 20, i));
+    const st = statfsSync(dir);
+    expect(st.bavail * st.bsize).toBeGreaterThanOrEqual(16 << 20);
+    expect(c.count).toBeGreaterThanOrEqual(6); // 24 MiB less 16 MiB: about 7 blocks of 1 MiB
+    expect(c.count).toBeLessThanOrEqual(8);
+    // The newest blocks are the ones kept, intact.
+    for (let i = 20 - c.count; i < 20; i++) expect(c.get(`k${i}`)!.equals(block(1 << 20, i))).toBe(true);
   });
 
   it('openMemoryCache: a tmpfs file where a tmpfs is found, else the heap', () => {
