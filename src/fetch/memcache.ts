@@ -164,9 +164,10 @@ interface Slot {
 
 /**
  * Blocks in fixed slots of an unnamed tmpfs file. Slots of evicted blocks are
- * reused, so the file never outgrows the limit. The file stops growing when
- * the tmpfs gets full (it leaves others room) or refuses a write (that block
- * stays uncached): from then on new blocks replace the least recently used.
+ * reused, so the file never outgrows the limit, nor the room its tmpfs had
+ * (less a reserve for others). A write the tmpfs refuses (full after all)
+ * leaves that block uncached and stops the growth: from then on new blocks
+ * replace the least recently used.
  *
  * Writes are synchronous: handing them to libuv's threads instead took the
  * reader's thread as long in bookkeeping as the copy itself (measured: the
@@ -186,16 +187,25 @@ export class ShmCache implements BlockMemory {
   hits = 0;
   misses = 0;
 
-  /** Room the file leaves free on its tmpfs (default: 16 MiB or 5% of it, whichever is more). */
-  private readonly reserveBytes: number | undefined;
-
-  /** Throws the filesystem's error when no unnamed file can be made in `dir`. */
+  /**
+   * Throws the filesystem's error when no unnamed file can be made in `dir`.
+   * The file grows at most to what leaves `reserveBytes` of the tmpfs free
+   * as it is now (default: 16 MiB or 5% of it, whichever is more). Decided
+   * here, once: the init's reader cannot name its tmpfs (/run) after
+   * switch_root has moved it.
+   */
   constructor(limitBytes: number, slotBytes: number, dir: string, options: { reserveBytes?: number } = {}) {
-    this.reserveBytes = options.reserveBytes;
     if (!Number.isSafeInteger(slotBytes) || slotBytes <= 0) throw new RangeError(`slotBytes must be a positive integer: got ${slotBytes}`);
     this.limit = limitBytes;
     this.slotBytes = slotBytes;
     this.maxSlots = Math.floor(limitBytes / slotBytes);
+    try {
+      const st = fs.statfsSync(dir);
+      const reserve = options.reserveBytes ?? Math.max(16 << 20, st.blocks * st.bsize * 0.05);
+      this.maxSlots = Math.max(0, Math.min(this.maxSlots, Math.floor((st.bavail * st.bsize - reserve) / slotBytes)));
+    } catch {
+      // no figures: the limit alone (a write the tmpfs refuses still stops the growth)
+    }
     this.backing = dir;
     this.fd = openUnnamed(dir);
   }
@@ -254,32 +264,13 @@ export class ShmCache implements BlockMemory {
     if (s.slot < this.maxSlots) this.free.push(s.slot);
   }
 
-  /**
-   * Whether the file may grow by a slot: the tmpfs keeps some room for
-   * others (at least 16 MiB and 5% of it free — in the initramfs it is /run,
-   * which the booted system needs too). Asked once per MiB of growth.
-   */
-  private roomToGrow(): boolean {
-    if ((this.nextSlot * this.slotBytes) % (1 << 20) >= this.slotBytes && this.nextSlot > 0) return true;
-    try {
-      const st = fs.statfsSync(this.backing);
-      const reserve = this.reserveBytes ?? Math.max(16 << 20, st.blocks * st.bsize * 0.05);
-      return st.bavail * st.bsize - this.slotBytes >= reserve;
-    } catch {
-      return true;
-    }
-  }
-
   /** A slot for a new block: a free one, a new one while under the limit, else the least recently used block's. */
   private takeSlot(): number | undefined {
     while (this.free.length) {
       const f = this.free.pop()!;
       if (f < this.maxSlots) return f;
     }
-    if (this.nextSlot < this.maxSlots) {
-      if (this.roomToGrow()) return this.nextSlot++;
-      this.maxSlots = this.nextSlot; // the tmpfs is getting full: replace from now on
-    }
+    if (this.nextSlot < this.maxSlots) return this.nextSlot++;
     for (const [k, s] of this.map) {
       this.map.delete(k);
       this.bytes -= s.length;

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { bootPrefetchBytes } from './boot.ts';
+import { blockCacheLimit, bootPrefetchBytes } from './boot.ts';
 
 describe('the reader settings of a boot', () => {
   afterEach(() => {
@@ -17,5 +17,13 @@ describe('the reader settings of a boot', () => {
     expect(bootPrefetchBytes({ kind: 'tmpfs' })).toBe(65536);
     process.env.HFK_BOOT_PREFETCH_BYTES = '1M';
     expect(bootPrefetchBytes({ kind: 'tmpfs' })).toBe(0);
+  });
+
+  it('keeps the tmpfs block cache to a quarter of its tmpfs (/run, which the booted system needs)', () => {
+    const GiB = 1024 ** 3;
+    expect(blockCacheLimit({ kind: 'tmpfs' }, 4 * GiB, 1 * GiB)).toBe(GiB / 4);
+    expect(blockCacheLimit({ kind: 'tmpfs' }, 100 << 20, 1 * GiB)).toBe(100 << 20); // a smaller setting stands
+    expect(blockCacheLimit({ kind: 'label', label: 'hfk-cache' }, 4 * GiB, 1 * GiB)).toBe(4 * GiB); // a partition: as configured
+    expect(blockCacheLimit({ kind: 'tmpfs' }, 4 * GiB, undefined)).toBe(4 * GiB); // size unknown
   });
 });

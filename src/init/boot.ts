@@ -56,6 +56,25 @@ export function bootPrefetchBytes(cache: MountSource): number {
   return envCount('HFK_BOOT_PREFETCH_BYTES', cache.kind === 'tmpfs' ? 0 : 1 << 20);
 }
 
+/**
+ * The block cache's size limit: as configured, and with the tmpfs cache (on
+ * /run, which the booted system keeps using) at most a quarter of that
+ * tmpfs, so that the cache never fills it.
+ */
+export function blockCacheLimit(cache: MountSource, configured: number, tmpfsBytes: number | undefined): number {
+  if (cache.kind !== 'tmpfs' || !tmpfsBytes) return configured;
+  return Math.max(1, Math.min(configured, Math.floor(tmpfsBytes / 4)));
+}
+
+function fsBytes(dir: string): number | undefined {
+  try {
+    const st = fs.statfsSync(dir);
+    return st.blocks * st.bsize;
+  } catch {
+    return undefined;
+  }
+}
+
 export const PATHS = {
   config: '/etc/hfk/hfk.yaml',
   key: '/etc/hfk/hfk.pub',
@@ -299,7 +318,7 @@ export const fuse: Step<BootContext, void> = step('fuse', 'start the block reade
     manifestFile: PATHS.manifest,
     seeds: state.ranking!.mirrors.map((m) => ({ url: m.url, ttfbMs: m.ttfbMs, throughputMBps: m.throughputMBps })),
     cacheDir: state.cacheDir!,
-    cacheBytes: s.config.cache.maxSize,
+    cacheBytes: blockCacheLimit(s.cache, s.config.cache.maxSize, fsBytes(state.cacheDir!)),
     memoryBytes: Math.min(s.config.cache.memory, 128 * 1024 * 1024),
     trustFile: path.join(state.cacheDir!, 'trust.json'),
     mode: s.config.fetch.soft ? 'soft' : 'hard',
