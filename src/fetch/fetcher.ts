@@ -341,18 +341,17 @@ export class BlockFetcher {
       }
     }
     const { data, object } = await this.fetchFromMirrors(index, hash, len);
+    this.o.memory.set(hash, data);
     const written = this.o.disk?.putObject(hash, object);
     const pool = this.pool;
-    if (!pool) {
-      this.o.memory.set(hash, data);
-      return data;
+    if (pool) {
+      // The memory cache has its copy; the readers waiting for this block copy it in the promise
+      // reactions that run before the event loop turns, and then its memory goes back. The
+      // object's goes back once it is on disk.
+      setImmediate(() => pool.put(data));
+      if (written) void written.finally(() => pool.put(object));
+      else pool.put(object);
     }
-    // The block's memory goes back once the memory cache has its copy, and
-    // never before the readers waiting for it have copied it (in the promise
-    // reactions that run before the event loop turns); the object's once it is on disk.
-    this.o.memory.set(hash, data, () => setImmediate(() => pool.put(data)));
-    if (written) void written.finally(() => pool.put(object));
-    else pool.put(object);
     return data;
   }
 

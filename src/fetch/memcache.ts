@@ -44,12 +44,8 @@ export interface BlockMemory {
    * (not counted: the caller's get() after the fetch counts the miss).
    */
   copyTo(hash: string, dest: Uint8Array, destOffset: number, from: number, length: number): boolean;
-  /**
-   * Keeps the block. A cache that copies (`copies`) calls `done` once it no
-   * longer reads `data`, which the caller must leave unchanged until then; a
-   * cache that keeps the buffer itself never calls it.
-   */
-  set(hash: string, data: Buffer, done?: () => void): void;
+  /** Keeps the block: a copy of it (`copies`; the caller may reuse `data` once set() returns), or the buffer itself. */
+  set(hash: string, data: Buffer): void;
   /** Frees what the cache holds; later calls miss. Idempotent. */
   close(): void;
 }
@@ -279,8 +275,7 @@ export class ShmCache implements BlockMemory {
     return undefined;
   }
 
-  /** Keeps a copy of `data`; `done` is called at once (the copy is made before set() returns). */
-  set(hash: string, data: Buffer, done?: () => void): void {
+  set(hash: string, data: Buffer): void {
     const held = this.map.get(hash);
     if (held) {
       // Same name, same bytes: only the recency changes.
@@ -299,7 +294,6 @@ export class ShmCache implements BlockMemory {
         this.maxSlots = Math.min(this.maxSlots, slot);
       }
     }
-    done?.();
   }
 
   get size(): number {
