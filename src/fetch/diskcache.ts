@@ -6,6 +6,7 @@
 // all when the network is gone but the blocks are here.
 
 import { randomBytes } from 'node:crypto';
+import { readdirSync, readFile, rmSync, statSync, writeFile } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { errnoCode, InvalidError, StoreError } from '../errors.ts';
@@ -24,6 +25,9 @@ export interface DiskCacheStats {
   discarded: number;
 }
 
+/** How long after a read its object's times are set on disk (in one batch with the others). */
+const TOUCH_DELAY_MS = 30_000;
+
 export class DiskCache {
   readonly dir: string;
   readonly limit: number;
@@ -36,6 +40,14 @@ export class DiskCache {
   private discarded = 0;
   private readonly writing = new Set<string>();
   private readonly pending = new Set<Promise<void>>();
+  /** Folders known to exist (a block's fan-out folder is made once, not per object). */
+  private readonly folders = new Set<string>();
+  /** Objects read since their times were last set, and the timer that sets them. */
+  private readonly touched = new Set<string>();
+  private touchTimer: NodeJS.Timeout | undefined;
+  /** Unique names for temporary files: this process's random tag and a count. */
+  private readonly tmpTag = `${process.pid}.${randomBytes(4).toString('hex')}`;
+  private tmpCount = 0;
 
   private constructor(dir: string, limit: number) {
     this.dir = dir;
@@ -62,18 +74,28 @@ export class DiskCache {
       });
     }
     const c = new DiskCache(abs, limitBytes);
+    // The index is read with synchronous calls: once, before anything is
+    // served, and a cache partition holds thousands of objects (on a slow
+    // machine a promise round trip per object took seconds of a boot).
     const found: { hash: string; size: number; used: number }[] = [];
-    for (const fan of await fs.readdir(path.join(abs, 'blocks'))) {
+    for (const fan of readdirSync(path.join(abs, 'blocks'))) {
       if (!/^[0-9a-f]{2}$/.test(fan)) continue;
       const fanDir = path.join(abs, 'blocks', fan);
-      for (const f of await fs.readdir(fanDir)) {
+      let names: string[];
+      try {
+        names = readdirSync(fanDir);
+      } catch {
+        continue; // not a folder
+      }
+      c.folders.add(fanDir);
+      for (const f of names) {
         const p = path.join(fanDir, f);
         if (f.startsWith(TMP_PREFIX)) {
-          await fs.rm(p, { force: true }); // left by a crash
+          rmSync(p, { force: true }); // left by a crash
           continue;
         }
         if (!/^[0-9a-f]{64}$/.test(f)) continue;
-        const st = await fs.stat(p).catch(() => undefined);
+        const st = statSync(p, { throwIfNoEntry: false });
         if (st?.isFile()) found.push({ hash: f, size: st.size, used: st.mtimeMs });
       }
     }
@@ -106,7 +128,7 @@ export class DiskCache {
     const p = this.abs(blockPath(hash));
     let object: Buffer;
     try {
-      object = await fs.readFile(p);
+      object = await new Promise<Buffer>((resolve, reject) => readFile(p, (e, b) => (e ? reject(e) : resolve(b))));
     } catch (e) {
       if (errnoCode(e) !== 'ENOENT') throw e;
       this.drop(hash);
@@ -116,7 +138,7 @@ export class DiskCache {
     try {
       const data = await verifyObject(`disk cache ${this.dir}`, hash, object, length);
       this.hits++;
-      this.touch(hash, p);
+      this.touch(hash);
       return data;
     } catch (e) {
       if (!(e instanceof InvalidError)) throw e;
@@ -128,12 +150,28 @@ export class DiskCache {
     }
   }
 
-  private touch(hash: string, p: string): void {
+  /**
+   * Marks an object used: first in memory, and on disk (its times, so the
+   * LRU order survives a reboot) a while later and in one batch, off the
+   * path of the reads that are waiting now (a boot reads hundreds at once).
+   */
+  private touch(hash: string): void {
     const size = this.index.get(hash)!;
     this.index.delete(hash);
     this.index.set(hash, size);
+    this.touched.add(hash);
+    this.touchTimer ??= setTimeout(() => void this.touchNow(), TOUCH_DELAY_MS).unref();
+  }
+
+  private async touchNow(): Promise<void> {
+    clearTimeout(this.touchTimer);
+    this.touchTimer = undefined;
+    const hashes = [...this.touched];
+    this.touched.clear();
     const now = new Date();
-    fs.utimes(p, now, now).catch(() => {}); // LRU order survives a reboot
+    for (const h of hashes) {
+      if (this.index.has(h)) await fs.utimes(this.abs(blockPath(h)), now, now).catch(() => {});
+    }
   }
 
   private drop(hash: string): void {
@@ -152,9 +190,10 @@ export class DiskCache {
     return p;
   }
 
-  /** Waits for every write under way. */
+  /** Waits for every write under way, and records the use of objects read. */
   async flush(): Promise<void> {
     while (this.pending.size) await Promise.all([...this.pending]);
+    if (this.touched.size) await this.touchNow();
   }
 
   private async write(hash: string, object: Buffer): Promise<void> {
@@ -173,10 +212,23 @@ export class DiskCache {
 
   private async writeAtomic(rel: string, data: Uint8Array): Promise<void> {
     const dest = this.abs(rel);
-    await fs.mkdir(path.dirname(dest), { recursive: true });
-    const tmp = path.join(path.dirname(dest), `${TMP_PREFIX}${path.basename(dest)}.${process.pid}.${randomBytes(4).toString('hex')}`);
+    const dir = path.dirname(dest);
+    if (!this.folders.has(dir)) {
+      await fs.mkdir(dir, { recursive: true });
+      this.folders.add(dir);
+    }
+    const tmp = path.join(dir, `${TMP_PREFIX}${path.basename(dest)}.${this.tmpTag}.${++this.tmpCount}`);
+    // node:fs's callback form: the same system calls as fs/promises' writeFile, much less work around them
+    const write = () => new Promise<void>((resolve, reject) => writeFile(tmp, data, { flag: 'wx' }, (e) => (e ? reject(e) : resolve())));
     try {
-      await fs.writeFile(tmp, data, { flag: 'wx' });
+      try {
+        await write();
+      } catch (e) {
+        if (errnoCode(e) !== 'ENOENT') throw e;
+        // the folder went (removed by hand): make it again
+        await fs.mkdir(dir, { recursive: true });
+        await write();
+      }
       await fs.rename(tmp, dest);
     } catch (e) {
       await fs.rm(tmp, { force: true });

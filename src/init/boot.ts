@@ -109,6 +109,7 @@ export interface System {
 
 /** What the steps learn, in order; the boot report is made from it. */
 export interface BootState {
+  /** The kernel's uptime when it ran /init, seconds (Node's start-up counts as the init's). */
   startedUptime: number;
   /** The reader process, started early so its start-up overlaps the other stages. */
   launched?: LaunchedReader;

@@ -48,6 +48,14 @@ function uptime(): number {
   }
 }
 
+/**
+ * The kernel's uptime when it ran /init: now, less this process's age (Node's
+ * own start-up is part of the init's time). Known once /proc is mounted.
+ */
+function initStartUptime(): number {
+  return Math.max(0, uptime() - process.uptime());
+}
+
 function kernelRelease(): string {
   try {
     return fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim();
@@ -58,7 +66,7 @@ function kernelRelease(): string {
 
 /** PID 1: boot, and never return. */
 async function boot(): Promise<never> {
-  const state: BootState = { startedUptime: uptime(), warnings: [] };
+  const state: BootState = { startedUptime: 0, warnings: [] }; // set once /proc is mounted
   const records: StepRecord[] = [];
   process.env.PATH = '/usr/sbin:/usr/bin:/sbin:/bin';
   const run = spawnRunner({ env: { PATH: process.env.PATH } });
@@ -112,6 +120,7 @@ async function boot(): Promise<never> {
     emergency,
   });
   await runStep(earlyMounts, ctx, runtime());
+  state.startedUptime = initStartUptime();
   // The reader is a second Node process: start it now, so its start-up runs
   // while the probe, network and mirror stages do; it gets its spec later.
   try {
@@ -128,7 +137,7 @@ async function boot(): Promise<never> {
   }
   const debug = /(^|\s)hfk\.debug(\s|=|$)/.test(fs.readFileSync('/proc/cmdline', 'utf8'));
   log = initLogger([consoleSink(), ...(kmsg ? [kmsgSink(kmsg)] : []), fileSink(PATHS.log)], { debug });
-  log.info(`hfk-init: kernel ${kernelRelease()}, up ${state.startedUptime.toFixed(2)} s, node ${process.version}`);
+  log.info(`hfk-init: kernel ${kernelRelease()}, started at ${state.startedUptime.toFixed(2)} s of uptime, node ${process.version}`);
   for (const s of BOOT_STEPS) await runStep(s, ctx, runtime());
 
   // switch_root: the last step cannot report its own end (the process is
