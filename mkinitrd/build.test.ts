@@ -1,10 +1,11 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { InputError, UsageError } from '../src/errors.ts';
 import { findKernel } from '../test/lab/qemu.ts';
-import { archiveSize, type BuildReport, BuildOptions, buildInitramfs, collect, formatSizeReport, initBootstrap, initRecord } from './build.ts';
+import { archiveSize, type BuildReport, BuildOptions, buildInitramfs, collect, formatSizeReport, initBootstrap, initRecord, strippedNode } from './build.ts';
 import { CpioTree, dir, encodeNewc, file, symlink } from './cpio.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'hfk-build-'));
@@ -89,7 +90,7 @@ describe('sizes', () => {
       compression: { kind: 'zstd', level: 19 },
       mtime: 0,
       kernel: { version: '6.1.0-56-cloud-amd64', modules: 92, builtinSpecs: ['af_packet?'], skippedSpecs: [] },
-      node: { binary: '/usr/bin/node', version: 'v24.21.0' },
+      node: { binary: '/usr/bin/node', version: 'v24.21.0', stripped: true },
       components: { node: { files: 8, bytes: 132e6 }, busybox: { files: 1, bytes: 2e6 }, modules: { files: 105, bytes: 9.8e6 }, init: { files: 1, bytes: 2e6 }, other: { files: 6, bytes: 0.2e6 } },
       entries: 294,
       archiveBytes: 146.05e6,
@@ -105,5 +106,32 @@ describe('sizes', () => {
     expect(text).toContain('  uncompressed 146.1 MB\n');
     expect(text).toMatch(/ {2}zstd -19 {6}37\.7 MB {2}\(25\.8%, 36\.0 MiB\) in 85\.2 s\n {2}within the 48 MB target\n/);
     expect(formatSizeReport({ ...r, compression: { kind: 'gzip', level: 9 }, withinTarget: false })).toContain('WARNING: over the 48 MB target (zstd packs tighter)');
+    expect(text).toContain('Node v24.21.0 (stripped)\n');
+    expect(text).not.toContain('with its symbols');
+    const unstripped = formatSizeReport({ ...r, node: { ...r.node, stripped: false, why: 'strip: not installed (apt-get install binutils)' } });
+    expect(unstripped).toContain('  Node packed with its symbols: strip: not installed (apt-get install binutils)\n');
+    expect(formatSizeReport({ ...r, node: { ...r.node, stripped: false, why: 'not asked to' } })).not.toContain('with its symbols');
+  });
+});
+
+describe('strippedNode', () => {
+  it('writes a copy without symbols that still runs, and leaves the binary as it is without strip', () => {
+    const work = mkdtempSync(join(tmpdir(), 'hfk-strip-'));
+    try {
+      // A binary with a symbol table: the packed Node (its symbols are what this removes).
+      const s = strippedNode(process.execPath, work);
+      expect(s.stripped).toBe(true);
+      expect(s.path).toBe(join(work, 'node.stripped'));
+      expect(statSync(s.path).size).toBeLessThan(statSync(process.execPath).size);
+      expect(execFileSync(s.path, ['-p', '6 * 7']).toString().trim()).toBe('42');
+      const none = strippedNode(process.execPath, work, 'no-such-strip-command');
+      expect(none).toEqual({ path: process.execPath, stripped: false, why: 'no-such-strip-command: not installed (apt-get install binutils)' });
+      const bad = strippedNode(join(work, 'missing'), work);
+      expect(bad.stripped).toBe(false);
+      expect(bad.path).toBe(join(work, 'missing'));
+      expect(bad.why).toMatch(/^strip failed: .*missing/);
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
   });
 });

@@ -104,6 +104,13 @@ export const BuildOptions = z.strictObject({
   mtime: z.number().int().min(0).max(0xffffffff).optional(),
   /** The Node binary to pack (default: the one running this). */
   node: z.string().default(process.execPath),
+  /**
+   * Pack Node without its symbol table and debug information (binutils'
+   * strip, when the host has it): Node 24's official binary carries 18 MB
+   * of them, which the kernel would unpack at every boot and the booted
+   * system keep in RAM (the reader runs from that binary to the end).
+   */
+  stripNode: z.boolean().default(true),
   busybox: z.string().default(HOST_BUSYBOX),
   caCerts: z.string().default(HOST_CA_CERTS),
   /** Default: initramfs/udhcpc.script of this checkout. */
@@ -123,7 +130,8 @@ export interface BuildReport {
   compression: { kind: Compression; level: number };
   mtime: number;
   kernel: { version: string; modules: number; builtinSpecs: string[]; skippedSpecs: string[] };
-  node: { binary: string; version: string };
+  /** stripped: packed without symbols (why not, when not). */
+  node: { binary: string; version: string; stripped: boolean; why?: string };
   /** File data per component (symlink targets count; headers do not). */
   components: Record<Component, ComponentSize>;
   entries: number;
@@ -239,6 +247,24 @@ export interface Collected {
   builtinSpecs: string[];
   skippedSpecs: string[];
   busyboxMissingApplets: string[];
+  node: { stripped: boolean; why?: string };
+}
+
+/**
+ * A copy of the Node binary without symbols (`strip --strip-all` into
+ * workDir): what runs is the same, only the symbol table and DWARF go (the
+ * dynamic symbols stay). Without binutils, or if strip fails, the binary as
+ * it is, and why.
+ */
+export function strippedNode(binary: string, workDir: string, stripCommand = 'strip'): { path: string; stripped: boolean; why?: string } {
+  const out = join(workDir, 'node.stripped');
+  const r = spawnSync(stripCommand, ['--strip-all', '-o', out, binary], { stdio: ['ignore', 'ignore', 'pipe'], timeout: 120_000 });
+  if (r.error || r.status !== 0) {
+    rmSync(out, { force: true });
+    const why = r.error ? `${stripCommand}: ${(r.error as NodeJS.ErrnoException).code === 'ENOENT' ? 'not installed (apt-get install binutils)' : r.error.message}` : `${stripCommand} failed: ${r.stderr.toString().trim()}`;
+    return { path: binary, stripped: false, why };
+  }
+  return { path: out, stripped: true };
 }
 
 /** Everything that goes in, as a tree of records (modules staged under workDir). */
@@ -247,7 +273,8 @@ export function collect(o: z.infer<typeof BuildOptions>, workDir: string, depmod
   tree.add(...folders(), ...deviceNodes(), ...etcFiles(), ...caCertificates(o.caCerts), ...udhcpcScript(o.udhcpcScript));
   const bb = busybox(o.busybox);
   tree.add(...bb.records);
-  tree.add(...dynamicBinary(o.node, NODE_PATH, 'node'));
+  const node = o.stripNode ? strippedNode(o.node, workDir) : { path: o.node, stripped: false, why: 'not asked to' };
+  tree.add(...dynamicBinary(node.path, NODE_PATH, 'node'));
   const staged = stageModules({ modulesDir: o.modulesDir, specs: o.modules ?? DEFAULT_MODULE_SPECS, stagingDir: workDir, ...(depmod ? { depmod } : {}) });
   tree.add(...tagged('modules', hostTree(staged.dir, `lib/modules/${staged.version}`)));
   tree.add(...initRecord(o.init));
@@ -265,6 +292,7 @@ export function collect(o: z.infer<typeof BuildOptions>, workDir: string, depmod
     builtinSpecs: staged.specs.filter((s) => s.builtin).map((s) => s.spec),
     skippedSpecs: staged.skipped,
     busyboxMissingApplets: bb.missing,
+    node: node.why === undefined ? { stripped: node.stripped } : { stripped: node.stripped, why: node.why },
   };
 }
 
@@ -337,7 +365,7 @@ export async function buildInitramfs(options: BuildOptions, hooks: BuildHooks = 
       compression: { kind: o.compress, level },
       mtime,
       kernel: { version: c.version, modules: c.modules, builtinSpecs: c.builtinSpecs, skippedSpecs: c.skippedSpecs },
-      node: { binary: o.node, version },
+      node: { binary: o.node, version, ...c.node },
       components,
       entries: records.length,
       archiveBytes,
@@ -362,12 +390,13 @@ export function formatSizeReport(r: BuildReport): string {
   const rows = (Object.keys(LABELS) as Component[]).map((k) => `  ${LABELS[k].padEnd(12)}${mb(r.components[k].bytes)}  ${String(r.components[k].files).padStart(4)} files`);
   const headers = r.archiveBytes - Object.values(r.components).reduce((a, c) => a + c.bytes, 0);
   return [
-    `wrote ${r.out}: ${r.entries} entries, kernel ${r.kernel.version} (${r.kernel.modules} modules), Node ${r.node.version}`,
+    `wrote ${r.out}: ${r.entries} entries, kernel ${r.kernel.version} (${r.kernel.modules} modules), Node ${r.node.version}${r.node.stripped ? ' (stripped)' : ''}`,
     ...rows,
     `  ${'cpio headers'.padEnd(12)}${mb(headers)}`,
     `  ${'uncompressed'.padEnd(12)}${mb(r.archiveBytes)}`,
     `  ${`${r.compression.kind} -${r.compression.level}`.padEnd(12)}${mb(r.compressedBytes)}  (${((100 * r.compressedBytes) / r.archiveBytes).toFixed(1)}%, ${formatBytes(r.compressedBytes)}) in ${r.seconds.toFixed(1)} s`,
     r.withinTarget ? `  within the ${r.targetBytes / 1e6} MB target` : `  WARNING: over the ${r.targetBytes / 1e6} MB target${r.compression.kind === 'gzip' ? ' (zstd packs tighter)' : ''}`,
+    ...(!r.node.stripped && r.node.why !== 'not asked to' ? [`  Node packed with its symbols: ${r.node.why}`] : []),
     ...(r.kernel.skippedSpecs.length ? [`  optional module specs not in this kernel: ${r.kernel.skippedSpecs.join(' ')}`] : []),
     `  sha256 ${r.sha256}`,
     '',

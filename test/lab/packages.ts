@@ -10,7 +10,7 @@ export const PACKAGES = [
   // mirrors and proxies, and what the mirror benchmarks compare against
   'nginx-light', 'squid', 'rclone', 'fuse', 'netselect', 'iputils-ping', 'socat',
   // the initramfs and the boots
-  'linux-image-cloud-amd64', 'qemu-system-x86', 'qemu-utils', 'ipxe-qemu', 'busybox-static', 'debootstrap', 'kmod', 'cpio', 'zstd',
+  'linux-image-cloud-amd64', 'qemu-system-x86', 'qemu-utils', 'ipxe-qemu', 'busybox-static', 'debootstrap', 'kmod', 'cpio', 'zstd', 'binutils',
   // boot entries
   'xorriso', 'grub-pc-bin', 'grub-common', 'isolinux', 'syslinux', 'syslinux-common', 'pxelinux', 'mtools', 'dosfstools',
   'ca-certificates', 'openssl', 'iproute2', 'procps', 'util-linux',
