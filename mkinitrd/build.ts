@@ -12,7 +12,9 @@
 // Size (Node 24.21 from npm, Debian 6.1 cloud kernel, default modules):
 // 144 MB uncompressed, of which Node and its libraries are 132 MB, modules
 // 10 MB, busybox 2 MB. zstd -19 makes 37.7 MB (85 s on one core), gzip -9
-// 51.9 MB (21 s): zstd is the default, inside the 48 MB target.
+// 51.9 MB (21 s): zstd is the default, inside the 48 MB target. Node's
+// symbols and debug information (18 MB of the 132) are stripped by default
+// (binutils strip): 126 MB uncompressed, 35.5 MB with zstd -19.
 
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
