@@ -132,7 +132,7 @@ export interface BuildReport {
   compression: { kind: Compression; level: number };
   mtime: number;
   kernel: { version: string; modules: number; builtinSpecs: string[]; skippedSpecs: string[] };
-  /** stripped: packed without symbols (why not, when not). */
+  /** stripped: packed without symbols; why: why not, when it was asked to and could not. */
   node: { binary: string; version: string; stripped: boolean; why?: string };
   /** File data per component (symlink targets count; headers do not). */
   components: Record<Component, ComponentSize>;
@@ -275,8 +275,8 @@ export function collect(o: z.infer<typeof BuildOptions>, workDir: string, depmod
   tree.add(...folders(), ...deviceNodes(), ...etcFiles(), ...caCertificates(o.caCerts), ...udhcpcScript(o.udhcpcScript));
   const bb = busybox(o.busybox);
   tree.add(...bb.records);
-  const node = o.stripNode ? strippedNode(o.node, workDir) : { path: o.node, stripped: false, why: 'not asked to' };
-  tree.add(...dynamicBinary(node.path, NODE_PATH, 'node'));
+  const { path: nodePath, ...node } = o.stripNode ? strippedNode(o.node, workDir) : { path: o.node, stripped: false };
+  tree.add(...dynamicBinary(nodePath, NODE_PATH, 'node'));
   const staged = stageModules({ modulesDir: o.modulesDir, specs: o.modules ?? DEFAULT_MODULE_SPECS, stagingDir: workDir, ...(depmod ? { depmod } : {}) });
   tree.add(...tagged('modules', hostTree(staged.dir, `lib/modules/${staged.version}`)));
   tree.add(...initRecord(o.init));
@@ -294,7 +294,7 @@ export function collect(o: z.infer<typeof BuildOptions>, workDir: string, depmod
     builtinSpecs: staged.specs.filter((s) => s.builtin).map((s) => s.spec),
     skippedSpecs: staged.skipped,
     busyboxMissingApplets: bb.missing,
-    node: node.why === undefined ? { stripped: node.stripped } : { stripped: node.stripped, why: node.why },
+    node,
   };
 }
 
@@ -398,7 +398,7 @@ export function formatSizeReport(r: BuildReport): string {
     `  ${'uncompressed'.padEnd(12)}${mb(r.archiveBytes)}`,
     `  ${`${r.compression.kind} -${r.compression.level}`.padEnd(12)}${mb(r.compressedBytes)}  (${((100 * r.compressedBytes) / r.archiveBytes).toFixed(1)}%, ${formatBytes(r.compressedBytes)}) in ${r.seconds.toFixed(1)} s`,
     r.withinTarget ? `  within the ${r.targetBytes / 1e6} MB target` : `  WARNING: over the ${r.targetBytes / 1e6} MB target${r.compression.kind === 'gzip' ? ' (zstd packs tighter)' : ''}`,
-    ...(!r.node.stripped && r.node.why !== 'not asked to' ? [`  Node packed with its symbols: ${r.node.why}`] : []),
+    ...(r.node.why ? [`  Node packed with its symbols: ${r.node.why}`] : []),
     ...(r.kernel.skippedSpecs.length ? [`  optional module specs not in this kernel: ${r.kernel.skippedSpecs.join(' ')}`] : []),
     `  sha256 ${r.sha256}`,
     '',
