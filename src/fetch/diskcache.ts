@@ -209,6 +209,9 @@ export class DiskCache {
       await this.writeAtomic(blockPath(hash), object);
       this.index.set(hash, object.length);
       this.bytes += object.length;
+      // Done writing before evicting: with many writes finishing together, each eviction
+      // must be free to remove the others' objects, or the cache can stay over its limit.
+      this.writing.delete(hash);
       await this.evict();
     } catch {
       // A cache that cannot write only makes the next boot slower.
@@ -247,7 +250,6 @@ export class DiskCache {
     const target = this.limit * 0.9;
     for (const [hash, size] of this.index) {
       if (this.bytes <= target) break;
-      if (this.writing.has(hash)) continue;
       this.index.delete(hash);
       this.bytes -= size;
       this.evicted++;

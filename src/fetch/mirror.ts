@@ -1,9 +1,12 @@
 // One mirror as the fetcher sees it: an HTTP origin, its health, and how many
-// requests it has in flight (bounded per mirror; undici queues the rest on
-// its keep-alive connections).
+// requests it has in flight (bounded per mirror; the client queues the rest
+// on its keep-alive connections). Plain-HTTP mirrors reached directly go
+// through hfk's own pipelined block client (src/store/h1.ts); HTTPS mirrors
+// and anything behind a proxy through undici (src/store/http.ts).
 
 import type { Dispatcher } from 'undici';
 import { BrokenError, HfkError, InvalidError, MissingError } from '../errors.ts';
+import { H1Origin } from '../store/h1.ts';
 import { HttpOrigin, makeDispatcher, normalizeBaseUrl, type HttpOriginOptions } from '../store/http.ts';
 import type { ReadOptions, RequestTiming, StoreReader } from '../store/store.ts';
 import { MirrorHealth, type HealthOptions } from './score.ts';
@@ -25,21 +28,35 @@ export class Mirror implements StoreReader {
   readonly health: MirrorHealth;
   readonly connections: number;
   inFlight = 0;
-  private readonly origin: HttpOrigin;
+  private readonly origin: StoreReader;
   private readonly now: () => number;
 
-  constructor(url: string, dispatcher: Dispatcher, options: MirrorOptions = {}, now: () => number = Date.now) {
+  /** `dispatcher`: undici's, shared by the set; none: the mirror's own block client (plain HTTP only). */
+  constructor(url: string, dispatcher: Dispatcher | undefined, options: MirrorOptions & Pick<HttpOriginOptions, 'lookup'> = {}, now: () => number = Date.now) {
     this.url = normalizeBaseUrl(url, 'mirror URL');
     this.location = this.url;
     // What the mirror can have in flight at once.
     this.connections = (options.connections ?? 4) * (options.pipelining ?? 8);
     this.health = new MirrorHealth(options.health);
     this.now = now;
-    this.origin = new HttpOrigin(this.url, {
-      dispatcher,
+    const timeouts = {
       ...(options.headersTimeoutMs ? { headersTimeoutMs: options.headersTimeoutMs } : {}),
       ...(options.bodyTimeoutMs ? { bodyTimeoutMs: options.bodyTimeoutMs } : {}),
-    });
+    };
+    this.origin = dispatcher
+      ? new HttpOrigin(this.url, { dispatcher, ...timeouts })
+      : new H1Origin(this.url, {
+          ...timeouts,
+          connections: options.connections ?? 4,
+          pipelining: options.pipelining ?? 8,
+          ...(options.connectTimeoutMs ? { connectTimeoutMs: options.connectTimeoutMs } : {}),
+          ...(options.lookup ? { lookup: options.lookup } : {}),
+        });
+  }
+
+  /** Which HTTP client carries this mirror's requests. */
+  get client(): 'hfk' | 'undici' {
+    return this.origin instanceof H1Origin ? 'hfk' : 'undici';
   }
 
   /** Reads a path and books the outcome against this mirror's health. */
@@ -82,17 +99,19 @@ export class Mirror implements StoreReader {
 }
 
 /**
- * The mirrors of one fetcher, sharing one dispatcher (and so one proxy
- * configuration and one connection pool per origin).
+ * The mirrors of one fetcher. Those that need undici (HTTPS, or all of them
+ * behind a proxy) share one dispatcher, and so one proxy configuration and
+ * one connection pool per origin.
  */
 export class MirrorSet {
   readonly mirrors: Mirror[];
-  readonly dispatcher: Dispatcher;
+  private readonly dispatcher: Dispatcher | undefined;
 
   constructor(urls: readonly string[], options: MirrorOptions & Pick<HttpOriginOptions, 'proxy' | 'lookup'> = {}, now: () => number = Date.now) {
     const seen = new Set<string>();
     const unique = urls.map((u) => normalizeBaseUrl(u, 'mirror URL')).filter((u) => !seen.has(u) && seen.add(u));
-    this.dispatcher = makeDispatcher({
+    const viaUndici = (u: string) => Boolean(options.proxy) || !u.startsWith('http:');
+    this.dispatcher = !unique.some(viaUndici) ? undefined : makeDispatcher({
       connections: options.connections ?? 4,
       pipelining: options.pipelining ?? 8,
       ...(options.proxy ? { proxy: options.proxy } : {}),
@@ -101,7 +120,7 @@ export class MirrorSet {
       ...(options.headersTimeoutMs ? { headersTimeoutMs: options.headersTimeoutMs } : {}),
       ...(options.bodyTimeoutMs ? { bodyTimeoutMs: options.bodyTimeoutMs } : {}),
     });
-    this.mirrors = unique.map((u) => new Mirror(u, this.dispatcher, options, now));
+    this.mirrors = unique.map((u) => new Mirror(u, viaUndici(u) ? this.dispatcher : undefined, options, now));
   }
 
   /**
@@ -117,6 +136,6 @@ export class MirrorSet {
   }
 
   async close(): Promise<void> {
-    await this.dispatcher.close().catch(() => {});
+    await Promise.all([...this.mirrors.map((m) => m.close()), this.dispatcher?.close().catch(() => {})]);
   }
 }

@@ -18,7 +18,7 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createWriteStream, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { HfkError, InputError, type HfkErrorOptions } from '../../src/errors.ts';
 
 /** A lab tool (debootstrap, chroot, mksquashfs, apt-get) that failed. */
@@ -46,6 +46,7 @@ export interface RunOptions {
 /** Runs a command to completion; fails with the end of its output. */
 export function run(cmd: string, args: string[], o: RunOptions = {}): Promise<string> {
   return new Promise((resolve, reject) => {
+    if (o.logFile) mkdirSync(dirname(o.logFile), { recursive: true });
     const log = o.logFile ? createWriteStream(o.logFile, { flags: 'a' }) : null;
     log?.write(`\n$ ${[cmd, ...args].join(' ')}\n`);
     const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...o.env } });

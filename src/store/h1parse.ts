@@ -1,0 +1,227 @@
+// The response side of HTTP/1.1 (RFC 9112) as the block client needs it: a
+// pure, incremental parser fed whatever bytes a socket read returned. It
+// finds each response's head, works out how its body is framed
+// (Content-Length, chunked, or until the connection closes), hands body
+// bytes on as slices of the input (no copy), and says where each response
+// ends, so pipelined responses that share one read are split exactly.
+//
+// It knows nothing of sockets or requests: tests drive it with golden bytes
+// cut at every possible place.
+
+/** What the client needs from a response's head. */
+export interface ResponseHead {
+  status: number;
+  /** 0 for HTTP/1.0, 1 for HTTP/1.1. */
+  minor: number;
+  /** Content-Length, when the body is framed by it. */
+  contentLength: number | undefined;
+  chunked: boolean;
+  /** The server closes the connection after this response (Connection: close, or HTTP/1.0 without keep-alive). */
+  close: boolean;
+}
+
+export interface ParserEvents {
+  onHead(head: ResponseHead): void;
+  /** Body bytes: `buf[start, end)`, valid only during the call. */
+  onData(buf: Buffer, start: number, end: number): void;
+  /** The response is complete; the next byte belongs to the next one. */
+  onEnd(): void;
+}
+
+/** Bytes that are not an HTTP/1.x response: the connection cannot be used any more. */
+export class ResponseParseError extends Error {
+  override name = 'ResponseParseError';
+}
+
+/** Longest response head accepted (status line and headers). */
+export const MAX_HEAD_BYTES = 64 * 1024;
+
+const CRLF2 = Buffer.from('\r\n\r\n');
+
+type State =
+  | 'head' // waiting for (the rest of) a head
+  | 'fixed' // Content-Length body: `left` bytes to go
+  | 'close' // body until the connection closes
+  | 'chunk-size' // reading a chunk-size line
+  | 'chunk-data' // `left` bytes of chunk data
+  | 'chunk-crlf' // the CRLF after chunk data
+  | 'trailers'; // trailer lines until an empty one
+
+/** Parses the head text (without the final blank line). Pure. */
+export function parseHead(text: string): ResponseHead {
+  const lines = text.split('\r\n');
+  const m = /^HTTP\/1\.([01]) (\d{3})(?: .*)?$/.exec(lines[0]!);
+  if (!m) throw new ResponseParseError(`not an HTTP/1.x status line: '${lines[0]!.slice(0, 80)}'`);
+  const minor = Number(m[1]);
+  const status = Number(m[2]);
+  let contentLength: number | undefined;
+  let te: string | undefined;
+  let connection = '';
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i]!;
+    const c = line.indexOf(':');
+    if (c <= 0) throw new ResponseParseError(`malformed header line: '${line.slice(0, 80)}'`);
+    const name = line.slice(0, c).trim().toLowerCase();
+    const value = line.slice(c + 1).trim();
+    if (name === 'content-length') {
+      if (!/^\d{1,15}$/.test(value)) throw new ResponseParseError(`bad Content-Length: '${value.slice(0, 40)}'`);
+      const n = Number(value);
+      if (contentLength !== undefined && contentLength !== n) throw new ResponseParseError(`two different Content-Length values: ${contentLength} and ${n}`);
+      contentLength = n;
+    } else if (name === 'transfer-encoding') te = te === undefined ? value.toLowerCase() : `${te}, ${value.toLowerCase()}`;
+    else if (name === 'connection') connection += `,${value.toLowerCase()}`;
+  }
+  const tokens = connection.split(',').map((t) => t.trim());
+  const close = tokens.includes('close') || (minor === 0 && !tokens.includes('keep-alive'));
+  const codings = te?.split(',').map((t) => t.trim()).filter(Boolean);
+  const chunked = codings !== undefined && codings[codings.length - 1] === 'chunked';
+  // A body without chunked framing under Transfer-Encoding ends with the connection (RFC 9112 §6.3).
+  if (codings !== undefined) return { status, minor, contentLength: undefined, chunked, close: chunked ? close : true };
+  return { status, minor, contentLength, chunked: false, close: close || (contentLength === undefined && hasBody(status)) };
+}
+
+/** Responses that never have a body (RFC 9110: 1xx, 204, 304). */
+function hasBody(status: number): boolean {
+  return !(status < 200 || status === 204 || status === 304);
+}
+
+export class ResponseParser {
+  private state: State = 'head';
+  private left = 0;
+  /** A head (or chunk-size/trailer line) split across reads. */
+  private partial: Buffer | undefined;
+  private readonly ev: ParserEvents;
+
+  constructor(events: ParserEvents) {
+    this.ev = events;
+  }
+
+  /** Whether the parser is between responses (nothing of the next one seen yet). */
+  get idle(): boolean {
+    return this.state === 'head' && this.partial === undefined;
+  }
+
+  /** Whether the response being read ends when the connection closes. */
+  get endsAtClose(): boolean {
+    return this.state === 'close';
+  }
+
+  /** Feeds `buf[start, end)`. Throws ResponseParseError on bytes that are not HTTP. */
+  feed(buf: Buffer, start = 0, end = buf.length): void {
+    let at = start;
+    while (at < end) {
+      switch (this.state) {
+        case 'head':
+          at = this.head(buf, at, end);
+          break;
+        case 'fixed': {
+          const n = Math.min(this.left, end - at);
+          this.ev.onData(buf, at, at + n);
+          at += n;
+          this.left -= n;
+          if (this.left === 0) this.finish();
+          break;
+        }
+        case 'close':
+          this.ev.onData(buf, at, end);
+          at = end;
+          break;
+        case 'chunk-data': {
+          const n = Math.min(this.left, end - at);
+          this.ev.onData(buf, at, at + n);
+          at += n;
+          this.left -= n;
+          if (this.left === 0) this.state = 'chunk-crlf';
+          break;
+        }
+        case 'chunk-size':
+        case 'chunk-crlf':
+        case 'trailers':
+          at = this.line(buf, at, end);
+          break;
+      }
+    }
+  }
+
+  /** The connection closed: completes a body that runs until then; anything else unfinished is an error. */
+  eof(): void {
+    if (this.state === 'close') return this.finish();
+    if (!this.idle) throw new ResponseParseError('the connection closed in the middle of a response');
+  }
+
+  private finish(): void {
+    this.state = 'head';
+    this.ev.onEnd();
+  }
+
+  private head(buf: Buffer, at: number, end: number): number {
+    let text: string;
+    let next: number;
+    if (this.partial === undefined) {
+      const e = (end === buf.length ? buf : buf.subarray(0, end)).indexOf(CRLF2, at);
+      if (e < 0) {
+        if (end - at > MAX_HEAD_BYTES) throw new ResponseParseError(`response head longer than ${MAX_HEAD_BYTES} bytes`);
+        this.partial = Buffer.from(buf.subarray(at, end));
+        return end;
+      }
+      if (e + 4 - at > MAX_HEAD_BYTES) throw new ResponseParseError(`response head longer than ${MAX_HEAD_BYTES} bytes`);
+      text = buf.toString('latin1', at, e);
+      next = e + 4;
+    } else {
+      // At most the 3 bytes of the terminator can sit in what we kept: search from there.
+      const from = Math.max(0, this.partial.length - 3);
+      const joined = Buffer.concat([this.partial, buf.subarray(at, Math.min(end, at + MAX_HEAD_BYTES + 4))]);
+      const e = joined.indexOf(CRLF2, from);
+      if (e < 0) {
+        if (joined.length > MAX_HEAD_BYTES) throw new ResponseParseError(`response head longer than ${MAX_HEAD_BYTES} bytes`);
+        this.partial = joined;
+        return Math.min(end, at + MAX_HEAD_BYTES + 4);
+      }
+      if (e + 4 > MAX_HEAD_BYTES) throw new ResponseParseError(`response head longer than ${MAX_HEAD_BYTES} bytes`);
+      text = joined.toString('latin1', 0, e);
+      next = at + (e + 4 - this.partial.length);
+      this.partial = undefined;
+    }
+    const h = parseHead(text);
+    if (h.status >= 100 && h.status < 200) {
+      if (h.status === 101) throw new ResponseParseError('the server switched protocols (101): not for a GET of a file');
+      return next; // an interim answer: the real one follows
+    }
+    this.ev.onHead(h);
+    if (!hasBody(h.status)) this.finish();
+    else if (h.chunked) this.state = 'chunk-size';
+    else if (h.contentLength !== undefined) {
+      this.left = h.contentLength;
+      if (this.left === 0) this.finish();
+      else this.state = 'fixed';
+    } else this.state = 'close';
+    return next;
+  }
+
+  /** One CRLF-terminated line of the chunked framing (size, the CRLF after data, trailers). */
+  private line(buf: Buffer, at: number, end: number): number {
+    const nl = (end === buf.length ? buf : buf.subarray(0, end)).indexOf(10, at); // '\n'
+    if (nl < 0) {
+      this.partial = this.partial ? Buffer.concat([this.partial, buf.subarray(at, end)]) : Buffer.from(buf.subarray(at, end));
+      if (this.partial.length > 4096) throw new ResponseParseError('a chunked-encoding line longer than 4096 bytes');
+      return end;
+    }
+    let text = buf.toString('latin1', at, nl);
+    if (this.partial) {
+      text = this.partial.toString('latin1', 0, this.partial.length) + text;
+      this.partial = undefined;
+    }
+    if (!text.endsWith('\r')) throw new ResponseParseError('a chunked-encoding line without CRLF');
+    text = text.slice(0, -1);
+    if (this.state === 'chunk-crlf') {
+      if (text !== '') throw new ResponseParseError('chunk data longer than its declared size');
+      this.state = 'chunk-size';
+    } else if (this.state === 'chunk-size') {
+      const m = /^([0-9a-fA-F]{1,12})[ \t]*(?:;.*)?$/.exec(text);
+      if (!m) throw new ResponseParseError(`bad chunk size line: '${text.slice(0, 40)}'`);
+      this.left = parseInt(m[1]!, 16);
+      this.state = this.left === 0 ? 'trailers' : 'chunk-data';
+    } else if (text === '') this.finish(); // trailers end with an empty line
+    return nl + 1;
+  }
+}
