@@ -67,4 +67,40 @@ describe('DiskCache', () => {
     expect((await c.getBlock(b.hash, b.data.length))?.equals(b.data)).toBe(true);
     expect(await c.getBlock(a.hash, a.data.length)).toBeUndefined(); // gone with the folder: a miss, not an error
   });
+
+  it('with write-behind, holds objects (served from memory) until none came for holdMs, then writes them all', async () => {
+    const dir = tempDir();
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const c = await DiskCache.open(dir, 1 << 20, { holdMs: 5000 });
+    const a = object(3);
+    const b = object(4);
+    let aWritten = false;
+    void c.putObject(a.hash, a.object).then(() => (aWritten = true));
+    await vi.advanceTimersByTimeAsync(4000);
+    void c.putObject(b.hash, b.object); // a new object: the wait starts again
+    await vi.advanceTimersByTimeAsync(4000);
+    expect(existsSync(join(dir, blockPath(a.hash)))).toBe(false);
+    expect(aWritten).toBe(false);
+    expect(c.has(a.hash)).toBe(true);
+    expect((await c.getBlock(a.hash, a.data.length))?.equals(a.data)).toBe(true); // from memory
+    await vi.advanceTimersByTimeAsync(1000);
+    await vi.waitFor(() => expect(aWritten).toBe(true));
+    await c.flush();
+    for (const o of [a, b]) expect(statSync(join(dir, blockPath(o.hash))).size).toBe(o.object.length);
+    expect(c.stats().objects).toBe(2);
+  });
+
+  it('with write-behind, flush() writes what is held at once, and past holdBytes objects are written directly', async () => {
+    const dir = tempDir();
+    const a = object(5);
+    const b = object(6);
+    const c = await DiskCache.open(dir, 1 << 20, { holdMs: 60_000, holdBytes: a.object.length });
+    void c.putObject(a.hash, a.object); // held
+    await c.putObject(b.hash, b.object); // would pass holdBytes: written now
+    expect(existsSync(join(dir, blockPath(b.hash)))).toBe(true);
+    expect(existsSync(join(dir, blockPath(a.hash)))).toBe(false);
+    await c.flush();
+    expect(existsSync(join(dir, blockPath(a.hash)))).toBe(true);
+    expect(readdirSync(join(dir, 'blocks', a.hash.slice(0, 2))).some((n) => n.includes('.tmp') || n.startsWith('.'))).toBe(false);
+  });
 });

@@ -35,6 +35,24 @@ const writeFileCb = promisify(writeFile);
 /** How long after a read its object's times are set on disk (in one batch with the others). */
 const TOUCH_DELAY_MS = 30_000;
 
+export interface DiskCacheOptions {
+  /**
+   * Write-behind: objects are held in memory and written only once no new
+   * one has come for this long (or flush() is called, or `holdBytes` are
+   * held). Default 0: each is written at once. For a cache that is itself
+   * RAM (the initramfs's tmpfs), writing during a boot only takes CPU from
+   * the boot: in a QEMU (TCG) boot the writes (open, write, close, rename
+   * per object) were the largest cost on the reader's main thread, about
+   * 3 s of its 18 s.
+   */
+  holdMs?: number;
+  /** Most bytes held for write-behind; past this, objects are written at once. Default 64 MiB. */
+  holdBytes?: number;
+}
+
+/** Held objects written at once when they are finally written (a burst would hold up reads on libuv's threads). */
+const HELD_WRITERS = 2;
+
 export class DiskCache {
   readonly dir: string;
   readonly limit: number;
@@ -47,6 +65,12 @@ export class DiskCache {
   private discarded = 0;
   private readonly writing = new Set<string>();
   private readonly pending = new Set<Promise<void>>();
+  /** Write-behind: objects not written yet, and their bytes. */
+  private readonly held = new Map<string, { object: Buffer; written: () => void; taken: boolean }>();
+  private heldBytes = 0;
+  private holdTimer: NodeJS.Timeout | undefined;
+  private readonly holdMs: number;
+  private readonly holdBytes: number;
   /** Folders known to exist (a block's fan-out folder is made once, not per object). */
   private readonly folders = new Set<string>();
   /** Objects read since their times were last set, and the timer that sets them. */
@@ -56,9 +80,11 @@ export class DiskCache {
   private readonly tmpTag = `${process.pid}.${randomBytes(4).toString('hex')}`;
   private tmpCount = 0;
 
-  private constructor(dir: string, limit: number) {
+  private constructor(dir: string, limit: number, options: DiskCacheOptions) {
     this.dir = dir;
     this.limit = limit;
+    this.holdMs = options.holdMs ?? 0;
+    this.holdBytes = options.holdBytes ?? 64 << 20;
   }
 
   /**
@@ -68,7 +94,7 @@ export class DiskCache {
    * is the cache folder; absolute paths stop naming it once switch_root has
    * moved /run into the new root).
    */
-  static async open(dir: string, limitBytes: number): Promise<DiskCache> {
+  static async open(dir: string, limitBytes: number, options: DiskCacheOptions = {}): Promise<DiskCache> {
     const abs = path.normalize(dir);
     try {
       await fs.mkdir(path.join(abs, 'blocks'), { recursive: true });
@@ -80,7 +106,7 @@ export class DiskCache {
         hint: 'choose a writable --cache folder (or hfk.cache=tmpfs)',
       });
     }
-    const c = new DiskCache(abs, limitBytes);
+    const c = new DiskCache(abs, limitBytes, options);
     // The index is read with synchronous calls: once, before anything is
     // served, and a cache partition holds thousands of objects (on a slow
     // machine a promise round trip per object took seconds of a boot).
@@ -120,7 +146,7 @@ export class DiskCache {
   }
 
   has(hash: string): boolean {
-    return this.index.has(hash);
+    return this.index.has(hash) || this.held.has(hash);
   }
 
   /**
@@ -128,6 +154,11 @@ export class DiskCache {
    * that fails verification (disk damage) is removed and reported as a miss.
    */
   async getBlock(hash: string, length: number): Promise<Buffer | undefined> {
+    const held = this.held.get(hash);
+    if (held) {
+      this.hits++;
+      return verifyObject(`disk cache ${this.dir}`, hash, held.object, length); // verified once already; decoded again
+    }
     if (!this.index.has(hash)) {
       this.misses++;
       return undefined;
@@ -189,16 +220,52 @@ export class DiskCache {
     }
   }
 
-  /** Stores a verified object (atomically); never throws for a full disk. */
+  /**
+   * Stores a verified object (atomically); never throws for a full disk.
+   * Resolves once it is written (with write-behind, later): until then the
+   * caller must leave `object` as it is.
+   */
   putObject(hash: string, object: Buffer): Promise<void> {
-    if (this.index.has(hash) || this.writing.has(hash) || object.length > this.limit) return Promise.resolve();
-    const p = this.write(hash, object).finally(() => this.pending.delete(p));
-    this.pending.add(p);
-    return p;
+    if (this.index.has(hash) || this.writing.has(hash) || this.held.has(hash) || object.length > this.limit) return Promise.resolve();
+    if (this.holdMs > 0 && this.heldBytes + object.length <= this.holdBytes) {
+      return new Promise((written) => {
+        this.held.set(hash, { object, written, taken: false });
+        this.heldBytes += object.length;
+        if (this.holdTimer) this.holdTimer.refresh();
+        else this.holdTimer = setTimeout(() => void this.writeHeld(), this.holdMs).unref();
+      });
+    }
+    return this.track(this.write(hash, object));
   }
 
-  /** Waits for every write under way, and records the use of objects read. */
+  private track(p: Promise<void>): Promise<void> {
+    const t = p.finally(() => this.pending.delete(t));
+    this.pending.add(t);
+    return t;
+  }
+
+  /** Writes what write-behind holds, a few at a time. */
+  private writeHeld(): Promise<void> {
+    clearTimeout(this.holdTimer);
+    this.holdTimer = undefined;
+    const jobs = [...this.held].filter(([, h]) => !h.taken);
+    if (jobs.length === 0) return Promise.resolve();
+    for (const [, h] of jobs) h.taken = true;
+    const writer = async () => {
+      for (let job = jobs.shift(); job; job = jobs.shift()) {
+        const [hash, { object, written }] = job;
+        await this.write(hash, object);
+        this.held.delete(hash); // only now: until it is on disk, reads find it here
+        this.heldBytes -= object.length;
+        written();
+      }
+    };
+    return this.track(Promise.all(Array.from({ length: HELD_WRITERS }, writer)).then(() => {}));
+  }
+
+  /** Writes what write-behind holds, waits for every write under way, and records the use of objects read. */
   async flush(): Promise<void> {
+    await this.writeHeld();
     while (this.pending.size) await Promise.all([...this.pending]);
     if (this.touched.size) await this.touchNow();
   }

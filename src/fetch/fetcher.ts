@@ -134,6 +134,19 @@ export class BlockFetcher {
    */
   private readonly pool: SizedBufferPool | undefined;
   private readonly inflight = new Map<string, Promise<Buffer>>();
+  /**
+   * Background blocks (the boot profile's) waiting for their turn to be
+   * verified and cached: one per turn of the event loop, so the FUSE
+   * requests and reads that arrive meanwhile are served in between. Without
+   * this, one socket read that brings in twenty pipelined answers ran their
+   * verification back to back: in a QEMU (TCG) boot the reader's event loop
+   * then lagged 90–350 ms for the five seconds the profile took, and every
+   * page fault of systemd's start waited that long.
+   */
+  private readonly gate: { hash: string; go: () => void }[] = [];
+  private gateScheduled = false;
+  /** Blocks a reader waits for: they skip the gate. */
+  private readonly wanted = new Set<string>();
   private readonly closed = new AbortController();
   private readonly counters = {
     bytesFetched: 0,
@@ -292,13 +305,39 @@ export class BlockFetcher {
         const h = this.manifest.blocks[i];
         if (h && !this.o.memory.has(h) && !this.inflight.has(h)) {
           this.profileState.fetched++;
-          await this.block(i).catch(() => {});
+          await this.block(i, true).catch(() => {});
         }
         this.profileState.done++;
       }
     };
     await Promise.all(Array.from({ length: concurrency }, lane));
     this.profileState.running = false;
+  }
+
+  /** Waits for a background block's turn (or until a reader asks for it). */
+  private turn(hash: string): Promise<void> {
+    if (this.wanted.has(hash)) return Promise.resolve();
+    return new Promise((go) => {
+      this.gate.push({ hash, go });
+      this.openGateSoon();
+    });
+  }
+
+  private openGateSoon(): void {
+    if (this.gateScheduled || this.gate.length === 0) return;
+    this.gateScheduled = true;
+    setImmediate(() => {
+      this.gateScheduled = false;
+      this.gate.shift()?.go();
+      this.openGateSoon();
+    });
+  }
+
+  /** A reader waits for this block: let it through the gate now. */
+  private hurry(hash: string): void {
+    this.wanted.add(hash);
+    const i = this.gate.findIndex((w) => w.hash === hash);
+    if (i >= 0) this.gate.splice(i, 1)[0]!.go();
   }
 
   /** One block, verified, in a buffer of its own. */
@@ -311,7 +350,7 @@ export class BlockFetcher {
    * One block, verified; concurrent callers share one fetch. With a pool the
    * buffer is transient: use it before the event loop turns (no await in between).
    */
-  private block(index: number): Promise<Buffer> {
+  private block(index: number, background = false): Promise<Buffer> {
     const h = this.manifest.blocks[index];
     const len = blockLength(this.manifest.header, index);
     if (h === undefined) return Promise.reject(new RangeError(`block ${index} is outside the image`));
@@ -324,14 +363,19 @@ export class BlockFetcher {
     const running = this.inflight.get(h);
     if (running) {
       this.counters.sharedFetches++;
+      if (!background) this.hurry(h);
       return running;
     }
-    const p = this.load(index, h, len).finally(() => this.inflight.delete(h));
+    const p = this.load(index, h, len, background).finally(() => {
+      this.inflight.delete(h);
+      this.wanted.delete(h);
+    });
     this.inflight.set(h, p);
     return p;
   }
 
-  private async load(index: number, hash: string, len: number): Promise<Buffer> {
+  private async load(index: number, hash: string, len: number, background: boolean): Promise<Buffer> {
+    if (this.o.disk?.has(hash) && background) await this.turn(hash);
     if (this.o.disk) {
       const data = await this.o.disk.getBlock(hash, len);
       if (data) {
@@ -340,7 +384,7 @@ export class BlockFetcher {
         return data;
       }
     }
-    const { data, object } = await this.fetchFromMirrors(index, hash, len);
+    const { data, object } = await this.fetchFromMirrors(index, hash, len, background);
     this.o.memory.set(hash, data);
     const written = this.o.disk?.putObject(hash, object);
     const pool = this.pool;
@@ -373,14 +417,15 @@ export class BlockFetcher {
     return order;
   }
 
-  private async fetchFromMirrors(index: number, hash: string, len: number): Promise<{ data: Buffer; object: Buffer }> {
+  private async fetchFromMirrors(index: number, hash: string, len: number, background = false): Promise<{ data: Buffer; object: Buffer }> {
     const objectSize = this.manifest.objectSizes.get(hash);
     const started = Date.now();
     for (let round = 0; ; round++) {
       if (this.closed.signal.aborted) throw new AbortedError('fetcher closed');
       const errors: HfkError[] = [];
-      const got = await this.tryMirrors(hash, len, objectSize, errors);
+      const got = await this.tryMirrors(hash, len, objectSize, errors, background);
       if (got) return got;
+      if (this.closed.signal.aborted) throw new AbortedError('fetcher closed'); // its requests were cancelled: no warning
       this.counters.retryRounds++;
       const what = `block ${index} (${hash.slice(0, 12)}…)`;
       const detail = errors.map((e) => e.message).join('; ');
@@ -404,6 +449,7 @@ export class BlockFetcher {
     len: number,
     objectSize: number | undefined,
     errors: HfkError[],
+    background: boolean,
   ): Promise<{ data: Buffer; object: Buffer } | undefined> {
     const order = this.candidates(objectSize ?? len);
     const rel = blockPath(hash);
@@ -433,6 +479,8 @@ export class BlockFetcher {
         m.read(rel, { signal: ac.signal, ...(objectSize !== undefined ? { expectedSize: objectSize } : {}), ...(this.pool ? { alloc: this.alloc } : {}) })
           .then(async (object) => {
             this.counters.bytesFetched += object.length; // real traffic, hedge losers included
+            if (done) return this.pool?.put(object);
+            if (background) await this.turn(hash);
             if (done) return this.pool?.put(object);
             const v = await this.verifier.verify(m.url, hash, object, len, this.pool).catch((e) => {
               m.book(e); // corrupt data counts against the mirror that sent it

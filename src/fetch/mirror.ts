@@ -32,7 +32,7 @@ export class Mirror implements StoreReader {
   private readonly now: () => number;
 
   /** `dispatcher`: undici's, shared by the set; none: the mirror's own block client (plain HTTP only). */
-  constructor(url: string, dispatcher: Dispatcher | undefined, options: MirrorOptions & Pick<HttpOriginOptions, 'lookup'> = {}, now: () => number = Date.now) {
+  constructor(url: string, dispatcher: Promise<Dispatcher> | undefined, options: MirrorOptions & Pick<HttpOriginOptions, 'lookup'> = {}, now: () => number = Date.now) {
     this.url = normalizeBaseUrl(url, 'mirror URL');
     this.location = this.url;
     // What the mirror can have in flight at once.
@@ -105,7 +105,7 @@ export class Mirror implements StoreReader {
  */
 export class MirrorSet {
   readonly mirrors: Mirror[];
-  private readonly dispatcher: Dispatcher | undefined;
+  private readonly dispatcher: Promise<Dispatcher> | undefined;
 
   constructor(urls: readonly string[], options: MirrorOptions & Pick<HttpOriginOptions, 'proxy' | 'lookup'> = {}, now: () => number = Date.now) {
     const seen = new Set<string>();
@@ -136,6 +136,6 @@ export class MirrorSet {
   }
 
   async close(): Promise<void> {
-    await Promise.all([...this.mirrors.map((m) => m.close()), this.dispatcher?.close().catch(() => {})]);
+    await Promise.all([...this.mirrors.map((m) => m.close()), this.dispatcher?.then((d) => d.close()).catch(() => {})]);
   }
 }

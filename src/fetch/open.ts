@@ -22,6 +22,8 @@ export interface OpenImageOptions {
   /** Disk cache folder (persistent if on a local partition). */
   cacheDir?: string | undefined;
   cacheBytes?: number;
+  /** Write-behind of the disk cache (DiskCacheOptions.holdMs); default 0: objects are written at once. */
+  cacheHoldMs?: number;
   memoryBytes?: number;
   /** Where the newest seen versions are kept (rollback protection); default: the cache folder, else memory only. */
   trustFile?: string | undefined;
@@ -52,7 +54,7 @@ function mirrorSet(urls: readonly string[], o: Common): MirrorSet {
 }
 
 function openCache(o: Common): Promise<DiskCache | undefined> {
-  return o.cacheDir ? DiskCache.open(o.cacheDir, o.cacheBytes ?? 4 * 1024 ** 3) : Promise.resolve(undefined);
+  return o.cacheDir ? DiskCache.open(o.cacheDir, o.cacheBytes ?? 4 * 1024 ** 3, { holdMs: o.cacheHoldMs ?? 0 }) : Promise.resolve(undefined);
 }
 
 /**

@@ -1,9 +1,18 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { blockCacheLimit, bootPrefetchBytes } from './boot.ts';
+import { blockCacheHoldMs, blockCacheLimit, bootPrefetchBytes } from './boot.ts';
 
 describe('the reader settings of a boot', () => {
   afterEach(() => {
     delete process.env.HFK_BOOT_PREFETCH_BYTES;
+    delete process.env.HFK_BOOT_CACHE_HOLD_MS;
+  });
+
+  it('holds the tmpfs block cache writes until the boot has gone quiet; a cache partition is written at once', () => {
+    expect(blockCacheHoldMs({ kind: 'tmpfs' })).toBe(5000);
+    expect(blockCacheHoldMs({ kind: 'label', label: 'hfk-cache' })).toBe(0);
+    process.env.HFK_BOOT_CACHE_HOLD_MS = '0';
+    expect(blockCacheHoldMs({ kind: 'tmpfs' })).toBe(0);
+    expect(blockCacheHoldMs({ kind: 'uuid', uuid: 'x' })).toBe(0);
   });
 
   it('reads ahead only where what it fetches is kept for the next boot (a cache partition)', () => {

@@ -18,7 +18,8 @@ import { formatRanking, rankMirrors, type Ranking } from '../fetch/rank.ts';
 import { type LoadedImage, loadImage, TrustState } from '../fetch/trust.ts';
 import { detectFilesystem, FSTYPE_PROBE_BYTES, type Filesystem } from '../format/fstype.ts';
 import { loadPublicKey, type PublicKey, resolvePublicKey } from '../format/keys.ts';
-import type { LaunchedReader, ReaderSpec } from '../reader/reader.ts';
+import type { LaunchedReader } from '../reader/launch.ts';
+import type { ReaderSpec } from '../reader/reader.ts';
 import { type BootSettings, parseCmdline, resolveBootSettings } from './cmdline.ts';
 import { formatMountSource, loadConfig, type MountSource, parseMirrorList } from './config.ts';
 import { ModuleDb } from './modalias.ts';
@@ -64,6 +65,19 @@ export function bootPrefetchBytes(cache: MountSource): number {
 export function blockCacheLimit(cache: MountSource, configured: number, tmpfsBytes: number | undefined): number {
   if (cache.kind !== 'tmpfs' || !tmpfsBytes) return configured;
   return Math.max(1, Math.min(configured, Math.floor(tmpfsBytes / 4)));
+}
+
+/**
+ * Write-behind of the block cache during a boot: with the tmpfs cache (RAM
+ * like the reader's memory cache, gone at the next boot), objects are
+ * written once the boot has gone quiet, not while it waits: in a QEMU (TCG)
+ * boot the cache's writes were the largest cost of the reader's main thread
+ * (about 3 of its 18 s of CPU). A cache partition is written at once: the
+ * next boot depends on it, and a machine may be switched off soon after
+ * this one is up.
+ */
+export function blockCacheHoldMs(cache: MountSource): number {
+  return cache.kind === 'tmpfs' ? envCount('HFK_BOOT_CACHE_HOLD_MS', 5000) : 0;
 }
 
 function fsBytes(dir: string): number | undefined {
@@ -320,6 +334,7 @@ export const fuse: Step<BootContext, void> = step('fuse', 'start the block reade
     seeds: state.ranking!.mirrors.map((m) => ({ url: m.url, ttfbMs: m.ttfbMs, throughputMBps: m.throughputMBps })),
     cacheDir: state.cacheDir!,
     cacheBytes: blockCacheLimit(s.cache, s.config.cache.maxSize, fsBytes(state.cacheDir!)),
+    cacheHoldMs: blockCacheHoldMs(s.cache),
     memoryBytes: Math.min(s.config.cache.memory, 128 * 1024 * 1024),
     trustFile: path.join(state.cacheDir!, 'trust.json'),
     mode: s.config.fetch.soft ? 'soft' : 'hard',

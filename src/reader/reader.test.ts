@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { readerEnv } from './reader.ts';
+import { readerEnv } from './launch.ts';
 
 describe('readerEnv', () => {
   it('asks glibc for huge pages behind the heap, keeping the rest of the environment', () => {

@@ -3,7 +3,7 @@
 // reported by kind so the caller can decide between "try elsewhere" (404),
 // "discard and blame" (bad bytes) and "fail over and retry" (transport).
 
-import { Agent, buildConnector, type Dispatcher, ProxyAgent } from 'undici';
+import type { Dispatcher } from 'undici';
 import { AbortedError, BrokenError, errnoCode, InvalidError, MissingError, UsageError } from '../errors.ts';
 import type { ReadOptions, StoreReader } from './store.ts';
 
@@ -25,7 +25,7 @@ export interface HttpOriginOptions {
   /** HTTP proxy to send requests through (plain HTTP is forwarded, not tunnelled, so caching proxies cache). */
   proxy?: string;
   /** A dispatcher to share (tests, the fetcher); overrides connections/proxy. */
-  dispatcher?: Dispatcher;
+  dispatcher?: Dispatcher | Promise<Dispatcher>;
   /** Custom DNS lookup for the connector (the init pins resolved addresses). */
   lookup?: import('node:net').LookupFunction;
 }
@@ -46,8 +46,14 @@ export function normalizeBaseUrl(text: string, what: string): string {
   return u.toString();
 }
 
-export function makeDispatcher(options: HttpOriginOptions = {}): Dispatcher {
+/**
+ * undici's dispatcher for these options. undici is loaded on first use: it
+ * is half of each bundle, and the init and its block reader (plain-HTTP
+ * mirrors, no proxy) never need it, so they start without evaluating it.
+ */
+export async function makeDispatcher(options: HttpOriginOptions = {}): Promise<Dispatcher> {
   if (options.dispatcher) return options.dispatcher;
+  const { Agent, buildConnector, ProxyAgent } = await import('undici');
   const connect = {
     timeout: options.connectTimeoutMs ?? 5000,
     ...(options.lookup ? { lookup: options.lookup } : {}),
@@ -103,7 +109,7 @@ const PREALLOCATE_MAX = 4 << 20;
 
 export class HttpOrigin implements StoreReader {
   readonly location: string;
-  private readonly dispatcher: Dispatcher;
+  private readonly dispatcher: Promise<Dispatcher>;
   private readonly ownDispatcher: boolean;
   private readonly options: HttpOriginOptions;
 
@@ -111,6 +117,7 @@ export class HttpOrigin implements StoreReader {
     this.location = normalizeBaseUrl(baseUrl, 'store URL');
     this.options = options;
     this.dispatcher = makeDispatcher(options);
+    this.dispatcher.catch(() => {}); // reported by read()
     this.ownDispatcher = !options.dispatcher;
   }
 
@@ -125,7 +132,11 @@ export class HttpOrigin implements StoreReader {
    * nginx on loopback: 0.24–0.34 s of user CPU with `request()` and
    * `body.arrayBuffer()`, 0.10–0.14 s this way.
    */
-  read(rel: string, options: ReadOptions = {}): Promise<Buffer> {
+  async read(rel: string, options: ReadOptions = {}): Promise<Buffer> {
+    return this.readWith(await this.dispatcher, rel, options);
+  }
+
+  private readWith(dispatcher: Dispatcher, rel: string, options: ReadOptions): Promise<Buffer> {
     const u = new URL(rel, this.location); // parsed once: the request's origin and path, and `url` for messages
     const url = u.href;
     const { signal, expectedSize, timing } = options;
@@ -162,7 +173,7 @@ export class HttpOrigin implements StoreReader {
       };
       signal?.addEventListener('abort', onAbort, { once: true });
       try {
-        this.dispatcher.dispatch(
+        dispatcher.dispatch(
           {
             origin: u.origin,
             path: u.pathname,
@@ -238,7 +249,7 @@ export class HttpOrigin implements StoreReader {
   }
 
   async close(): Promise<void> {
-    if (this.ownDispatcher) await this.dispatcher.close().catch(() => {});
+    if (this.ownDispatcher) await (await this.dispatcher).close().catch(() => {});
   }
 }
 
