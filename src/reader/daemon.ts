@@ -12,6 +12,7 @@ export async function readerDaemon(specFile: string): Promise<void> {
   const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
   // Shutdown signals are not for us: the root filesystem needs us to the end.
   for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(sig, () => log(`reader: ignoring ${sig}`));
+  if (process.env.HFK_READER_CPUPROF) await startProfiler(log);
   try {
     const text = specFile === '-' ? await new Promise<string>((resolve, reject) => {
       let t = '';
@@ -30,3 +31,30 @@ export async function readerDaemon(specFile: string): Promise<void> {
   }
 }
 
+/**
+ * For developers: HFK_READER_CPUPROF=1 on the kernel command line makes the
+ * boot's reader profile its main thread from the start; `kill -USR2` writes
+ * the profile so far to reader.cpuprofile in its working folder (the block
+ * cache: /run/hfk/cache after a tmpfs boot), for Chrome's DevTools or any
+ * .cpuprofile reader. See docs/DEVELOPING.md.
+ */
+async function startProfiler(log: (line: string) => void): Promise<void> {
+  const { Session } = await import('node:inspector/promises');
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.setSamplingInterval', { interval: 1000 });
+  await session.post('Profiler.start');
+  process.on('SIGUSR2', () => {
+    void (async () => {
+      try {
+        const { profile } = await session.post('Profiler.stop');
+        fs.writeFileSync('reader.cpuprofile', JSON.stringify(profile));
+        log(`reader: CPU profile written to ${process.cwd()}/reader.cpuprofile`);
+        await session.post('Profiler.start');
+      } catch (e) {
+        log(`reader: cannot write the CPU profile: ${describeError(e)}`); // never fatal: this process serves the root filesystem
+      }
+    })();
+  });
+}

@@ -220,6 +220,45 @@ describe('boot profiles', () => {
   });
 });
 
+describe('the profile prefetch leaves room for reads', () => {
+  it('verifies its blocks one per turn of the event loop, and reads made meanwhile get exact bytes at once', async () => {
+    const dir = tempDir();
+    const blocks = Math.ceil(image.length / 16384);
+    writeFileSync(join(dir, 'stats.json'), JSON.stringify({ profile: [[0, blocks]] }));
+    const store2 = join(dir, 'store');
+    await hfkJson(['publish', join(work, 'v2.sqfs'), '--store', store2, '--name', 't', '--key', join(work, 'k.key'), '--block-size', '16K', '--profile', join(dir, 'stats.json')]);
+    const m = await mirror({ kind: 'ok' }, store2);
+    const set = new MirrorSet([m.url]);
+    onTestFinished(() => set.close());
+    const loaded = await loadImage({ name: 't', version: undefined, key: key(), mirrors: set.mirrors, trust: TrustState.memory() });
+    // Count verifications per turn of the event loop (a turn ends at our setImmediate).
+    const inline = makeVerifier(0);
+    let inTurn = 0;
+    let most = 0;
+    let verified = 0;
+    const verifier = { ...inline, verify: (...a: Parameters<typeof inline.verify>) => (inTurn++, verified++, inline.verify(...a)) };
+    let ticking = true;
+    const tick = () => {
+      most = Math.max(most, inTurn);
+      inTurn = 0;
+      if (ticking) setImmediate(tick);
+    };
+    setImmediate(tick);
+    const f = new BlockFetcher({ mirrors: set, manifest: loaded.manifest, memory: new HeapCache(64 << 20), hedge: false, readaheadBytes: 0, verifier });
+    onTestFinished(() => f.close());
+    const prefetch = f.prefetchProfile(24);
+    await vi.waitFor(() => expect(verified).toBeGreaterThan(10));
+    ticking = false;
+    expect(most).toBe(1); // without the gate, one socket read brings several answers, verified back to back
+    // Reads while the prefetch runs: blocks it has in flight or waiting for their turn are handed over, exact.
+    const reads = [0, 20, blocks - 1, Math.floor(blocks / 2)].map((b) => f.read(b * 16384, 16384).then((buf) => ({ b, buf })));
+    for (const { b, buf } of await Promise.all(reads)) expect(buf.equals(image.subarray(b * 16384, b * 16384 + buf.length))).toBe(true);
+    await prefetch;
+    expect(f.stats().profilePrefetch).toMatchObject({ total: blocks, done: blocks });
+    expect(verified).toBeLessThanOrEqual(blocks + 4); // each block verified once (reads may share the profile's fetches)
+  });
+});
+
 describe('hedged requests', () => {
   it('asks a second mirror when the first is much slower than usual; the first valid answer wins', async () => {
     const slow = await mirror();
