@@ -48,6 +48,13 @@ export interface FetcherOptions {
    */
   readaheadNetwork?: boolean;
   /**
+   * Whether readahead may read blocks the disk cache holds (default true).
+   * A boot on a small machine turns it off: its disk answers a read at once
+   * anyway, and every block read ahead but never used costs the CPU to
+   * decode and verify it.
+   */
+  readaheadDisk?: boolean;
+  /**
    * Blocks fetched in the manifest's boot-profile order at start, this many
    * at a time (default 24; 0: do not prefetch the profile).
    */
@@ -83,6 +90,8 @@ export interface FetcherStats {
   profilePrefetch: { total: number; done: number; fetched: number; running: boolean };
   /** Whether readahead may go to the mirrors (off with a warm disk cache). */
   readaheadNetwork: boolean;
+  /** Whether readahead may read blocks from the disk cache. */
+  readaheadDisk: boolean;
   mirrors: ({ url: string; inFlight: number } & HealthSnapshot)[];
 }
 
@@ -183,6 +192,7 @@ export class BlockFetcher {
       maxRetryDelayMs: 10_000,
       profileConcurrency: 24,
       readaheadNetwork: true,
+      readaheadDisk: true,
       ...options,
     };
     this.manifest = options.manifest;
@@ -277,7 +287,7 @@ export class BlockFetcher {
     for (let i = from; i <= stop && this.prefetchInFlight < maxBlocks; i++) {
       const h = this.manifest.blocks[i];
       if (!h || this.inflight.has(h) || this.o.memory.has(h)) continue;
-      if (!this.o.readaheadNetwork && !this.o.disk?.has(h)) continue;
+      if (this.o.disk?.has(h) ? !this.o.readaheadDisk : !this.o.readaheadNetwork) continue;
       this.prefetchInFlight++;
       this.counters.prefetched++;
       this.block(i)
@@ -537,6 +547,7 @@ export class BlockFetcher {
       disk: this.o.disk?.stats() ?? null,
       profilePrefetch: { ...this.profileState },
       readaheadNetwork: this.o.readaheadNetwork,
+      readaheadDisk: this.o.readaheadDisk,
       mirrors: this.o.mirrors.mirrors.map((m) => ({ url: m.url, inFlight: m.inFlight, ...m.health.snapshot(now) })),
     };
   }

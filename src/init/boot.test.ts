@@ -1,10 +1,11 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { blockCacheHoldMs, blockCacheLimit, bootPrefetchBytes } from './boot.ts';
+import { blockCacheHoldMs, blockCacheLimit, bootPrefetchBytes, bootPrefetchCached } from './boot.ts';
 
 describe('the reader settings of a boot', () => {
   afterEach(() => {
     delete process.env.HFK_BOOT_PREFETCH_BYTES;
     delete process.env.HFK_BOOT_CACHE_HOLD_MS;
+    delete process.env.HFK_BOOT_PREFETCH_CACHED;
   });
 
   it('holds the tmpfs block cache writes until the boot has gone quiet; a cache partition is written at once', () => {
@@ -19,6 +20,14 @@ describe('the reader settings of a boot', () => {
     expect(bootPrefetchBytes({ kind: 'tmpfs' })).toBe(0);
     expect(bootPrefetchBytes({ kind: 'label', label: 'hfk-cache' })).toBe(1 << 20);
     expect(bootPrefetchBytes({ kind: 'device', path: '/dev/vdb' })).toBe(1 << 20);
+  });
+
+  it('does not read ahead from the cache partition (only to fill it), unless HFK_BOOT_PREFETCH_CACHED=1', () => {
+    expect(bootPrefetchCached()).toBe(false);
+    process.env.HFK_BOOT_PREFETCH_CACHED = '1';
+    expect(bootPrefetchCached()).toBe(true);
+    process.env.HFK_BOOT_PREFETCH_CACHED = 'yes';
+    expect(bootPrefetchCached()).toBe(false);
   });
 
   it('HFK_BOOT_PREFETCH_BYTES= overrides both; anything but a count is ignored', () => {

@@ -73,6 +73,8 @@ export const ReaderSpec = z.strictObject({
   readAheadKb: z.number().int().nonnegative().optional(),
   /** The fetcher's own readahead window for sequential reads, bytes. */
   prefetchBytes: z.number().int().nonnegative().optional(),
+  /** Whether that readahead also reads blocks the disk cache holds (default true; a boot turns it off). */
+  prefetchCached: z.boolean().optional(),
   /** Worker threads that decode and verify blocks (0: the main thread does it). */
   verifyThreads: z.number().int().nonnegative().max(16).optional(),
   /** Keep-alive connections (requests in flight) per mirror. */
@@ -119,7 +121,10 @@ export async function runReader(
     ...(spec.memoryBytes ? { memoryBytes: spec.memoryBytes } : {}),
     trustFile,
     mode: spec.mode,
-    ...(spec.prefetchBytes !== undefined ? { fetcher: { readaheadBytes: spec.prefetchBytes } } : {}),
+    fetcher: {
+      ...(spec.prefetchBytes !== undefined ? { readaheadBytes: spec.prefetchBytes } : {}),
+      ...(spec.prefetchCached !== undefined ? { readaheadDisk: spec.prefetchCached } : {}),
+    },
     ...(spec.verifyThreads !== undefined ? { verifyThreads: spec.verifyThreads } : {}),
     ...(spec.connections !== undefined ? { mirrorOptions: { connections: spec.connections } } : {}),
     ...(spec.softTimeoutMs ? { softTimeoutMs: spec.softTimeoutMs } : {}),

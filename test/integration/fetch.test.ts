@@ -490,6 +490,30 @@ describe('disk cache', () => {
     expect(b.stats().readaheadNetwork).toBe(false);
   });
 
+  it('with readaheadDisk off, readahead leaves the cached blocks alone and fetches only the missing ones', async () => {
+    const dir = tempDir();
+    const m = await mirror();
+    const half = Math.floor(image.length / 2 / 16384) * 16384;
+    const c1 = await DiskCache.open(join(dir, 'c'), 1 << 30);
+    const { f: a } = await fetcherFor([m.url], { disk: c1, hedge: false, readaheadBytes: 0 });
+    for (let off = 0; off < half; off += 16384) await a.read(off, 16384);
+    await a.close();
+    const c2 = await DiskCache.open(join(dir, 'c'), 1 << 30);
+    const { f: b } = await fetcherFor([m.url], { disk: c2, hedge: false, readaheadBytes: 4 * 16384, readaheadDisk: false });
+    expect(b.stats().readaheadDisk).toBe(false);
+    // The cached half: read on demand only, nothing ahead, nothing from the mirror.
+    const before = m.blockRequests;
+    const fromCache = half - 5 * 16384; // so that the readahead window (4 blocks) stays inside the cached half
+    for (let off = 0; off < fromCache; off += 16384) expect((await b.read(off, 16384)).equals(image.subarray(off, off + 16384))).toBe(true);
+    expect(b.stats().prefetched).toBe(0);
+    expect(b.stats().diskHits).toBeGreaterThan(0);
+    expect(b.stats().blocksFetched).toBe(0);
+    expect(m.blockRequests).toBe(before);
+    // Past it, readahead fetches from the mirror as usual.
+    for (let off = half; off + 16384 <= image.length; off += 16384) expect((await b.read(off, 16384)).equals(image.subarray(off, off + 16384))).toBe(true);
+    expect(b.stats().prefetched).toBeGreaterThan(0);
+  });
+
   it('stays under its size limit, evicting the least recently used', async () => {
     const dir = tempDir();
     const m = await mirror();
