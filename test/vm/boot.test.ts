@@ -163,7 +163,10 @@ describe('a persistent block cache (hfk.cache=LABEL=…)', () => {
     const warm = await run('boot-cache-warm', true);
     expect(warm.report.ok).toBe(true);
     expect(warm.stats.blocksFetched as number).toBeLessThanOrEqual(Math.ceil(filled * 0.02));
-    expect((warm.stats.disk as { hits: number }).hits).toBeGreaterThan(filled * 0.9);
+    // It reads nothing ahead from the partition (readahead is there to fill
+    // it), so it handles about the blocks the first boot asked for itself.
+    expect(warm.stats.prefetched).toBe(0);
+    expect((warm.stats.disk as { hits: number }).hits).toBeGreaterThan((filled - (first.stats.prefetched as number)) * 0.9);
     // A partition that holds every block of the image (seeded from the host
     // with hfk get --cache, as an operator would) boots with no network at all.
     const seedDir = join(work, 'seed');
