@@ -473,7 +473,8 @@ describe('disk cache', () => {
     expect(m.blockRequests - before).toBe(1); // only the damaged one went to the network
   });
 
-  it('with a warm cache, readahead takes only what the cache holds: nothing goes to the mirrors that is not read', async () => {
+  /** A mirror, and a disk cache (opened again, as by a new reader) holding the first half of the image's blocks. */
+  async function halfCached() {
     const dir = tempDir();
     const m = await mirror();
     const half = Math.floor(image.length / 2 / 16384) * 16384;
@@ -481,7 +482,11 @@ describe('disk cache', () => {
     const { f: a } = await fetcherFor([m.url], { disk: c1, hedge: false, readaheadBytes: 0 });
     for (let off = 0; off < half; off += 16384) await a.read(off, 16384);
     await a.close();
-    const c2 = await DiskCache.open(join(dir, 'c'), 1 << 30);
+    return { m, half, c2: await DiskCache.open(join(dir, 'c'), 1 << 30) };
+  }
+
+  it('with a warm cache, readahead takes only what the cache holds: nothing goes to the mirrors that is not read', async () => {
+    const { m, half, c2 } = await halfCached();
     const before = m.blockRequests;
     const { f: b } = await fetcherFor([m.url], { disk: c2, hedge: false, readaheadBytes: 8 << 20, readaheadNetwork: false });
     for (let off = 0; off < half; off += 16384) expect((await b.read(off, 16384)).equals(image.subarray(off, off + 16384))).toBe(true);
@@ -491,14 +496,7 @@ describe('disk cache', () => {
   });
 
   it('with readaheadDisk off, readahead leaves the cached blocks alone and fetches only the missing ones', async () => {
-    const dir = tempDir();
-    const m = await mirror();
-    const half = Math.floor(image.length / 2 / 16384) * 16384;
-    const c1 = await DiskCache.open(join(dir, 'c'), 1 << 30);
-    const { f: a } = await fetcherFor([m.url], { disk: c1, hedge: false, readaheadBytes: 0 });
-    for (let off = 0; off < half; off += 16384) await a.read(off, 16384);
-    await a.close();
-    const c2 = await DiskCache.open(join(dir, 'c'), 1 << 30);
+    const { m, half, c2 } = await halfCached();
     const { f: b } = await fetcherFor([m.url], { disk: c2, hedge: false, readaheadBytes: 4 * 16384, readaheadDisk: false });
     expect(b.stats().readaheadDisk).toBe(false);
     // The cached half: read on demand only, nothing ahead, nothing from the mirror.
