@@ -45,7 +45,7 @@ interface ReaderConfig {
 }
 
 /** What the reader posts when it stops reading. */
-interface ReaderEnd {
+export interface ReaderEnd {
   end: true;
   /** errno code of the failed read (ENODEV when unmounted), or STOPPED. */
   code: string | undefined;
@@ -83,6 +83,18 @@ for (;;) {
 }
 `;
 
+/**
+ * How the session ended, from how its reader stopped. A connection that is
+ * gone reads as ENODEV, or as ECONNABORTED when the kernel marked it
+ * aborted (seen once in many runs on Linux 6.18 after `umount -l`, with
+ * FUSE_ABORT_ERROR not asked for): either way the filesystem is unmounted.
+ */
+export function readerEnd(m: ReaderEnd): SessionEnd {
+  if (m.code === 'ENODEV' || m.code === 'ECONNABORTED') return { reason: 'unmounted' };
+  if (m.code === 'STOPPED') return { reason: 'stopped' };
+  return { reason: 'failed', error: new FuseProtocolError(`reading /dev/fuse failed: ${m.message}`) };
+}
+
 // ---------------------------------------------------------------------------
 // The session
 
@@ -104,7 +116,7 @@ export interface SessionOptions extends ProtocolOptions {
 /** How a session ended. */
 export interface SessionEnd {
   /**
-   * unmounted: the kernel said ENODEV (umount, umount -l, an abort);
+   * unmounted: the kernel said ENODEV or ECONNABORTED (umount, umount -l, an abort);
    * stopped: `stop()` (the mount, if any, is left dead: ENOTCONN until unmounted);
    * failed: any other end of the reader (the error says which).
    */
@@ -156,9 +168,7 @@ export class FuseSession {
     });
     this.worker.on('message', (m: ReaderMessage) => {
       if (m instanceof Uint8Array) this.handle(Buffer.from(m.buffer, m.byteOffset, m.byteLength));
-      else if (m.code === 'ENODEV') this.finish({ reason: 'unmounted' });
-      else if (m.code === 'STOPPED') this.finish({ reason: 'stopped' });
-      else this.finish({ reason: 'failed', error: new FuseProtocolError(`reading /dev/fuse failed: ${m.message}`) });
+      else this.finish(readerEnd(m));
     });
     this.worker.on('error', (e) => this.finish({ reason: 'failed', error: e }));
     this.worker.on('exit', () => {
