@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_LEVEL } from '../src/format/codec.ts';
+import { MANIFEST_FORMAT_VERSION } from '../src/format/manifest.ts';
 import { HFK, NODE, REPO } from '../test/helpers/cli.ts';
 
 export const CACHE = process.env.HFK_CACHE ?? '/var/cache/hfk';
@@ -55,11 +56,11 @@ export async function debianImage(): Promise<string> {
   return lab.ensureDebianSquashfs();
 }
 
-/** The Debian image published into a cached store (republished when the image or the default level changes). */
+/** The Debian image published into a cached store (republished when the image, the default level or the manifest format changes). */
 export async function benchStore(): Promise<{ store: string; name: string; image: string; key: string; pub: string }> {
   const image = await debianImage();
   const st = statSync(image);
-  const tag = createHash('sha256').update(`${image}:${st.size}:${st.mtimeMs}:zstd-${DEFAULT_LEVEL.zstd}`).digest('hex').slice(0, 12);
+  const tag = createHash('sha256').update(`${image}:${st.size}:${st.mtimeMs}:zstd-${DEFAULT_LEVEL.zstd}:m${MANIFEST_FORMAT_VERSION}`).digest('hex').slice(0, 12);
   const base = join(CACHE, 'bench-store');
   const store = join(base, `store-${tag}`);
   const key = join(base, 'bench.key');

@@ -152,12 +152,13 @@ export class DiskCache {
   /**
    * The verified block, or undefined if the cache lacks it. A cached object
    * that fails verification (disk damage) is removed and reported as a miss.
+   * `digest`: the object digest the manifest signs, if any (verifyObject).
    */
-  async getBlock(hash: string, length: number): Promise<Buffer | undefined> {
+  async getBlock(hash: string, length: number, digest?: string): Promise<Buffer | undefined> {
     const held = this.held.get(hash);
     if (held) {
       this.hits++;
-      return verifyObject(`disk cache ${this.dir}`, hash, held.object, length); // verified once already; decoded again
+      return verifyObject(`disk cache ${this.dir}`, hash, held.object, length, digest); // verified once already; decoded again
     }
     if (!this.index.has(hash)) {
       this.misses++;
@@ -174,7 +175,7 @@ export class DiskCache {
       return undefined;
     }
     try {
-      const data = await verifyObject(`disk cache ${this.dir}`, hash, object, length);
+      const data = await verifyObject(`disk cache ${this.dir}`, hash, object, length, digest);
       this.hits++;
       this.touch(hash);
       return data;

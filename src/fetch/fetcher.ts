@@ -387,7 +387,7 @@ export class BlockFetcher {
   private async load(index: number, hash: string, len: number, background: boolean): Promise<Buffer> {
     if (this.o.disk?.has(hash) && background) await this.turn(hash);
     if (this.o.disk) {
-      const data = await this.o.disk.getBlock(hash, len);
+      const data = await this.o.disk.getBlock(hash, len, this.manifest.objectDigests?.get(hash));
       if (data) {
         this.counters.diskHits++;
         this.o.memory.set(hash, data);
@@ -492,7 +492,7 @@ export class BlockFetcher {
             if (done) return this.pool?.put(object);
             if (background) await this.turn(hash);
             if (done) return this.pool?.put(object);
-            const v = await this.verifier.verify(m.url, hash, object, len, this.pool).catch((e) => {
+            const v = await this.verifier.verify(m.url, hash, object, len, this.pool, this.manifest.objectDigests?.get(hash)).catch((e) => {
               m.book(e); // corrupt data counts against the mirror that sent it
               this.pool?.put(object);
               throw e;

@@ -22,8 +22,10 @@ export interface Verifier {
    * Decodes and hash-checks an object; InvalidError naming `source` if it is
    * bad. With `pool`, a verifier that decodes on this thread takes the
    * block's memory from it (and gives it back if the object is bad).
+   * `digest`: the object digest the manifest signs (format 2), which spares
+   * hashing the decoded block (decodeChecked in format/codec.ts).
    */
-  verify(source: string, hash: string, object: Buffer, length: number, pool?: SizedBufferPool): Promise<Verified>;
+  verify(source: string, hash: string, object: Buffer, length: number, pool?: SizedBufferPool, digest?: string): Promise<Verified>;
   /**
    * Whether the verifier works on other threads, which then read the object
    * and write the block in place when both lie in shared memory (a pool made
@@ -36,10 +38,10 @@ export interface Verifier {
 /** Verification on the calling thread. */
 export const inlineVerifier: Verifier = {
   threads: false,
-  async verify(source, hash, object, length, pool) {
+  async verify(source, hash, object, length, pool, digest) {
     const out = pool?.get(length);
     try {
-      return { data: await verifyObject(source, hash, object, length, out), object };
+      return { data: await verifyObject(source, hash, object, length, digest, out), object };
     } catch (e) {
       if (out) pool!.put(out);
       throw e;
@@ -83,8 +85,8 @@ export class WorkerVerifier implements Verifier {
     });
   }
 
-  async verify(source: string, hash: string, object: Buffer, length: number, pool?: SizedBufferPool): Promise<Verified> {
-    if (this.closed) return inlineVerifier.verify(source, hash, object, length, pool);
+  async verify(source: string, hash: string, object: Buffer, length: number, pool?: SizedBufferPool, digest?: string): Promise<Verified> {
+    if (this.closed) return inlineVerifier.verify(source, hash, object, length, pool, digest);
     let best = 0;
     for (let i = 1; i < this.workers.length; i++) if (this.load[i]! < this.load[best]!) best = i;
     const id = this.nextId++;
@@ -92,10 +94,10 @@ export class WorkerVerifier implements Verifier {
     this.load[best]!++;
     // Shared memory in, shared memory out: the thread decodes in place.
     const out = pool?.shared && object.buffer instanceof SharedArrayBuffer ? pool.get(length) : undefined;
-    if (out) this.workers[best]!.postMessage({ id, hash, length, object, out } satisfies Job);
+    if (out) this.workers[best]!.postMessage({ id, hash, digest, length, object, out } satisfies Job);
     else {
       const obj = transferable(object);
-      this.workers[best]!.postMessage({ id, hash, length, object: obj } satisfies Job, [obj.buffer as ArrayBuffer]);
+      this.workers[best]!.postMessage({ id, hash, digest, length, object: obj } satisfies Job, [obj.buffer as ArrayBuffer]);
     }
     const r = await reply.catch((e: unknown) => {
       if (out) pool!.put(out);

@@ -3,13 +3,15 @@
 // Kept apart so that the script the threads run holds only this and the codec.
 
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { BlockDecodeError, blockHash, decodeBlockSync } from '../format/codec.ts';
+import { BlockDecodeError, decodeChecked } from '../format/codec.ts';
 
 export const VERIFY_ROLE = 'hfk-verify-worker';
 
 export interface Job {
   id: number;
   hash: string;
+  /** The object digest the manifest signs (format 2), if any. */
+  digest?: string | undefined;
   length: number;
   object: Uint8Array;
   /** Where the block goes, when object and block lie in shared memory (then nothing is sent back but the verdict). */
@@ -33,8 +35,8 @@ function runWorker(): void {
     if (job.out) {
       let reply: Reply;
       try {
-        const actual = blockHash(decodeBlockSync(object, job.length, asBuffer(job.out)));
-        reply = actual === job.hash ? { id: job.id, ok: true } : { id: job.id, ok: false, message: `has content hash ${actual.slice(0, 12)}…: corrupt or forged` };
+        const r = decodeChecked(object, job.length, job.hash, job.digest, asBuffer(job.out));
+        reply = r.ok ? { id: job.id, ok: true } : { id: job.id, ok: false, message: `has content hash ${r.actual.slice(0, 12)}…: corrupt or forged` };
       } catch (e) {
         reply = { id: job.id, ok: false, message: `: ${e instanceof BlockDecodeError ? e.message : String(e)}` };
       }
@@ -43,12 +45,11 @@ function runWorker(): void {
     }
     let reply: Reply;
     try {
-      const data = decodeBlockSync(object, job.length);
-      const actual = blockHash(data);
-      if (actual !== job.hash) {
-        reply = { id: job.id, ok: false, message: `has content hash ${actual.slice(0, 12)}…: corrupt or forged`, object: job.object };
+      const r = decodeChecked(object, job.length, job.hash, job.digest);
+      if (!r.ok) {
+        reply = { id: job.id, ok: false, message: `has content hash ${r.actual.slice(0, 12)}…: corrupt or forged`, object: job.object };
       } else {
-        const out = transferable(data);
+        const out = transferable(r.data);
         reply = { id: job.id, ok: true, data: out, object: job.object };
         parentPort!.postMessage(reply, [out.buffer as ArrayBuffer, job.object.buffer as ArrayBuffer]);
         return;

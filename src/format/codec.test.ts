@@ -7,10 +7,12 @@ import {
   CODEC_TAG,
   CODECS,
   decodeBlockSync,
+  decodeChecked,
   encodeBlock,
   isValidBlockSize,
   isZeroBlock,
   objectCodec,
+  objectDigest,
 } from './codec.ts';
 
 const text = Buffer.from('hfk block '.repeat(6554).slice(0, 65536));
@@ -86,4 +88,38 @@ describe('block codecs', () => {
     expect([4096, 65536, 1 << 20].every(isValidBlockSize)).toBe(true);
     expect([2048, 3 * 4096, 2 << 20, 0, -4096, 65536.5].some(isValidBlockSize)).toBe(false);
   });
+
+  describe('decodeChecked', () => {
+    const obj = encodeBlock(text, 'zstd');
+    const name = blockHash(text);
+    const digest = objectDigest(obj);
+
+    it('accepts an object with the signed digest on that alone: the block is not hashed', () => {
+      // A name the block does not have: only the digest can have let it through.
+      const r = decodeChecked(obj, text.length, 'f'.repeat(64), digest);
+      expect(r.ok && r.data.equals(text)).toBe(true);
+    });
+
+    it('checks the decoded block against its name without a digest, or with another one', () => {
+      for (const d of [undefined, '0'.repeat(64)]) {
+        const good = decodeChecked(obj, text.length, name, d);
+        expect(good.ok && good.data.equals(text)).toBe(true);
+        // another valid encoding of the same block (another codec) is still the block
+        const other = decodeChecked(encodeBlock(text, 'deflate'), text.length, name, d ?? digest);
+        expect(other.ok).toBe(true);
+        const wrong = decodeChecked(obj, text.length, 'f'.repeat(64), d);
+        expect(wrong).toEqual({ ok: false, actual: name });
+      }
+    });
+
+    it('refuses a damaged object with the digest given: it no longer has it', () => {
+      const raw = encodeBlock(text, 'none');
+      const bad = Buffer.from(raw);
+      bad[100]! ^= 1;
+      const r = decodeChecked(bad, text.length, name, objectDigest(raw));
+      expect(r.ok).toBe(false);
+      expect(() => decodeChecked(Buffer.from([CODEC_TAG.zstd, 1, 2, 3]), text.length, name, digest)).toThrow(BlockDecodeError);
+    });
+  });
 });
+

@@ -164,3 +164,32 @@ export function decodeBlockSync(object: Buffer, expected: number, out?: Buffer):
     throw wrap(e);
   }
 }
+
+/**
+ * SHA-256 of a stored object as it is (tag byte included), lower-case hex:
+ * a format-2 manifest signs it for every block (docs/FORMAT.md).
+ */
+export function objectDigest(object: Uint8Array): string {
+  return hash('sha256', object, 'hex');
+}
+
+/** What decodeChecked found: the block, or the hash its bytes have instead of its name. */
+export type Checked = { ok: true; data: Buffer } | { ok: false; actual: string };
+
+/**
+ * Decodes the stored object of block `name` and checks it. When `digest` (the
+ * object digest a format-2 manifest signs) is given and the object has it,
+ * the object is byte for byte the one the publisher made from the block and
+ * checked: decoding it is enough, and hashing the object costs less than
+ * hashing the block by the compression ratio. Otherwise (a format-1 manifest,
+ * or an object with another digest: another valid encoding of the block, as a
+ * cache filled from another store may hold, or a damaged one) the decoded
+ * block must hash to `name`. Throws BlockDecodeError as decodeBlockSync.
+ */
+export function decodeChecked(object: Buffer, length: number, name: string, digest?: string, out?: Buffer): Checked {
+  const trusted = digest !== undefined && objectDigest(object) === digest;
+  const data = decodeBlockSync(object, length, out);
+  if (trusted) return { ok: true, data };
+  const actual = blockHash(data);
+  return actual === name ? { ok: true, data } : { ok: false, actual };
+}

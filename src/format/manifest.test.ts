@@ -49,6 +49,14 @@ function sample(key: PrivateKey): Manifest {
   };
 }
 
+const DA = 'd'.repeat(64);
+const DB = 'e'.repeat(64);
+
+/** The sample with object digests: what the publisher writes (format 2). */
+function sample2(key: PrivateKey): Manifest {
+  return { ...sample(key), objectDigests: new Map([[A, DA], [B, DB]]) };
+}
+
 describe('manifest', () => {
   const key = fixedKey();
 
@@ -85,6 +93,44 @@ describe('manifest', () => {
     expect(encodeManifest(sample(key), key).toString('hex')).toBe(golden);
   });
 
+  it('writes format 2 with object digests after the sizes, and reads it back', () => {
+    const bytes = encodeManifest(sample2(key), key);
+    expect(bytes.readUInt16LE(4)).toBe(2);
+    const h = bytes.readUInt32LE(8);
+    const off = 12 + h + 4 + 2 * 32 + 2 * 4; // count, hashes, sizes
+    expect(bytes.toString('hex', off, off + 32)).toBe(DA);
+    expect(bytes.toString('hex', off + 32, off + 64)).toBe(DB);
+    expect([0, 1, 2, 3, 4].map((i) => bytes.readUInt32LE(off + 64 + 4 * i))).toEqual([0, 0xffffffff, 1, 0, 1]);
+    expect(bytes.length).toBe(off + 64 + 20 + 64);
+    const m = decodeManifest(bytes, key.publicKey);
+    expect(m.blocks).toEqual([A, null, B, A, B]);
+    expect([...m.objectDigests!]).toEqual([
+      [A, DA],
+      [B, DB],
+    ]);
+    // format 1 has none
+    expect(decodeManifest(encodeManifest(sample(key), key), key.publicKey).objectDigests).toBeUndefined();
+  });
+
+  it('matches the golden bytes of format 2', () => {
+    const golden = readFileSync(new URL('./testdata/manifest-v2.hex', import.meta.url), 'utf8').trim();
+    expect(encodeManifest(sample2(key), key).toString('hex')).toBe(golden);
+  });
+
+  it('refuses to write a format-2 manifest with a digest missing', () => {
+    const m = { ...sample(key), objectDigests: new Map([[A, DA]]) };
+    expect(() => encodeManifest(m, key)).toThrow(new RegExp(`no object digest \\(64 hex digits\\) for block ${B}`));
+  });
+
+  it('refuses a format-2 manifest cut short or read as format 1', () => {
+    const bytes = encodeManifest(sample2(key), key);
+    expect(() => decodeManifest(bytes.subarray(0, bytes.length - 4), null)).toThrow(/block table is/);
+    const asV1 = Buffer.from(bytes);
+    asV1.writeUInt16LE(1, 4);
+    expect(() => decodeManifest(asV1, null)).toThrow(/block table is/);
+    expect(() => decodeManifest(asV1, key.publicKey)).toThrow(SignatureError);
+  });
+
   it('refuses a manifest signed by another key, naming both keys', () => {
     const other = parsePublicKey(generateKeyPair().publicLine, 'x');
     const bytes = encodeManifest(sample(key), key);
@@ -110,7 +156,7 @@ describe('manifest', () => {
     expect(() => decodeManifest(wrongMagic, null)).toThrow(/not an hfk manifest/);
     const future = Buffer.from(bytes);
     future.writeUInt16LE(9, 4);
-    expect(() => decodeManifest(future, null)).toThrow(/format version 9; this hfk reads version 1/);
+    expect(() => decodeManifest(future, null)).toThrow(/format version 9; this hfk reads versions 1 and 2/);
     const hugeHeader = Buffer.from(bytes);
     hugeHeader.writeUInt32LE(0x7fffffff, 8);
     expect(() => decodeManifest(hugeHeader, null)).toThrow(/header length/);

@@ -2,13 +2,14 @@
 // integers little-endian), documented in docs/FORMAT.md:
 //
 //   0    4   magic "HFKM"
-//   4    2   format version (1)
+//   4    2   format version (1 or 2)
 //   6    2   reserved, 0
 //   8    4   header length H
 //   12   H   header, UTF-8 JSON (ManifestHeader)
 //   .    4   number of unique blocks U
 //   .    32U SHA-256 of each unique block, in order of first use
 //   .    4U  size in bytes of each unique block's stored object
+//   .    32U SHA-256 of each unique block's stored object (format 2 only)
 //   .    4N  per block (N = header.blockCount): index into the unique table,
 //            0xFFFFFFFF for an all-zero block (no object)
 //   .    64  Ed25519 signature over every byte before it
@@ -21,7 +22,8 @@ import { Filesystem } from './fstype.ts';
 import { type PrivateKey, type PublicKey, signBytes, verifyBytes } from './keys.ts';
 
 export const MANIFEST_MAGIC = 'HFKM';
-export const MANIFEST_FORMAT_VERSION = 1;
+/** The format this hfk writes; it reads this one and format 1 (no object digests). */
+export const MANIFEST_FORMAT_VERSION = 2;
 export const ZERO_INDEX = 0xffffffff;
 const SIGNATURE_BYTES = 64;
 const HASH_BYTES = 32;
@@ -91,6 +93,13 @@ export interface Manifest {
   readonly blocks: readonly (string | null)[];
   /** Stored object size for every distinct block hash. */
   readonly objectSizes: ReadonlyMap<string, number>;
+  /**
+   * SHA-256 (hex) of every distinct block's stored object (format 2): a
+   * reader that receives an object with this digest only decodes it, instead
+   * of hashing the decoded block (see decodeChecked in codec.ts). Absent in
+   * a format-1 manifest; a manifest encoded without it is written as format 1.
+   */
+  readonly objectDigests?: ReadonlyMap<string, string>;
 }
 
 export function blockCountFor(imageSize: number, blockSize: number): number {
@@ -137,10 +146,11 @@ export function encodeManifest(m: Manifest, key: PrivateKey): Buffer {
   });
   const headerBytes = Buffer.from(JSON.stringify(header), 'utf8');
   const u = order.size;
-  const size = 12 + headerBytes.length + 4 + u * (HASH_BYTES + 4) + indices.length * 4 + SIGNATURE_BYTES;
+  const digests = m.objectDigests;
+  const size = 12 + headerBytes.length + 4 + u * (HASH_BYTES + 4 + (digests ? HASH_BYTES : 0)) + indices.length * 4 + SIGNATURE_BYTES;
   const out = Buffer.alloc(size);
   out.write(MANIFEST_MAGIC, 0, 'latin1');
-  out.writeUInt16LE(MANIFEST_FORMAT_VERSION, 4);
+  out.writeUInt16LE(digests ? 2 : 1, 4);
   out.writeUInt32LE(headerBytes.length, 8);
   headerBytes.copy(out, 12);
   let off = 12 + headerBytes.length;
@@ -156,6 +166,14 @@ export function encodeManifest(m: Manifest, key: PrivateKey): Buffer {
     if (s === undefined) throw new FormatError(`no object size for block ${h}`);
     out.writeUInt32LE(s, off);
     off += 4;
+  }
+  if (digests) {
+    for (const h of order.keys()) {
+      const d = digests.get(h);
+      if (d === undefined || !/^[0-9a-f]{64}$/.test(d)) throw new FormatError(`no object digest (64 hex digits) for block ${h}: got ${d}`);
+      out.write(d, off, 'hex');
+      off += HASH_BYTES;
+    }
   }
   for (const idx of indices) {
     out.writeUInt32LE(idx, off);
@@ -176,8 +194,8 @@ export function decodeManifest(bytes: Buffer, key: PublicKey | null, what = 'man
   if (bytes.length < 12 + 2 + 4 + SIGNATURE_BYTES) fail(`only ${bytes.length} bytes`);
   if (bytes.toString('latin1', 0, 4) !== MANIFEST_MAGIC) fail('it does not start with "HFKM" (not an hfk manifest)');
   const fv = bytes.readUInt16LE(4);
-  if (fv !== MANIFEST_FORMAT_VERSION) {
-    throw new FormatError(`${what} has format version ${fv}; this hfk reads version ${MANIFEST_FORMAT_VERSION}`, {
+  if (fv !== 1 && fv !== 2) {
+    throw new FormatError(`${what} has format version ${fv}; this hfk reads versions 1 and ${MANIFEST_FORMAT_VERSION}`, {
       hint: 'upgrade hfk on this machine',
     });
   }
@@ -212,7 +230,7 @@ export function decodeManifest(bytes: Buffer, key: PublicKey | null, what = 'man
   let off = 12 + hlen;
   const u = body.readUInt32LE(off);
   off += 4;
-  const need = u * (HASH_BYTES + 4) + header.blockCount * 4;
+  const need = u * (HASH_BYTES + 4 + (fv === 2 ? HASH_BYTES : 0)) + header.blockCount * 4;
   if (off + need !== body.length) fail(`block table is ${body.length - off} bytes, expected ${need}`);
   if (u > header.blockCount) fail(`${u} unique blocks in an image of ${header.blockCount} blocks`);
   const hashes: string[] = new Array(u);
@@ -224,6 +242,11 @@ export function decodeManifest(bytes: Buffer, key: PublicKey | null, what = 'man
     if (objectSizes.has(hashes[i]!)) fail(`block ${hashes[i]} is listed twice in the unique table`);
     objectSizes.set(hashes[i]!, s);
   }
+  let objectDigests: Map<string, string> | undefined;
+  if (fv === 2) {
+    objectDigests = new Map();
+    for (let i = 0; i < u; i++, off += HASH_BYTES) objectDigests.set(hashes[i]!, body.toString('hex', off, off + HASH_BYTES));
+  }
   const blocks: (string | null)[] = new Array(header.blockCount);
   for (let i = 0; i < header.blockCount; i++, off += 4) {
     const idx = body.readUInt32LE(off);
@@ -231,7 +254,7 @@ export function decodeManifest(bytes: Buffer, key: PublicKey | null, what = 'man
     else if (idx < u) blocks[i] = hashes[idx]!;
     else fail(`block ${i} refers to unique entry ${idx} of ${u}`);
   }
-  return { header, blocks, objectSizes };
+  return { header, blocks, objectSizes, ...(objectDigests ? { objectDigests } : {}) };
 }
 
 // The pointer: the one mutable file per image, naming its latest manifest.

@@ -200,6 +200,7 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
     const blocks: (string | null)[] = new Array(blockCount);
     const written = new Map<string, number>(); // hash → object size, new in this run
     const existed = new Map<string, number>(); // hash → object size, already stored
+    const digests = new Map<string, string>(); // hash → SHA-256 of its object
     let zero = 0;
     let filesystem: Filesystem = 'unknown';
     let done = 0;
@@ -242,6 +243,7 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
                 }
                 blocks[first + k] = b.hash;
                 (b.state === 'written' ? written : existed).set(b.hash, b.size);
+                digests.set(b.hash, b.digest);
               });
               done += length;
               const now = performance.now();
@@ -295,6 +297,7 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
       },
       blocks,
       objectSizes: sizes,
+      objectDigests: digests,
     };
     const bytes = encodeManifest(manifest, o.key);
     const digest = manifestDigest(bytes);

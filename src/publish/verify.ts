@@ -105,16 +105,17 @@ export async function verifyStore(store: StoreReader, o: VerifyOptions): Promise
   else throw new UsageError(`a store at a URL cannot be listed: give --name NAME to verify ${store.location}`);
 
   const images: VerifyReport['images'] = [];
-  // hash → [expected length, object size, an image/version that uses it]
-  const blocks = new Map<string, { length: number; size: number; image: string; version: number }>();
+  // hash → [expected length, object size, object digest if signed, an image/version that uses it]
+  const blocks = new Map<string, { length: number; size: number; digest: string | undefined; image: string; version: number }>();
   for (const name of names) {
     const { latest, manifests } = await manifestsOf(store, name, o.key, problems);
     images.push({ name, latest, versions: manifests.map((m) => m.header.version).sort((a, b) => a - b) });
     for (const m of manifests) {
       m.blocks.forEach((h, i) => {
-        if (h && !blocks.has(h)) {
-          blocks.set(h, { length: blockLength(m.header, i), size: m.objectSizes.get(h)!, image: name, version: m.header.version });
-        }
+        if (!h) return;
+        const known = blocks.get(h);
+        if (!known) blocks.set(h, { length: blockLength(m.header, i), size: m.objectSizes.get(h)!, digest: m.objectDigests?.get(h), image: name, version: m.header.version });
+        else known.digest ??= m.objectDigests?.get(h); // a format-1 manifest signs none
       });
     }
   }
@@ -127,7 +128,7 @@ export async function verifyStore(store: StoreReader, o: VerifyOptions): Promise
     for (let item = queue.shift(); item; item = queue.shift()) {
       const [hash, b] = item;
       try {
-        await readBlock(store, hash, b.length, b.size);
+        await readBlock(store, hash, b.length, b.size, {}, b.digest);
         bytes += b.size;
       } catch (e) {
         const p = problemOf(e);

@@ -1,15 +1,18 @@
 // The publisher's worker threads: each takes a chunk of the image (many
-// blocks), and for every block hashes it, skips it if it is all zero or the
-// store already has it, and otherwise compresses it and writes the object
-// (temporary name, rename). All CPU and file work runs here, one worker per
-// core; the main thread only reads the image and collects results.
+// blocks), and for every block hashes it, skips it if it is all zero, keeps
+// the store's object if it has one that decodes to the block, and otherwise
+// compresses it and writes the object (temporary name, rename). Every
+// object's digest goes into the manifest, which signs it: so an object already
+// in the store is read and checked first (a damaged one is written again).
+// All CPU and file work runs here, one worker per core; the main thread only
+// reads the image and collects results.
 //
 // The threads run this module (see src/util/worker.ts).
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { isMainThread, parentPort, type Worker, workerData } from 'node:worker_threads';
-import { type Codec, encodeBlock, isZeroBlock, blockHash } from '../format/codec.ts';
+import { blockHash, type Codec, decodeBlockSync, encodeBlock, isZeroBlock, objectDigest } from '../format/codec.ts';
 import { blockPath } from '../format/layout.ts';
 import { TMP_PREFIX } from '../store/local.ts';
 import { startWorker } from '../util/worker.ts';
@@ -29,10 +32,10 @@ export interface ChunkJob {
   data: Uint8Array;
 }
 
-/** What happened to one block: all-zero, already in the store, or written now. */
+/** What happened to one block: all-zero, already in the store, or written now (with its object's size and SHA-256). */
 export type BlockOutcome =
   | { state: 'zero' }
-  | { state: 'existed' | 'written'; hash: string; size: number };
+  | { state: 'existed' | 'written'; hash: string; size: number; digest: string };
 
 /**
  * The reply hands the chunk's memory back (transferred) for reuse, and names
@@ -100,9 +103,9 @@ function blocksOf(
     }
     const dest = path.join(cfg.root, ...blockPath(hash).split('/'));
     let outcome: BlockOutcome;
-    const existing = fs.statSync(dest, { throwIfNoEntry: false }); // no exception per new block
+    const existing = storedObject(dest, block);
     if (existing) {
-      outcome = { state: 'existed', hash, size: existing.size };
+      outcome = { state: 'existed', hash, size: existing.length, digest: objectDigest(existing) };
     } else {
       const object = encodeBlock(block, cfg.codec, cfg.level, true); // written out below, before the next block
       const dir = path.dirname(dest);
@@ -124,10 +127,30 @@ function blocksOf(
         throw e;
       }
       written.push(hash);
-      outcome = { state: 'written', hash, size: object.length };
+      outcome = { state: 'written', hash, size: object.length, digest: objectDigest(object) };
     }
     seen.set(hash, outcome);
     out.push(outcome);
+  }
+}
+
+/**
+ * The store's object for `block`, if it has one that decodes to exactly that
+ * block (the manifest will sign its digest); undefined when there is none or
+ * it is damaged (then it is written again).
+ */
+function storedObject(dest: string, block: Buffer): Buffer | undefined {
+  let object: Buffer;
+  try {
+    object = fs.readFileSync(dest);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
+  try {
+    return decodeBlockSync(object, block.length).equals(block) ? object : undefined;
+  } catch {
+    return undefined; // does not decode
   }
 }
 

@@ -8,6 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { MANIFEST_FORMAT_VERSION } from '../../src/format/manifest.ts';
 import { BootReport } from '../../src/init/report.ts';
 import { HFK, NODE } from '../helpers/cli.ts';
 import { cacheDir, ensureDebianSquashfs } from './debian-root.ts';
@@ -26,7 +27,8 @@ export interface PublishedRoot {
 
 /**
  * The Debian root (squashfs) published as image "debian" into a store under
- * the lab cache, signed by a lab key; republished only when the image changes.
+ * the lab cache, signed by a lab key; republished only when the image or
+ * the manifest format changes.
  */
 export async function publishedDebian(log: (l: string) => void = () => {}): Promise<PublishedRoot> {
   const image = await ensureDebianSquashfs({ log });
@@ -36,7 +38,8 @@ export async function publishedDebian(log: (l: string) => void = () => {}): Prom
   const pub = join(base, 'lab.pub');
   if (!existsSync(key)) execFileSync(NODE, [HFK, 'keygen', '--out', join(base, 'lab')]);
   const st = statSync(image);
-  const tag = createHash('sha256').update(`${st.size}:${st.mtimeMs}:${statSync(key).mtimeMs}`).digest('hex').slice(0, 12);
+  // The manifest format is in the tag: a store published by an older hfk is published again.
+  const tag = createHash('sha256').update(`${st.size}:${st.mtimeMs}:${statSync(key).mtimeMs}:m${MANIFEST_FORMAT_VERSION}`).digest('hex').slice(0, 12);
   const store = join(base, `store-${tag}`);
   if (!existsSync(join(store, 'images/debian/latest.json'))) {
     log(`publishing ${image} into ${store}`);
