@@ -301,6 +301,13 @@ export class BlockFetcher {
    * time, in the background: the blocks a boot will read arrive before it
    * asks. Resolves when the whole profile is in (errors are left to the
    * reads that need the blocks).
+   *
+   * New requests leave in batches: once `concurrency` are out, the next go
+   * out only when a quarter of them are done, together, so that they share
+   * one write to the connection. Blocks finish one per turn of the event
+   * loop (the gate), and refilling at once sent one request per write: in a
+   * QEMU (TCG) boot those writes, each a system call and a virtio-net kick,
+   * cost 0.9 s of the reader's CPU.
    */
   async prefetchProfile(concurrency = this.o.profileConcurrency): Promise<void> {
     const runs = this.manifest.header.profile;
@@ -308,19 +315,32 @@ export class BlockFetcher {
     const order = fromRuns(runs, this.manifest.blocks.length);
     this.profileState.total = order.length;
     this.profileState.running = true;
+    const batch = Math.max(1, Math.floor(concurrency / 4));
     let next = 0;
-    const lane = async () => {
-      while (next < order.length && !this.closed.signal.aborted) {
-        const i = order[next++]!;
-        const h = this.manifest.blocks[i];
-        if (h && !this.o.memory.has(h) && !this.inflight.has(h)) {
+    let active = 0;
+    await new Promise<void>((resolve) => {
+      const fill = () => {
+        while (active < concurrency && next < order.length && !this.closed.signal.aborted) {
+          const i = order[next++]!;
+          const h = this.manifest.blocks[i];
+          if (!h || this.o.memory.has(h) || this.inflight.has(h)) {
+            this.profileState.done++;
+            continue;
+          }
           this.profileState.fetched++;
-          await this.block(i, true).catch(() => {});
+          active++;
+          this.block(i, true)
+            .catch(() => {})
+            .finally(() => {
+              active--;
+              this.profileState.done++;
+              if (concurrency - active >= batch || next >= order.length) fill();
+            });
         }
-        this.profileState.done++;
-      }
-    };
-    await Promise.all(Array.from({ length: concurrency }, lane));
+        if (active === 0) resolve();
+      };
+      fill();
+    });
     this.profileState.running = false;
   }
 

@@ -220,17 +220,23 @@ describe('boot profiles', () => {
   });
 });
 
+/** The test image published with a boot profile of every block, served by a mirror. */
+async function everyBlockProfiled(): Promise<{ blocks: number; set: MirrorSet; loaded: Awaited<ReturnType<typeof loadImage>> }> {
+  const dir = tempDir();
+  const blocks = Math.ceil(image.length / 16384);
+  writeFileSync(join(dir, 'stats.json'), JSON.stringify({ profile: [[0, blocks]] }));
+  const store2 = join(dir, 'store');
+  await hfkJson(['publish', join(work, 'v2.sqfs'), '--store', store2, '--name', 't', '--key', join(work, 'k.key'), '--block-size', '16K', '--profile', join(dir, 'stats.json')]);
+  const m = await mirror({ kind: 'ok' }, store2);
+  const set = new MirrorSet([m.url]);
+  onTestFinished(() => set.close());
+  const loaded = await loadImage({ name: 't', version: undefined, key: key(), mirrors: set.mirrors, trust: TrustState.memory() });
+  return { blocks, set, loaded };
+}
+
 describe('the profile prefetch leaves room for reads', () => {
   it('verifies its blocks one per turn of the event loop, and reads made meanwhile get exact bytes at once', async () => {
-    const dir = tempDir();
-    const blocks = Math.ceil(image.length / 16384);
-    writeFileSync(join(dir, 'stats.json'), JSON.stringify({ profile: [[0, blocks]] }));
-    const store2 = join(dir, 'store');
-    await hfkJson(['publish', join(work, 'v2.sqfs'), '--store', store2, '--name', 't', '--key', join(work, 'k.key'), '--block-size', '16K', '--profile', join(dir, 'stats.json')]);
-    const m = await mirror({ kind: 'ok' }, store2);
-    const set = new MirrorSet([m.url]);
-    onTestFinished(() => set.close());
-    const loaded = await loadImage({ name: 't', version: undefined, key: key(), mirrors: set.mirrors, trust: TrustState.memory() });
+    const { blocks, set, loaded } = await everyBlockProfiled();
     // Count verifications per turn of the event loop (a turn ends at our setImmediate).
     const inline = makeVerifier(0);
     let inTurn = 0;
@@ -256,6 +262,31 @@ describe('the profile prefetch leaves room for reads', () => {
     await prefetch;
     expect(f.stats().profilePrefetch).toMatchObject({ total: blocks, done: blocks });
     expect(verified).toBeLessThanOrEqual(blocks + 4); // each block verified once (reads may share the profile's fetches)
+  });
+
+  it('sends its requests in batches (one write for many), not one per finished block', async () => {
+    const { set, loaded } = await everyBlockProfiled();
+    // Requests started per turn of the event loop (a turn ends at our setImmediate).
+    const mm = set.mirrors[0]!;
+    const read = mm.read.bind(mm);
+    let turn = 0;
+    const perTurn = new Map<number, number>();
+    mm.read = (...a: Parameters<typeof read>) => (perTurn.set(turn, (perTurn.get(turn) ?? 0) + 1), read(...a));
+    let ticking = true;
+    const tick = () => {
+      turn++;
+      if (ticking) setImmediate(tick);
+    };
+    setImmediate(tick);
+    const f = new BlockFetcher({ mirrors: set, manifest: loaded.manifest, memory: new HeapCache(64 << 20), hedge: false, readaheadBytes: 0 });
+    onTestFinished(() => f.close());
+    await f.prefetchProfile(24);
+    ticking = false;
+    const counts = [...perTurn.values()];
+    expect(counts.reduce((a, b) => a + b, 0)).toBe(loaded.manifest.objectSizes.size); // each distinct block once
+    expect(counts[0]).toBe(24);
+    // then a quarter of the lanes at a time (the last batch may be smaller)
+    expect(counts.slice(1, -1).every((n) => n >= 6), counts.join(' ')).toBe(true);
   });
 });
 
