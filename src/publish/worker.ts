@@ -140,13 +140,8 @@ function blocksOf(
  * it is damaged (then it is written again).
  */
 function storedObject(dest: string, block: Buffer): Buffer | undefined {
-  let object: Buffer;
-  try {
-    object = fs.readFileSync(dest);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw e;
-  }
+  if (!fs.statSync(dest, { throwIfNoEntry: false })) return undefined; // no exception per new block
+  const object = fs.readFileSync(dest);
   try {
     return decodeBlockSync(object, block.length).equals(block) ? object : undefined;
   } catch {
