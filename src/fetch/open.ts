@@ -100,15 +100,17 @@ export async function openImage(o: OpenImageOptions): Promise<OpenedImage> {
     const cache = await openCache(o);
     const trustFile = o.trustFile ?? (cache ? `${cache.dir}/trust.json` : undefined);
     const trust = trustFile ? await TrustState.open(trustFile) : TrustState.memory();
+    const manifests = new Map<string, Buffer>();
     const ranking = await rankMirrors(set, {
       name: o.name,
+      manifests,
       viaProxy: Boolean(o.proxy),
       // A warm cache means few blocks will come from mirrors: do not spend any on probing.
       blocks: !cache || cache.stats().objects === 0,
       ...(o.rankDeadlineMs ? { deadlineMs: o.rankDeadlineMs } : {}),
     });
     const ranked = ranking.mirrors.map((r) => set.mirrors.find((m) => m.url === r.url)!);
-    const image = await loadImage({ name: o.name, version: o.version, key: o.key, mirrors: ranked, trust, cache, ...(o.log ? { log: o.log } : {}) });
+    const image = await loadImage({ name: o.name, version: o.version, key: o.key, mirrors: ranked, trust, cache, known: manifests, ...(o.log ? { log: o.log } : {}) });
     const fetcher = makeFetcher(set, image.manifest, cache, o);
     return { set, ranking, image, fetcher, cache, close: closer(fetcher, set) };
   } catch (e) {

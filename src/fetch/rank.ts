@@ -34,6 +34,12 @@ export interface RankOptions {
    * Off when a warm disk cache means few blocks will be fetched at all.
    */
   blocks?: boolean;
+  /**
+   * Filled with the manifests the probes fetched (store path → bytes, as
+   * received, not yet verified), so that loading the image need not fetch
+   * the same bytes again (loadImage's `known`).
+   */
+  manifests?: Map<string, Buffer>;
 }
 
 export interface MirrorRank {
@@ -127,7 +133,7 @@ interface Progress {
 /** Probes one mirror; `live` holds what was measured so far (read at the deadline). */
 async function probe(
   m: Mirror,
-  o: Required<Omit<RankOptions, 'objectBytes'>>,
+  o: Required<Omit<RankOptions, 'objectBytes' | 'manifests'>> & Pick<RankOptions, 'manifests'>,
   live: MirrorRank,
   prog: Progress,
   signal: AbortSignal,
@@ -177,6 +183,7 @@ async function probe(
       const known = decoded.get(pointer.rel);
       manifest = known && known.bytes.equals(body) ? known.manifest : decodeManifest(body, null, `manifest from ${m.url}`);
       if (!known) decoded.set(pointer.rel, { bytes: body, manifest });
+      if (o.manifests && !o.manifests.has(pointer.rel)) o.manifests.set(pointer.rel, body);
       if (body.length >= 16 * 1024 && timing.bodyMs > 0) live.throughputMBps = body.length / 1000 / Math.max(timing.bodyMs, 0.05);
     } catch (e) {
       if (!signal.aborted) live.error = e instanceof Error ? e.message : String(e);
@@ -222,6 +229,7 @@ export async function rankMirrors(set: MirrorSet, options: RankOptions): Promise
     viaProxy: options.viaProxy ?? false,
     blocks: options.blocks ?? true,
     name: options.name,
+    manifests: options.manifests,
   };
   const t0 = performance.now();
   const ac = new AbortController();

@@ -78,6 +78,8 @@ export interface LoadImageOptions {
   cache?: DiskCache | undefined;
   log?: (line: string) => void;
   signal?: AbortSignal;
+  /** Manifests fetched already (the mirror ranking's, RankOptions.manifests): not fetched again when a pointer names them. */
+  known?: ReadonlyMap<string, Buffer>;
 }
 
 export interface LoadedImage {
@@ -104,7 +106,7 @@ export async function loadImage(o: LoadImageOptions): Promise<LoadedImage> {
   const failures: HfkError[] = [];
   for (const m of o.mirrors) {
     try {
-      const loaded = await readManifest(m, o.name, o.version, o.key, o.signal ? { signal: o.signal } : {});
+      const loaded = await readManifest(m, o.name, o.version, o.key, o.signal ? { signal: o.signal } : {}, o.known);
       const v = loaded.manifest.header.version;
       if (o.version === undefined && v < seen) {
         failures.push(

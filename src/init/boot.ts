@@ -148,6 +148,8 @@ export interface BootState {
   network?: NetworkReport;
   mirrors?: string[];
   ranking?: Ranking;
+  /** Manifests the ranking fetched (store path → bytes): the manifest stage does not fetch them again. */
+  rankedManifests?: Map<string, Buffer>;
   cacheDir?: string;
   image?: LoadedImage;
   reader?: { pid: number; mountpoint: string };
@@ -265,7 +267,8 @@ export const mirrors: Step<BootContext, void> = step('mirrors', 'measure the mir
   try {
     // One mirror: nothing to choose between, only check that it answers.
     const single = state.mirrors.length === 1;
-    state.ranking = await rankMirrors(set, { name: s.image.name, viaProxy: Boolean(s.proxy), rounds: single ? 1 : 2, blocks: !single });
+    state.rankedManifests = new Map();
+    state.ranking = await rankMirrors(set, { name: s.image.name, viaProxy: Boolean(s.proxy), rounds: single ? 1 : 2, blocks: !single, manifests: state.rankedManifests });
   } finally {
     await set.close();
   }
@@ -322,7 +325,16 @@ export const manifest: Step<BootContext, void> = step('manifest', 'fetch the man
   try {
     const disk = await DiskCache.open(state.cacheDir!, s.config.cache.maxSize);
     const trust = await TrustState.open(path.join(state.cacheDir!, 'trust.json'));
-    state.image = await loadImage({ name: s.image.name, version: s.image.version, key: state.key!, mirrors: set.mirrors, trust, cache: disk, log: (l) => sys.log.warn(l) });
+    state.image = await loadImage({
+      name: s.image.name,
+      version: s.image.version,
+      key: state.key!,
+      mirrors: set.mirrors,
+      trust,
+      cache: disk,
+      log: (l) => sys.log.warn(l),
+      ...(state.rankedManifests ? { known: state.rankedManifests } : {}),
+    });
     await disk.flush();
   } finally {
     await set.close();

@@ -48,7 +48,8 @@ export interface LoadedManifest {
 /**
  * Reads one manifest (the latest if `version` is undefined) and checks it:
  * signature against `key` (when given), name and version, and the digest
- * the pointer promised.
+ * the pointer promised. `known`: manifest bytes already fetched, by store
+ * path; used instead of a fetch when the pointer names exactly them.
  */
 export async function readManifest(
   store: StoreReader,
@@ -56,6 +57,7 @@ export async function readManifest(
   version: number | undefined,
   key: PublicKey | null,
   options: ReadOptions = {},
+  known?: ReadonlyMap<string, Buffer>,
 ): Promise<LoadedManifest> {
   let expectDigest: string | undefined;
   let v = version;
@@ -66,8 +68,11 @@ export async function readManifest(
   }
   const rel = manifestPath(name, v);
   let bytes: Buffer;
+  // The same manifest fetched a moment ago (the mirror ranking's `known`
+  // bytes): used when the pointer names exactly those bytes.
+  const have = expectDigest !== undefined ? known?.get(rel) : undefined;
   try {
-    bytes = await store.read(rel, options);
+    bytes = have && manifestDigest(have) === expectDigest ? have : await store.read(rel, options);
   } catch (e) {
     if (e instanceof MissingError) {
       throw new MissingError(e.source, `image '${name}' has no version ${v} in ${store.location} (no ${rel})`, {

@@ -157,6 +157,8 @@ export interface FaultyMirror extends Server {
   fault: Fault;
   requests: number;
   blockRequests: number;
+  /** Every path asked for, in order (relative to the store). */
+  paths: string[];
 }
 
 /** A mirror serving `root` with a fault that a test can change at any time. */
@@ -170,12 +172,13 @@ export async function startFaultyMirror(root: string, fault: Fault = { kind: 'ok
     }, ms);
     timers.add(t);
   };
-  const state: FaultyMirror = { url: '', port: 0, fault, requests: 0, blockRequests: 0, stop: async () => {} };
+  const state: FaultyMirror = { url: '', port: 0, fault, requests: 0, blockRequests: 0, paths: [], stop: async () => {} };
   const server = http.createServer((req, res) => {
     state.requests++;
     const rel = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname).replace(/^\/+/, '');
     const isBlock = rel.startsWith('blocks/');
     if (isBlock) state.blockRequests++;
+    state.paths.push(rel);
     const f = state.fault;
     if (f.kind === 'reset') return req.socket.destroy();
     if (f.kind === '500') return void res.writeHead(500).end('broken\n');

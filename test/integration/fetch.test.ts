@@ -15,7 +15,7 @@ import { rankMirrors } from '../../src/fetch/rank.ts';
 import { makeVerifier } from '../../src/fetch/verifier.ts';
 import { loadImage, TrustState } from '../../src/fetch/trust.ts';
 import { generateKeyPair, loadPublicKey, parsePublicKey } from '../../src/format/keys.ts';
-import { blockPath } from '../../src/format/layout.ts';
+import { blockPath, manifestPath } from '../../src/format/layout.ts';
 import { decodeManifest } from '../../src/format/manifest.ts';
 import { hfk, hfkJson } from '../helpers/cli.ts';
 import { makeTree, mksquashfs, pseudoRandom } from '../helpers/images.ts';
@@ -449,6 +449,24 @@ describe('HTTPS mirrors', () => {
     const bad = await hfk(['get', 't', '--mirrors', nginx.url, '--key', pubFile, '--out', join(dir, 'u.img'), '--soft', '--soft-timeout', '2']);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/no mirror could be reached for t: .*(certificate|UNABLE_TO|SELF_SIGNED)/i);
+  });
+});
+
+describe('loading the image', () => {
+  it('fetches the manifest once: the bytes the mirror ranking fetched are used when the pointer names them', async () => {
+    const m = await mirror();
+    const o = await openImage({ mirrors: [m.url], name: 't', key: key(), memoryBytes: 1 << 20, rankDeadlineMs: 1000 });
+    onTestFinished(() => o.close());
+    const manifests = () => m.paths.filter((p) => p.endsWith('.hfkm'));
+    expect(manifests()).toEqual([manifestPath('t', o.image.manifest.header.version)]);
+    expect(m.paths.filter((p) => p.endsWith('latest.json')).length).toBeGreaterThanOrEqual(2); // ranking rounds, then loadImage's own
+    // Bytes the pointer does not name are not used: the manifest is fetched.
+    const set = new MirrorSet([m.url]);
+    onTestFinished(() => set.close());
+    const known = new Map([[manifests()[0]!, Buffer.from('not the manifest')]]);
+    const again = await loadImage({ name: 't', version: undefined, key: key(), mirrors: set.mirrors, trust: TrustState.memory(), known });
+    expect(again.digest).toBe(o.image.digest);
+    expect(manifests().length).toBe(2);
   });
 });
 
