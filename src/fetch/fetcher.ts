@@ -512,11 +512,17 @@ export class BlockFetcher {
             if (done) return this.pool?.put(object);
             if (background) await this.turn(hash);
             if (done) return this.pool?.put(object);
-            const v = await this.verifier.verify(m.url, hash, object, len, this.pool, this.manifest.objectDigests?.get(hash)).catch((e) => {
+            // A verifying thread also writes the block into the memory cache's file: the copy leaves this thread.
+            const room = this.verifier.threads ? this.o.memory.reserve?.(hash, len) : undefined;
+            const v = await this.verifier.verify(m.url, hash, object, len, this.pool, this.manifest.objectDigests?.get(hash), room).catch((e) => {
+              room?.cancel();
               m.book(e); // corrupt data counts against the mirror that sent it
               this.pool?.put(object);
               throw e;
             });
+            if (v.stored) room!.commit(); // load()'s memory.set() then only marks it recently used
+            else if (v.stored === false) room!.full();
+            else room?.cancel();
             if (v.object !== object) this.pool?.put(object); // the verifier sent back a copy
             if (done) {
               this.pool?.put(v.data);

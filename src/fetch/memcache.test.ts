@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, statfsSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statfsSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
@@ -84,6 +84,36 @@ describe('ShmCache', () => {
     c.close();
     expect(c.get('a')).toBeUndefined();
     expect([c.size, c.count]).toEqual([0, 0]);
+  });
+
+  it('reserve(): another writer fills the room; the block is readable only after commit, cancel gives the room back', () => {
+    const c = new ShmCache(2 * 4096, 4096, '/dev/shm');
+    onTestFinished(() => c.close());
+    const a = Buffer.alloc(4096, 0xa1);
+    const r = c.reserve('a', 4096)!;
+    writeSync(r.fd, a, 0, a.length, r.offset); // as a verify thread does
+    expect(c.has('a')).toBe(false);
+    expect(c.copyTo('a', Buffer.alloc(10), 0, 0, 10)).toBe(false);
+    r.commit();
+    expect(c.get('a')!.equals(a)).toBe(true);
+    expect(c.reserve('a', 4096)).toBeUndefined(); // held already: nothing to write
+    // A cancelled room is reused, never leaked: the cache still holds two blocks at most, both readable.
+    for (let i = 0; i < 5; i++) c.reserve(`x${i}`, 4096)!.cancel();
+    c.set('b', Buffer.alloc(4096, 0xb2));
+    expect(c.count).toBe(2);
+    expect(c.get('a')!.equals(a) && c.get('b')![0] === 0xb2).toBe(true);
+    // Two rooms for one block (hedged requests): the second commit keeps the first and frees its room.
+    const c2 = new ShmCache(2 * 4096, 4096, '/dev/shm');
+    onTestFinished(() => c2.close());
+    const [p, q] = [c2.reserve('p', 4096)!, c2.reserve('p', 4096)!];
+    writeSync(p.fd, Buffer.alloc(4096, 1), 0, 4096, p.offset);
+    writeSync(q.fd, Buffer.alloc(4096, 1), 0, 4096, q.offset);
+    p.commit();
+    q.commit();
+    expect(c2.count).toBe(1);
+    c2.set('r', Buffer.alloc(4096, 2));
+    expect(c2.count).toBe(2);
+    expect(c2.get('p')![0]).toBe(1);
   });
 
   it('set() has made its copy when it returns: the caller may then reuse its buffer', () => {

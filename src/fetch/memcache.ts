@@ -46,8 +46,24 @@ export interface BlockMemory {
   copyTo(hash: string, dest: Uint8Array, destOffset: number, from: number, length: number): boolean;
   /** Keeps the block: a copy of it (`copies`; the caller may reuse `data` once set() returns), or the buffer itself. */
   set(hash: string, data: Buffer): void;
+  /**
+   * Room for a block that another thread writes in (the tmpfs kind): the
+   * file and where the block goes. The block is not held, nor readable,
+   * until `commit()` after the write; `cancel()` gives the room back, and
+   * `full()` too when the tmpfs refused the write. Undefined when the block
+   * is held already or there is no room.
+   */
+  reserve?(hash: string, length: number): Reservation | undefined;
   /** Frees what the cache holds; later calls miss. Idempotent. */
   close(): void;
+}
+
+export interface Reservation {
+  readonly fd: number;
+  readonly offset: number;
+  commit(): void;
+  cancel(): void;
+  full(): void;
 }
 
 /** Blocks as Buffers on the process's heap. */
@@ -273,6 +289,33 @@ export class ShmCache implements BlockMemory {
       return s.slot;
     }
     return undefined;
+  }
+
+  reserve(hash: string, length: number): Reservation | undefined {
+    if (this.fd === undefined || length > this.slotBytes || this.map.has(hash)) return undefined;
+    const slot = this.takeSlot();
+    if (slot === undefined) return undefined;
+    const fd = this.fd;
+    let settled = false;
+    const settle = (keep: boolean) => {
+      if (settled) return;
+      settled = true;
+      // Kept only if the cache is still open on the same file and nobody kept the block meanwhile.
+      if (keep && this.fd === fd && !this.map.has(hash)) {
+        this.map.set(hash, { slot, length });
+        this.bytes += length;
+      } else if (this.fd === fd && slot < this.maxSlots) this.free.push(slot);
+    };
+    return {
+      fd,
+      offset: slot * this.slotBytes,
+      commit: () => settle(true),
+      cancel: () => settle(false),
+      full: () => {
+        this.maxSlots = Math.min(this.maxSlots, slot);
+        settle(false);
+      },
+    };
   }
 
   set(hash: string, data: Buffer): void {

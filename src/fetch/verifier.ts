@@ -15,6 +15,8 @@ export interface Verified {
   data: Buffer;
   /** The object as received (for the disk cache). */
   object: Buffer;
+  /** Whether the block went into the reservation given (written by the thread that verified it). */
+  stored?: boolean;
 }
 
 export interface Verifier {
@@ -24,8 +26,11 @@ export interface Verifier {
    * block's memory from it (and gives it back if the object is bad).
    * `digest`: the object digest the manifest signs (format 2), which spares
    * hashing the decoded block (decodeChecked in format/codec.ts).
+   * `store`: room in the memory cache's file (BlockMemory.reserve) that a
+   * verifying thread writes the block into (`stored` says whether it did;
+   * the caller commits or cancels the reservation).
    */
-  verify(source: string, hash: string, object: Buffer, length: number, pool?: SizedBufferPool, digest?: string): Promise<Verified>;
+  verify(source: string, hash: string, object: Buffer, length: number, pool?: SizedBufferPool, digest?: string, store?: { fd: number; offset: number }): Promise<Verified>;
   /**
    * Whether the verifier works on other threads, which then read the object
    * and write the block in place when both lie in shared memory (a pool made
@@ -85,7 +90,7 @@ export class WorkerVerifier implements Verifier {
     });
   }
 
-  async verify(source: string, hash: string, object: Buffer, length: number, pool?: SizedBufferPool, digest?: string): Promise<Verified> {
+  async verify(source: string, hash: string, object: Buffer, length: number, pool?: SizedBufferPool, digest?: string, store?: { fd: number; offset: number }): Promise<Verified> {
     if (this.closed) return inlineVerifier.verify(source, hash, object, length, pool, digest);
     let best = 0;
     for (let i = 1; i < this.workers.length; i++) if (this.load[i]! < this.load[best]!) best = i;
@@ -94,7 +99,7 @@ export class WorkerVerifier implements Verifier {
     this.load[best]!++;
     // Shared memory in, shared memory out: the thread decodes in place.
     const out = pool?.shared && object.buffer instanceof SharedArrayBuffer ? pool.get(length) : undefined;
-    if (out) this.workers[best]!.postMessage({ id, hash, digest, length, object, out } satisfies Job);
+    if (out) this.workers[best]!.postMessage({ id, hash, digest, length, object, out, store: store ? { fd: store.fd, offset: store.offset } : undefined } satisfies Job);
     else {
       const obj = transferable(object);
       this.workers[best]!.postMessage({ id, hash, digest, length, object: obj } satisfies Job, [obj.buffer as ArrayBuffer]);
@@ -108,7 +113,7 @@ export class WorkerVerifier implements Verifier {
       if (out) pool!.put(out);
       throw new InvalidError(source, `block ${hash.slice(0, 12)}… from ${source}${r.message.startsWith(':') ? '' : ' '}${r.message}`);
     }
-    if (out) return { data: out, object };
+    if (out) return { data: out, object, ...(r.stored !== undefined ? { stored: r.stored } : {}) };
     return { data: asBuffer(r.data!), object: asBuffer(r.object!) };
   }
 

@@ -2,6 +2,7 @@
 // objects it is sent, and hands back the block (transferred, not copied).
 // Kept apart so that the script the threads run holds only this and the codec.
 
+import { writeSync } from 'node:fs';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { BlockDecodeError, decodeChecked } from '../format/codec.ts';
 
@@ -16,10 +17,12 @@ export interface Job {
   object: Uint8Array;
   /** Where the block goes, when object and block lie in shared memory (then nothing is sent back but the verdict). */
   out?: Uint8Array;
+  /** With `out`: also write the block there once verified (the memory cache's tmpfs file, a Reservation). */
+  store?: { fd: number; offset: number } | undefined;
 }
 
 export type Reply =
-  | { id: number; ok: true; data?: Uint8Array; object?: Uint8Array }
+  | { id: number; ok: true; data?: Uint8Array; object?: Uint8Array; stored?: boolean }
   | { id: number; ok: false; message: string; object?: Uint8Array };
 
 /** A Buffer that owns its whole ArrayBuffer can be transferred; anything else is copied. */
@@ -29,6 +32,16 @@ export function transferable(b: Uint8Array): Uint8Array {
 
 export const asBuffer = (u: Uint8Array) => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 
+/** Writes a verified block into the memory cache's file; false when the tmpfs refuses (full). */
+function store(block: Uint8Array, at: { fd: number; offset: number }): boolean {
+  try {
+    for (let done = 0; done < block.length; ) done += writeSync(at.fd, block, done, block.length - done, at.offset + done);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function runWorker(): void {
   parentPort!.on('message', (job: Job) => {
     const object = asBuffer(job.object);
@@ -36,7 +49,7 @@ function runWorker(): void {
       let reply: Reply;
       try {
         const r = decodeChecked(object, job.length, job.hash, job.digest, asBuffer(job.out));
-        reply = r.ok ? { id: job.id, ok: true } : { id: job.id, ok: false, message: `has content hash ${r.actual.slice(0, 12)}…: corrupt or forged` };
+        reply = r.ok ? { id: job.id, ok: true, ...(job.store ? { stored: store(job.out, job.store) } : {}) } : { id: job.id, ok: false, message: `has content hash ${r.actual.slice(0, 12)}…: corrupt or forged` };
       } catch (e) {
         reply = { id: job.id, ok: false, message: `: ${e instanceof BlockDecodeError ? e.message : String(e)}` };
       }

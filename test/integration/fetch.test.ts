@@ -171,6 +171,13 @@ describe('verification on worker threads', () => {
       const liar = await mirror({ kind: 'corrupt' });
       const good = await mirror();
       const mem = memory === 'heap' ? new HeapCache(64 << 20) : new ShmCache(64 << 20, 16384, '/dev/shm');
+      // Blocks the main thread writes into the memory cache itself (with the tmpfs cache the threads do it).
+      let mainWrites = 0;
+      const keep = mem.set.bind(mem);
+      mem.set = (h: string, d: Buffer) => {
+        if (!mem.has(h)) mainWrites++;
+        keep(h, d);
+      };
       const { set, f } = await fetcherFor([liar.url, good.url], { hedge: false, verifier: makeVerifier(2), memory: mem });
       expect((await readAll(f)).equals(image)).toBe(true);
       expect(set.mirrors[0]!.health.invalid).toBeGreaterThan(0);
@@ -183,6 +190,11 @@ describe('verification on worker threads', () => {
       const b = f.stats().buffers!;
       expect(b.madeBytes).toBeGreaterThan(0);
       expect(b.idleBytes).toBe(b.madeBytes);
+      expect(mainWrites).toBe(0);
+      // What the threads wrote is the image: a second pass comes from the memory cache alone, exact.
+      const fetched = f.stats().blocksFetched;
+      expect((await readAll(f)).equals(image)).toBe(true);
+      expect(f.stats().blocksFetched).toBe(fetched);
     });
   }
 });
