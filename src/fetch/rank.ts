@@ -133,7 +133,7 @@ interface Progress {
 /** Probes one mirror; `live` holds what was measured so far (read at the deadline). */
 async function probe(
   m: Mirror,
-  o: Required<Omit<RankOptions, 'objectBytes' | 'manifests'>> & Pick<RankOptions, 'manifests'>,
+  o: Required<Omit<RankOptions, 'objectBytes' | 'manifests'>>,
   live: MirrorRank,
   prog: Progress,
   signal: AbortSignal,
@@ -183,7 +183,6 @@ async function probe(
       const known = decoded.get(pointer.rel);
       manifest = known && known.bytes.equals(body) ? known.manifest : decodeManifest(body, null, `manifest from ${m.url}`);
       if (!known) decoded.set(pointer.rel, { bytes: body, manifest });
-      if (o.manifests && !o.manifests.has(pointer.rel)) o.manifests.set(pointer.rel, body);
       if (body.length >= 16 * 1024 && timing.bodyMs > 0) live.throughputMBps = body.length / 1000 / Math.max(timing.bodyMs, 0.05);
     } catch (e) {
       if (!signal.aborted) live.error = e instanceof Error ? e.message : String(e);
@@ -229,7 +228,6 @@ export async function rankMirrors(set: MirrorSet, options: RankOptions): Promise
     viaProxy: options.viaProxy ?? false,
     blocks: options.blocks ?? true,
     name: options.name,
-    manifests: options.manifests,
   };
   const t0 = performance.now();
   const ac = new AbortController();
@@ -285,6 +283,7 @@ export async function rankMirrors(set: MirrorSet, options: RankOptions): Promise
   const deadline = setTimeout(finish, o.deadlineMs);
   void Promise.all(jobs).then(() => finish());
   await finished;
+  for (const [rel, d] of decoded) options.manifests?.set(rel, d.bytes);
   clearTimeout(deadline);
   clearTimeout(recheck);
   ac.abort();
