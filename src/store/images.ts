@@ -71,8 +71,9 @@ export async function readManifest(
   // The same manifest fetched a moment ago (the mirror ranking's `known`
   // bytes): used when the pointer names exactly those bytes.
   const have = expectDigest !== undefined ? known?.get(rel) : undefined;
+  const haveDigest = have && manifestDigest(have);
   try {
-    bytes = have && manifestDigest(have) === expectDigest ? have : await store.read(rel, options);
+    bytes = have && haveDigest === expectDigest ? have : await store.read(rel, options);
   } catch (e) {
     if (e instanceof MissingError) {
       throw new MissingError(e.source, `image '${name}' has no version ${v} in ${store.location} (no ${rel})`, {
@@ -82,7 +83,7 @@ export async function readManifest(
     }
     throw e;
   }
-  const digest = manifestDigest(bytes);
+  const digest = bytes === have ? haveDigest! : manifestDigest(bytes);
   if (expectDigest !== undefined && digest !== expectDigest) {
     throw new InvalidError(store.location, `${rel} in ${store.location} has SHA-256 ${digest.slice(0, 12)}…, the pointer says ${expectDigest.slice(0, 12)}…`);
   }
