@@ -514,7 +514,7 @@ export class BlockFetcher {
             if (done) return this.pool?.put(object);
             // A verifying thread also writes the block into the memory cache's file: the copy leaves this thread.
             const room = this.verifier.threads ? this.o.memory.reserve?.(hash, len) : undefined;
-            const v = await this.verifier.verify(m.url, hash, object, len, this.pool, this.manifest.objectDigests?.get(hash), room).catch((e) => {
+            const v = await this.verifier.verify(m.url, hash, object, len, { pool: this.pool, digest: this.manifest.objectDigests?.get(hash), store: room }).catch((e) => {
               room?.cancel();
               m.book(e); // corrupt data counts against the mirror that sent it
               this.pool?.put(object);

@@ -47,7 +47,7 @@ describe('verifiers', () => {
       try {
         const obj = pool.get(encodeBlock(data, 'zstd').length);
         encodeBlock(data, 'zstd').copy(obj);
-        const r = await v.verify('m', hash, obj, data.length, pool);
+        const r = await v.verify('m', hash, obj, data.length, { pool });
         expect(r.data.equals(data)).toBe(true);
         expect(r.object).toBe(obj); // not copied, not transferred
         expect(r.data.buffer).toBeInstanceOf(threads ? SharedArrayBuffer : ArrayBuffer);
@@ -55,7 +55,7 @@ describe('verifiers', () => {
         const bad = pool.get(obj.length);
         obj.copy(bad);
         bad.fill(7, 5, bad.length - 3);
-        await expect(v.verify('mirror-z', hash, bad, data.length, pool)).rejects.toThrow(/from mirror-z: corrupt compressed block/);
+        await expect(v.verify('mirror-z', hash, bad, data.length, { pool })).rejects.toThrow(/from mirror-z: corrupt compressed block/);
         expect(pool.idleBytes).toBe(r.data.buffer.byteLength); // the failed block's memory is back
       } finally {
         await v.close();

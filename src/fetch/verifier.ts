@@ -19,18 +19,26 @@ export interface Verified {
   stored?: boolean;
 }
 
+export interface VerifyOptions {
+  /** Memory for the block (see Verifier.verify). */
+  pool?: SizedBufferPool | undefined;
+  /** The object digest the manifest signs (format 2), which spares hashing the decoded block (decodeChecked in format/codec.ts). */
+  digest?: string | undefined;
+  /**
+   * Room in the memory cache's file (BlockMemory.reserve) that a verifying
+   * thread writes the block into (`stored` says whether it did; the caller
+   * commits or cancels the reservation).
+   */
+  store?: { fd: number; offset: number } | undefined;
+}
+
 export interface Verifier {
   /**
    * Decodes and hash-checks an object; InvalidError naming `source` if it is
    * bad. With `pool`, a verifier that decodes on this thread takes the
    * block's memory from it (and gives it back if the object is bad).
-   * `digest`: the object digest the manifest signs (format 2), which spares
-   * hashing the decoded block (decodeChecked in format/codec.ts).
-   * `store`: room in the memory cache's file (BlockMemory.reserve) that a
-   * verifying thread writes the block into (`stored` says whether it did;
-   * the caller commits or cancels the reservation).
    */
-  verify(source: string, hash: string, object: Buffer, length: number, pool?: SizedBufferPool, digest?: string, store?: { fd: number; offset: number }): Promise<Verified>;
+  verify(source: string, hash: string, object: Buffer, length: number, options?: VerifyOptions): Promise<Verified>;
   /**
    * Whether the verifier works on other threads, which then read the object
    * and write the block in place when both lie in shared memory (a pool made
@@ -43,7 +51,7 @@ export interface Verifier {
 /** Verification on the calling thread. */
 export const inlineVerifier: Verifier = {
   threads: false,
-  async verify(source, hash, object, length, pool, digest) {
+  async verify(source, hash, object, length, { pool, digest } = {}) {
     const out = pool?.get(length);
     try {
       return { data: await verifyObject(source, hash, object, length, digest, out), object };
@@ -90,8 +98,9 @@ export class WorkerVerifier implements Verifier {
     });
   }
 
-  async verify(source: string, hash: string, object: Buffer, length: number, pool?: SizedBufferPool, digest?: string, store?: { fd: number; offset: number }): Promise<Verified> {
-    if (this.closed) return inlineVerifier.verify(source, hash, object, length, pool, digest);
+  async verify(source: string, hash: string, object: Buffer, length: number, options: VerifyOptions = {}): Promise<Verified> {
+    if (this.closed) return inlineVerifier.verify(source, hash, object, length, options);
+    const { pool, digest, store } = options;
     let best = 0;
     for (let i = 1; i < this.workers.length; i++) if (this.load[i]! < this.load[best]!) best = i;
     const id = this.nextId++;
