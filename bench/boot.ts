@@ -74,6 +74,8 @@ interface Run {
   bytes: number;
   /** Blocks the reader fetched from the mirrors by the login (its stats.json); none for the disk and full-download boots. */
   blocksFetched?: number;
+  /** A warm boot's blocks fetched from the mirrors, at most the last 32 (stats.json's recentFetches). */
+  recentFetches?: unknown[];
   timeline: [number, number][];
 }
 
@@ -219,7 +221,8 @@ export async function benchBoot(opts: { links?: LinkName[]; methods?: Method[]; 
             const tl = l.timeline.filter(([t]) => t <= loginS * 1000 + 500);
             const bytes = tl.length ? tl[tl.length - 1]![1] : 0;
             if (pass === 'measure') {
-              all.push({ method, link: ln, loginS, bytes, timeline: tl, ...(blocksFetched === undefined ? {} : { blocksFetched }) });
+              const recent = method === 'warm' && Array.isArray(got?.stats.recentFetches) ? { recentFetches: got.stats.recentFetches as unknown[] } : {};
+              all.push({ method, link: ln, loginS, bytes, timeline: tl, ...(blocksFetched === undefined ? {} : { blocksFetched }), ...recent });
               process.stderr.write(`${method} over ${ln}: login ${loginS.toFixed(1)} s, fetched ${(bytes / 1e6).toFixed(1)} MB${blocksFetched === undefined ? '' : ` (${blocksFetched} blocks)`}\n`);
             }
             if (method === 'full') {
@@ -258,6 +261,8 @@ export async function benchBoot(opts: { links?: LinkName[]; methods?: Method[]; 
     warmBytes: find('warm', 'loopback')?.bytes ?? null,
     /** Blocks each warm boot fetched, every run on every link (the target: none). */
     warmBlocks: all.filter((x) => x.method === 'warm').map((x) => x.blocksFetched ?? null),
+    /** Which blocks those were, and what asked for them (empty lists: none fetched). */
+    warmFetches: all.filter((x) => x.method === 'warm').map((x) => ({ link: x.link, fetched: x.recentFetches ?? null })),
   };
   writeFileSync(join(REPO, 'docs', 'boot-timeline.svg'), timelineSvg(runs));
   const result: BenchResult = {

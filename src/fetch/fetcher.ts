@@ -59,6 +59,15 @@ export interface FetcherOptions {
    * at a time (default 24; 0: do not prefetch the profile).
    */
   profileConcurrency?: number;
+  /**
+   * With a disk cache that outlives this reader (a cache partition): after
+   * the boot profile, the profile prefetch also fetches every gap of at most
+   * this many bytes between blocks that the profile names (default 0: none). A later boot reads a little differently (the
+   * kernel's readahead windows around its page faults, the order services
+   * start in), and the blocks it reads that this boot did not lie mostly in
+   * such gaps. Gap blocks the disk cache holds are left there, not read.
+   */
+  profileGapBytes?: number;
   /** Where blocks are decoded and hash-checked (default: on this thread). */
   verifier?: Verifier;
   log?: (line: string) => void;
@@ -86,6 +95,12 @@ export interface FetcherStats {
   /** Buffers for objects and blocks in transit: bytes made in all, bytes idle for reuse. */
   buffers: { madeBytes: number; idleBytes: number } | null;
   disk: DiskCacheStats | null;
+  /**
+   * The last blocks fetched from mirrors (at most RECENT_FETCHES, oldest
+   * first): which block, and what asked for it (a read, the readahead, the
+   * boot profile). Says, for one, which blocks a warm boot still had to fetch.
+   */
+  recentFetches: { block: number; why: FetchReason }[];
   /** Progress of the boot-profile prefetch. */
   profilePrefetch: { total: number; done: number; fetched: number; running: boolean };
   /** Whether readahead may go to the mirrors (off with a warm disk cache). */
@@ -94,6 +109,12 @@ export interface FetcherStats {
   readaheadDisk: boolean;
   mirrors: ({ url: string; inFlight: number } & HealthSnapshot)[];
 }
+
+/** What asked for a block: a reader, the readahead of sequential reads, the boot-profile prefetch, its gaps (profileGapBytes). */
+export type FetchReason = 'read' | 'readahead' | 'profile' | 'gap';
+
+/** How many of the last fetches stats() lists. */
+export const RECENT_FETCHES = 32;
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -172,6 +193,7 @@ export class BlockFetcher {
     reads: 0,
   };
   private fetchCount = 0;
+  private readonly recent: { block: number; why: FetchReason }[] = [];
   /** Blocks in the order they were first read (not prefetched): a boot profile. */
   private readonly firstRead: number[] = [];
   private readonly everRead: Uint8Array;
@@ -191,6 +213,7 @@ export class BlockFetcher {
       explore: 0.02,
       maxRetryDelayMs: 10_000,
       profileConcurrency: 24,
+      profileGapBytes: 0,
       readaheadNetwork: true,
       readaheadDisk: true,
       ...options,
@@ -290,7 +313,7 @@ export class BlockFetcher {
       if (this.o.disk?.has(h) ? !this.o.readaheadDisk : !this.o.readaheadNetwork) continue;
       this.prefetchInFlight++;
       this.counters.prefetched++;
-      this.block(i)
+      this.block(i, 'readahead')
         .catch(() => {}) // a failed prefetch costs nothing; the real read will retry
         .finally(() => this.prefetchInFlight--);
     }
@@ -313,6 +336,9 @@ export class BlockFetcher {
     const runs = this.manifest.header.profile;
     if (!runs?.length || concurrency <= 0 || this.profileState.running) return;
     const order = fromRuns(runs, this.manifest.blocks.length);
+    const gaps = this.profileGaps(order);
+    order.push(...gaps);
+    const isGap = new Set(gaps);
     this.profileState.total = order.length;
     this.profileState.running = true;
     const batch = Math.max(1, Math.floor(concurrency / 4));
@@ -323,13 +349,13 @@ export class BlockFetcher {
         while (active < concurrency && next < order.length && !this.closed.signal.aborted) {
           const i = order[next++]!;
           const h = this.manifest.blocks[i];
-          if (!h || this.o.memory.has(h) || this.inflight.has(h)) {
+          if (!h || this.o.memory.has(h) || this.inflight.has(h) || (isGap.has(i) && this.o.disk?.has(h))) {
             this.profileState.done++;
             continue;
           }
           this.profileState.fetched++;
           active++;
-          this.block(i, true)
+          this.block(i, isGap.has(i) ? 'gap' : 'profile')
             .catch(() => {})
             .finally(() => {
               active--;
@@ -342,6 +368,44 @@ export class BlockFetcher {
       fill();
     });
     this.profileState.running = false;
+  }
+
+  /**
+   * The blocks in gaps of at most profileGapBytes between blocks the profile
+   * names (or zero blocks), in image order; one block per content, none the
+   * profile names. The same for every boot of one image version.
+   */
+  private profileGaps(profile: number[]): number[] {
+    const maxBlocks = Math.floor(this.o.profileGapBytes / this.blockSize);
+    if (maxBlocks === 0 || !this.o.disk) return [];
+    const blocks = this.manifest.blocks;
+    const named = new Set(profile);
+    const known = new Set<string>();
+    for (const i of profile) if (blocks[i]) known.add(blocks[i]);
+    // Not the disk cache's blocks: they differ from boot to boot, and so would the gaps (a warm boot
+    // would fetch gaps that its fill boot's reads had cut out of larger ones).
+    const covered = (i: number) => named.has(i) || blocks[i] === null;
+    const out: number[] = [];
+    for (let i = 0; i < blocks.length; ) {
+      if (covered(i)) {
+        i++;
+        continue;
+      }
+      let j = i;
+      while (j < blocks.length && !covered(j)) j++;
+      // Only gaps with covered blocks on both sides: not the image's untouched start or end.
+      if (i > 0 && j < blocks.length && j - i <= maxBlocks) {
+        for (let k = i; k < j; k++) {
+          const h = blocks[k]!;
+          if (!known.has(h)) {
+            known.add(h);
+            out.push(k);
+          }
+        }
+      }
+      i = j;
+    }
+    return out;
   }
 
   /** Waits for a background block's turn (or until a reader asks for it). */
@@ -380,7 +444,8 @@ export class BlockFetcher {
    * One block, verified; concurrent callers share one fetch. With a pool the
    * buffer is transient: use it before the event loop turns (no await in between).
    */
-  private block(index: number, background = false): Promise<Buffer> {
+  private block(index: number, why: FetchReason = 'read'): Promise<Buffer> {
+    const background = why === 'profile' || why === 'gap';
     const h = this.manifest.blocks[index];
     const len = blockLength(this.manifest.header, index);
     if (h === undefined) return Promise.reject(new RangeError(`block ${index} is outside the image`));
@@ -396,7 +461,7 @@ export class BlockFetcher {
       if (!background) this.hurry(h);
       return running;
     }
-    const p = this.load(index, h, len, background).finally(() => {
+    const p = this.load(index, h, len, why).finally(() => {
       this.inflight.delete(h);
       this.wanted.delete(h);
     });
@@ -404,7 +469,8 @@ export class BlockFetcher {
     return p;
   }
 
-  private async load(index: number, hash: string, len: number, background: boolean): Promise<Buffer> {
+  private async load(index: number, hash: string, len: number, why: FetchReason): Promise<Buffer> {
+    const background = why === 'profile' || why === 'gap';
     if (this.o.disk?.has(hash) && background) await this.turn(hash);
     if (this.o.disk) {
       const data = await this.o.disk.getBlock(hash, len, this.manifest.objectDigests?.get(hash));
@@ -415,6 +481,7 @@ export class BlockFetcher {
       }
     }
     const { data, object } = await this.fetchFromMirrors(index, hash, len, background);
+    if (this.recent.push({ block: index, why }) > RECENT_FETCHES) this.recent.shift();
     this.o.memory.set(hash, data);
     const written = this.o.disk?.putObject(hash, object);
     const pool = this.pool;
@@ -571,6 +638,7 @@ export class BlockFetcher {
       memory: { bytes: this.o.memory.size, limitBytes: this.o.memory.limit, blocks: this.o.memory.count, backing: this.o.memory.backing },
       buffers: this.pool ? { madeBytes: this.pool.made, idleBytes: this.pool.idleBytes } : null,
       disk: this.o.disk?.stats() ?? null,
+      recentFetches: this.recent.map((r) => ({ ...r })),
       profilePrefetch: { ...this.profileState },
       readaheadNetwork: this.o.readaheadNetwork,
       readaheadDisk: this.o.readaheadDisk,

@@ -31,7 +31,7 @@ export interface OpenImageOptions {
   softTimeoutMs?: number;
   rankDeadlineMs?: number;
   mirrorOptions?: MirrorOptions;
-  fetcher?: Partial<Pick<FetcherOptions, 'hedge' | 'readaheadBytes' | 'readaheadDisk' | 'explore' | 'minHedgeMs'>>;
+  fetcher?: Partial<Pick<FetcherOptions, 'hedge' | 'readaheadBytes' | 'readaheadDisk' | 'profileGapBytes' | 'explore' | 'minHedgeMs'>>;
   /** Worker threads that decode and verify blocks (0: on the main thread). */
   verifyThreads?: number;
   lookup?: LookupFunction;

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { blockCacheHoldMs, blockCacheLimit, bootPrefetchBytes, bootPrefetchCached } from './boot.ts';
+import { blockCacheHoldMs, blockCacheLimit, bootPrefetchBytes, bootPrefetchCached, bootProfileGapBytes } from './boot.ts';
 
 describe('the reader settings of a boot', () => {
   afterEach(() => {
@@ -20,6 +20,12 @@ describe('the reader settings of a boot', () => {
     expect(bootPrefetchBytes({ kind: 'tmpfs' })).toBe(0);
     expect(bootPrefetchBytes({ kind: 'label', label: 'hfk-cache' })).toBe(1 << 20);
     expect(bootPrefetchBytes({ kind: 'device', path: '/dev/vdb' })).toBe(1 << 20);
+  });
+
+  it('fetches the gaps of the boot profile only into a cache partition, up to 1 MiB each', () => {
+    expect(bootProfileGapBytes({ kind: 'tmpfs' })).toBe(0);
+    expect(bootProfileGapBytes({ kind: 'label', label: 'hfk-cache' })).toBe(1 << 20);
+    expect(bootProfileGapBytes({ kind: 'device', path: '/dev/vdb' })).toBe(1 << 20);
   });
 
   it('does not read ahead from the cache partition (only to fill it), unless HFK_BOOT_PREFETCH_CACHED=1', () => {

@@ -58,6 +58,21 @@ export function bootPrefetchBytes(cache: MountSource): number {
 }
 
 /**
+ * Gaps between the boot profile's blocks that the profile prefetch also
+ * fetches, bytes (HFK_BOOT_PROFILE_GAP_BYTES= overrides). With a cache
+ * partition, up to 1 MiB (the readahead above): the next boot then finds
+ * there what it reads that this one did not. Boot bench, slow link, a
+ * partition filled by one boot: the first warm boot fetched 2 blocks, both
+ * in a 1 MiB gap between profile blocks (udev's hwdb.bin, read through page
+ * faults whose readahead windows differ from boot to boot); filling such gaps
+ * costs 191 blocks, 4.7 MB, once. With the tmpfs cache, none: every boot
+ * would pay for them.
+ */
+export function bootProfileGapBytes(cache: MountSource): number {
+  return envCount('HFK_BOOT_PROFILE_GAP_BYTES', cache.kind === 'tmpfs' ? 0 : 1 << 20);
+}
+
+/**
  * Whether the fetcher's readahead also reads blocks the cache partition
  * already holds (HFK_BOOT_PREFETCH_CACHED=1 turns it on, for experiments).
  * Off: the readahead is there to fill the partition for the next boot, and
@@ -369,6 +384,7 @@ export const fuse: Step<BootContext, void> = step('fuse', 'start the block reade
     // A boot reads many small files: modest readahead (see BOOT_READAHEAD_KB).
     readAheadKb: BOOT_READAHEAD_KB,
     prefetchBytes: bootPrefetchBytes(s.cache),
+    profileGapBytes: bootProfileGapBytes(s.cache),
     prefetchCached: bootPrefetchCached(),
     // Verification on the reader's main thread (HFK_BOOT_VERIFY_THREADS= for experiments): with object
     // digests a worker thread costs more than it saves on two emulated CPUs (boot bench settings, three

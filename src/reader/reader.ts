@@ -73,6 +73,8 @@ export const ReaderSpec = z.strictObject({
   readAheadKb: z.number().int().nonnegative().optional(),
   /** The fetcher's own readahead window for sequential reads, bytes. */
   prefetchBytes: z.number().int().nonnegative().optional(),
+  /** Gaps between the boot profile's blocks the profile prefetch also fetches, bytes (FetcherOptions.profileGapBytes). */
+  profileGapBytes: z.number().int().nonnegative().optional(),
   /** Whether that readahead also reads blocks the disk cache holds (default true; a boot turns it off). */
   prefetchCached: z.boolean().optional(),
   /** Worker threads that decode and verify blocks (0: the main thread does it). */
@@ -124,6 +126,7 @@ export async function runReader(
     fetcher: {
       ...(spec.prefetchBytes !== undefined ? { readaheadBytes: spec.prefetchBytes } : {}),
       ...(spec.prefetchCached !== undefined ? { readaheadDisk: spec.prefetchCached } : {}),
+      ...(spec.profileGapBytes !== undefined ? { profileGapBytes: spec.profileGapBytes } : {}),
     },
     ...(spec.verifyThreads !== undefined ? { verifyThreads: spec.verifyThreads } : {}),
     ...(spec.connections !== undefined ? { mirrorOptions: { connections: spec.connections } } : {}),

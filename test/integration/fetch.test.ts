@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from 'vitest';
 import { AbortedError, BrokenError, MissingError, RollbackError, SignatureError } from '../../src/errors.ts';
 import { DiskCache } from '../../src/fetch/diskcache.ts';
-import { BlockFetcher } from '../../src/fetch/fetcher.ts';
+import { BlockFetcher, RECENT_FETCHES } from '../../src/fetch/fetcher.ts';
 import { HeapCache, ShmCache } from '../../src/fetch/memcache.ts';
 import { MirrorSet } from '../../src/fetch/mirror.ts';
 import { openImage } from '../../src/fetch/open.ts';
@@ -207,6 +207,8 @@ describe('boot profiles', () => {
     for (const [off, len] of [[0, 5000], [700_000, 40_000], [100_000, 1]]) await f.read(off, len);
     const profile = f.profile();
     expect(profile.map(([first]) => first)).toEqual([0, Math.floor(700_000 / 16384), Math.floor(100_000 / 16384)]);
+    const byBlock = (l: { block: number }[]) => [...l].sort((a, b) => a.block - b.block);
+    expect(byBlock(f.stats().recentFetches)).toEqual([0, 6, 42, 43, 44, 45].map((block) => ({ block, why: 'read' })));
     const dir = tempDir();
     writeFileSync(join(dir, 'stats.json'), JSON.stringify({ reads: 3, profile }));
     const store2 = join(dir, 'store');
@@ -223,6 +225,7 @@ describe('boot profiles', () => {
     const blocks = profile.reduce((n, [, count]) => n + count, 0);
     expect(blocks).toBe(6); // block 0; blocks 42-45 (700000..739999); block 6
     expect(f2.stats().profilePrefetch).toMatchObject({ total: blocks, done: blocks });
+    expect(byBlock(f2.stats().recentFetches)).toEqual([0, 6, 42, 43, 44, 45].map((block) => ({ block, why: 'profile' })));
     // The "boot" now finds everything it reads already fetched.
     for (const [off, len] of [[0, 5000], [700_000, 40_000], [100_000, 1]]) expect((await f2.read(off, len)).equals(image.subarray(off, off + len))).toBe(true);
     expect(m2.blockRequests).toBe(before);
@@ -232,19 +235,93 @@ describe('boot profiles', () => {
   });
 });
 
-/** The test image published with a boot profile of every block, served by a mirror. */
-async function everyBlockProfiled(): Promise<{ blocks: number; set: MirrorSet; loaded: Awaited<ReturnType<typeof loadImage>> }> {
+describe('stats: the last blocks fetched', () => {
+  it('says which blocks came from mirrors and what asked for them, the last RECENT_FETCHES of them', async () => {
+    const m = await mirror();
+    const { f } = await fetcherFor([m.url], { hedge: false, readaheadBytes: 8 * 16384 });
+    const hashes = f.manifest.blocks;
+    /** Blocks whose content comes first there (later copies and zero blocks are never fetched). */
+    const firsts = hashes.flatMap((h, i) => (h !== null && hashes.indexOf(h) === i ? [i] : []));
+    expect(firsts.length).toBeGreaterThan(RECENT_FETCHES + 8);
+    // Sequential reads of one block each, where every block is new (usr/random.bin): the first are
+    // fetched for the reads, then the readahead runs ahead of them.
+    const run = firsts.find((b) => Array.from({ length: 24 }, (_, k) => b + k).every((k) => firsts.includes(k)))!;
+    expect(run).toBeDefined();
+    for (let b = run; b < run + 12; b++) await f.read(b * 16384, 16384);
+    await vi.waitFor(() => expect(f.stats().inFlight).toBe(0)); // the readahead's last fetches
+    const first = f.stats().recentFetches;
+    expect(first.length).toBe(f.stats().blocksFetched);
+    const fetched = first.map((r) => hashes[r.block]);
+    expect(fetched.every((h) => typeof h === 'string')).toBe(true); // never a zero block
+    expect(new Set(fetched).size).toBe(first.length); // each content once
+    // (listed as they arrive: the readahead that the second read starts may come in before it)
+    expect(first[0]).toEqual({ block: run, why: 'read' });
+    expect(first.find((r) => r.block === run + 1)).toEqual({ block: run + 1, why: 'read' });
+    const ahead = first.filter((r) => r.why === 'readahead').map((r) => r.block);
+    expect(ahead.length).toBeGreaterThan(0);
+    expect(Math.max(...ahead)).toBeGreaterThan(run + 11); // fetched beyond the last read
+    // Far more blocks than the list keeps, no readahead: the newest RECENT_FETCHES, oldest first.
+    const { f: g } = await fetcherFor([m.url], { hedge: false, readaheadBytes: 0 });
+    for (let b = 0; b < hashes.length; b++) await g.read(b * 16384, 1);
+    expect(g.stats().recentFetches).toEqual(firsts.slice(-RECENT_FETCHES).map((block) => ({ block, why: 'read' })));
+  });
+});
+
+/** The test image published with a boot profile (default: every block), served by a mirror. */
+async function everyBlockProfiled(runs?: [number, number][]): Promise<{ blocks: number; set: MirrorSet; loaded: Awaited<ReturnType<typeof loadImage>>; m: FaultyMirror }> {
   const dir = tempDir();
   const blocks = Math.ceil(image.length / 16384);
-  writeFileSync(join(dir, 'stats.json'), JSON.stringify({ profile: [[0, blocks]] }));
+  writeFileSync(join(dir, 'stats.json'), JSON.stringify({ profile: runs ?? [[0, blocks]] }));
   const store2 = join(dir, 'store');
   await hfkJson(['publish', join(work, 'v2.sqfs'), '--store', store2, '--name', 't', '--key', join(work, 'k.key'), '--block-size', '16K', '--profile', join(dir, 'stats.json')]);
   const m = await mirror({ kind: 'ok' }, store2);
   const set = new MirrorSet([m.url]);
   onTestFinished(() => set.close());
   const loaded = await loadImage({ name: 't', version: undefined, key: key(), mirrors: set.mirrors, trust: TrustState.memory() });
-  return { blocks, set, loaded };
+  return { blocks, set, loaded, m };
 }
+
+describe('the gaps of the boot profile (a cache partition)', () => {
+  it('fetches the small gaps between profile blocks into the disk cache once; a warm reader neither fetches nor reads them', async () => {
+    // Where every block is new (usr/random.bin): profile blocks r, r+1, r+5, r+6, r+30.
+    const hashes = (await everyBlockProfiled()).loaded.manifest.blocks;
+    const firsts = hashes.flatMap((h, i) => (h !== null && hashes.indexOf(h) === i ? [i] : []));
+    const r = firsts.find((b) => Array.from({ length: 40 }, (_, k) => b + k).every((k) => firsts.includes(k)))!;
+    expect(r).toBeDefined();
+    const { set, loaded, m } = await everyBlockProfiled([[r, 2], [r + 5, 2], [r + 30, 1]]);
+    const dir = tempDir();
+    const open = async (gapBytes: number) => {
+      const disk = await DiskCache.open(join(dir, 'c'), 1 << 30);
+      const f = new BlockFetcher({ mirrors: set, manifest: loaded.manifest, memory: new HeapCache(64 << 20), disk, hedge: false, readaheadBytes: 0, profileGapBytes: gapBytes });
+      onTestFinished(() => f.close());
+      return f;
+    };
+    // Gaps of at most 4 blocks: r+2..r+4 (3 blocks) is one, r+7..r+29 (23) is not.
+    const fill = await open(4 * 16384);
+    await fill.prefetchProfile();
+    const got = fill.stats().recentFetches;
+    const sortedBlocks = (why: string) => got.filter((x) => x.why === why).map((x) => x.block).sort((a, b) => a - b);
+    expect(sortedBlocks('profile')).toEqual([r, r + 1, r + 5, r + 6, r + 30]);
+    expect(sortedBlocks('gap')).toEqual([r + 2, r + 3, r + 4]);
+    expect(fill.stats().profilePrefetch).toMatchObject({ total: 8, done: 8, fetched: 8 });
+    await fill.close();
+    // The next reader with the same cache: nothing from the mirror; the profile is read from the disk, the gaps are not.
+    const before = m.blockRequests;
+    const warm = await open(4 * 16384);
+    await warm.prefetchProfile();
+    expect(m.blockRequests).toBe(before);
+    expect(warm.stats().diskHits).toBe(5);
+    expect(warm.stats().profilePrefetch).toMatchObject({ total: 8, done: 8, fetched: 5 });
+    for (const b of [r + 2, r + 3, r + 4]) expect((await warm.read(b * 16384, 16384)).equals(image.subarray(b * 16384, (b + 1) * 16384))).toBe(true);
+    expect(m.blockRequests).toBe(before); // the gap blocks were on the disk
+    // Without the option, or without a disk cache, the profile alone.
+    const plain = new BlockFetcher({ mirrors: set, manifest: loaded.manifest, memory: new HeapCache(64 << 20), hedge: false, readaheadBytes: 0, profileGapBytes: 4 * 16384 });
+    onTestFinished(() => plain.close());
+    await plain.prefetchProfile();
+    expect(plain.stats().profilePrefetch).toMatchObject({ total: 5, done: 5 });
+    expect(plain.stats().recentFetches.every((x) => x.why === 'profile')).toBe(true);
+  });
+});
 
 describe('the profile prefetch leaves room for reads', () => {
   it('verifies its blocks one per turn of the event loop, and reads made meanwhile get exact bytes at once', async () => {
