@@ -62,10 +62,11 @@ export interface FetcherOptions {
   /**
    * With a disk cache that outlives this reader (a cache partition): after
    * the boot profile, the profile prefetch also fetches every gap of at most
-   * this many bytes between blocks that the profile names (default 0: none). A later boot reads a little differently (the
-   * kernel's readahead windows around its page faults, the order services
-   * start in), and the blocks it reads that this boot did not lie mostly in
-   * such gaps. Gap blocks the disk cache holds are left there, not read.
+   * this many bytes between blocks that the profile names (default 0:
+   * none). A later boot reads a little differently (the kernel's readahead
+   * windows around its page faults, the order services start in), and the
+   * blocks it reads that this boot did not lie mostly in such gaps. Gap
+   * blocks the disk cache holds are left there, not read.
    */
   profileGapBytes?: number;
   /** Where blocks are decoded and hash-checked (default: on this thread). */
@@ -98,7 +99,8 @@ export interface FetcherStats {
   /**
    * The last blocks fetched from mirrors (at most RECENT_FETCHES, oldest
    * first): which block, and what asked for it (a read, the readahead, the
-   * boot profile). Says, for one, which blocks a warm boot still had to fetch.
+   * boot profile or one of its gaps). Says, for one, which blocks a warm boot
+   * still had to fetch.
    */
   recentFetches: { block: number; why: FetchReason }[];
   /** Progress of the boot-profile prefetch. */
@@ -372,8 +374,8 @@ export class BlockFetcher {
 
   /**
    * The blocks in gaps of at most profileGapBytes between blocks the profile
-   * names (or zero blocks), in image order; one block per content, none the
-   * profile names. The same for every boot of one image version.
+   * names, in image order; one block per content, none the profile names, no
+   * zero block. The same for every boot of one image version.
    */
   private profileGaps(profile: number[]): number[] {
     const maxBlocks = Math.floor(this.o.profileGapBytes / this.blockSize);
@@ -384,7 +386,7 @@ export class BlockFetcher {
     for (const i of profile) if (blocks[i]) known.add(blocks[i]);
     // Not the disk cache's blocks: they differ from boot to boot, and so would the gaps (a warm boot
     // would fetch gaps that its fill boot's reads had cut out of larger ones).
-    const covered = (i: number) => named.has(i) || blocks[i] === null;
+    const covered = (i: number) => named.has(i);
     const out: number[] = [];
     for (let i = 0; i < blocks.length; ) {
       if (covered(i)) {
@@ -396,8 +398,8 @@ export class BlockFetcher {
       // Only gaps with covered blocks on both sides: not the image's untouched start or end.
       if (i > 0 && j < blocks.length && j - i <= maxBlocks) {
         for (let k = i; k < j; k++) {
-          const h = blocks[k]!;
-          if (!known.has(h)) {
+          const h = blocks[k];
+          if (h && !known.has(h)) {
             known.add(h);
             out.push(k);
           }
