@@ -66,7 +66,9 @@ export interface FetcherOptions {
    * none). A later boot reads a little differently (the kernel's readahead
    * windows around its page faults, the order services start in), and the
    * blocks it reads that this boot did not lie mostly in such gaps. Gap
-   * blocks the disk cache holds are left there, not read.
+   * blocks the disk cache holds are left there, not read. None when the
+   * profile's and the gaps' objects together would take more than half the
+   * disk cache's limit: gaps must not push out what the boots read.
    */
   profileGapBytes?: number;
   /** Where blocks are decoded and hash-checked (default: on this thread). */
@@ -407,7 +409,9 @@ export class BlockFetcher {
       }
       i = j;
     }
-    return out;
+    let bytes = 0;
+    for (const h of known) bytes += this.manifest.objectSizes.get(h) ?? this.blockSize;
+    return bytes * 2 <= this.o.disk.limit ? out : [];
   }
 
   /** Waits for a background block's turn (or until a reader asks for it). */

@@ -314,6 +314,11 @@ describe('the gaps of the boot profile (a cache partition)', () => {
     expect(warm.stats().profilePrefetch).toMatchObject({ total: 8, done: 8, fetched: 5 });
     for (const b of [r + 2, r + 3, r + 4]) expect((await warm.read(b * 16384, 16384)).equals(image.subarray(b * 16384, (b + 1) * 16384))).toBe(true);
     expect(m.blockRequests).toBe(before); // the gap blocks were on the disk
+    // A disk cache too small to hold the profile and its gaps twice over: the profile alone.
+    const small = new BlockFetcher({ mirrors: set, manifest: loaded.manifest, memory: new HeapCache(64 << 20), disk: await DiskCache.open(join(dir, 'small'), 8 * 16384), hedge: false, readaheadBytes: 0, profileGapBytes: 4 * 16384 });
+    onTestFinished(() => small.close());
+    await small.prefetchProfile();
+    expect(small.stats().profilePrefetch).toMatchObject({ total: 5, done: 5 });
     // Without the option, or without a disk cache, the profile alone.
     const plain = new BlockFetcher({ mirrors: set, manifest: loaded.manifest, memory: new HeapCache(64 << 20), hedge: false, readaheadBytes: 0, profileGapBytes: 4 * 16384 });
     onTestFinished(() => plain.close());
