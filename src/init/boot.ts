@@ -65,8 +65,9 @@ export function bootPrefetchBytes(cache: MountSource): number {
  * partition filled by one boot: the first warm boot fetched 2 blocks, both
  * in a 1 MiB gap between profile blocks (udev's hwdb.bin, read through page
  * faults whose readahead windows differ from boot to boot); filling such gaps
- * costs 191 blocks, 4.7 MB, once. With the tmpfs cache, none: every boot
- * would pay for them.
+ * costs 184 blocks, 4.6 MB, once, and the warm boots of the next bench run
+ * (six) fetched none. With the tmpfs cache, none: every boot would pay for
+ * them.
  */
 export function bootProfileGapBytes(cache: MountSource): number {
   return envCount('HFK_BOOT_PROFILE_GAP_BYTES', cache.kind === 'tmpfs' ? 0 : 1 << 20);
