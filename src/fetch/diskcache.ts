@@ -56,7 +56,20 @@ const HELD_WRITERS = 2;
 
 export class DiskCache {
   readonly dir: string;
-  readonly limit: number;
+  /**
+   * The limit in bytes: as opened, or lower once the filesystem ran out of
+   * room before the cache reached it (a cache partition smaller than the
+   * configured size, a disk shared with other files). On ENOSPC or EDQUOT
+   * the cache takes 90% of what it holds as its limit, evicts down to that
+   * and writes the object again, so it keeps the newest blocks instead of
+   * refusing every new one.
+   */
+  get limit(): number {
+    return this.limitNow;
+  }
+  private limitNow: number;
+  /** The eviction that a full filesystem started, which other failed writes wait for. */
+  private makingRoom: Promise<void> | undefined;
   /** hash → object size; Map order is least recently used first. */
   private readonly index = new Map<string, number>();
   private bytes = 0;
@@ -83,7 +96,7 @@ export class DiskCache {
 
   private constructor(dir: string, limit: number, options: DiskCacheOptions) {
     this.dir = dir;
-    this.limit = limit;
+    this.limitNow = limit;
     this.holdMs = options.holdMs ?? 0;
     this.holdBytes = options.holdBytes ?? 64 << 20;
   }
@@ -275,7 +288,14 @@ export class DiskCache {
   private async write(hash: string, object: Buffer): Promise<void> {
     this.writing.add(hash);
     try {
-      await this.writeAtomic(blockPath(hash), object);
+      try {
+        await this.writeAtomic(blockPath(hash), object);
+      } catch (e) {
+        const code = errnoCode(e);
+        if ((code !== 'ENOSPC' && code !== 'EDQUOT') || this.index.size === 0) throw e;
+        await this.makeRoom();
+        await this.writeAtomic(blockPath(hash), object);
+      }
       this.index.set(hash, object.length);
       this.bytes += object.length;
       // Done writing before evicting: with many writes finishing together, each eviction
@@ -312,6 +332,15 @@ export class DiskCache {
       await fs.rm(tmp, { force: true });
       throw e;
     }
+  }
+
+  /** The filesystem is full: the limit drops to 90% of what the cache holds, and it evicts down to that (once for writes failing together). */
+  private makeRoom(): Promise<void> {
+    if (!this.makingRoom) {
+      this.limitNow = Math.min(this.limitNow, Math.floor(this.bytes * 0.9));
+      this.makingRoom = this.evict().finally(() => (this.makingRoom = undefined));
+    }
+    return this.makingRoom;
   }
 
   private async evict(): Promise<void> {

@@ -15,6 +15,7 @@ import { rankMirrors } from '../../src/fetch/rank.ts';
 import { makeVerifier } from '../../src/fetch/verifier.ts';
 import { loadImage, TrustState } from '../../src/fetch/trust.ts';
 import { generateKeyPair, loadPublicKey, parsePublicKey } from '../../src/format/keys.ts';
+import { blockHash, encodeBlock } from '../../src/format/codec.ts';
 import { blockPath, manifestPath } from '../../src/format/layout.ts';
 import { decodeManifest } from '../../src/format/manifest.ts';
 import { hfk, hfkJson } from '../helpers/cli.ts';
@@ -565,6 +566,36 @@ describe('loading the image', () => {
 });
 
 describe('disk cache', () => {
+  it('on a filesystem smaller than its limit, keeps caching when it fills: it lowers its limit and evicts the oldest', async () => {
+    // A real 1 MiB tmpfs under a cache opened with a 1 GiB limit (a small cache partition).
+    const dir = tempDir();
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', dir]);
+    onTestFinished(() => {
+      execFileSync('umount', [dir]);
+    });
+    const c = await DiskCache.open(join(dir, 'c'), 1 << 30);
+    // Incompressible 16 KiB blocks, stored as they are: about 64 fill the filesystem.
+    const put: string[] = [];
+    for (let i = 0; i < 150; i++) {
+      const data = pseudoRandom(16384, 1000 + i);
+      const hash = blockHash(data);
+      await c.putObject(hash, encodeBlock(data, 'none'));
+      put.push(hash);
+    }
+    await c.flush();
+    const st = c.stats();
+    expect(st.limitBytes).toBeLessThan(1 << 20); // learnt from the full filesystem
+    expect(st.evicted).toBeGreaterThan(0);
+    expect(st.bytes).toBeLessThanOrEqual(st.limitBytes);
+    // The newest objects are there (without this, every write after the filesystem filled failed)...
+    for (const h of put.slice(-20)) expect(c.has(h)).toBe(true);
+    expect(c.has(put[0]!)).toBe(false); // ...the oldest went
+    // ...and exactly what the index holds is on the disk, each object whole.
+    const files = readdirSync(join(dir, 'c', 'blocks'), { recursive: true, withFileTypes: true }).filter((e) => e.isFile());
+    expect(files.length).toBe(st.objects);
+    for (const f of files) expect(statSync(join(f.parentPath, f.name)).size).toBe(16385);
+  });
+
   it('a second run needs only the manifest; with no network at all it starts from the cache', async () => {
     const dir = tempDir();
     const nginx = await startNginx(store, dir);
