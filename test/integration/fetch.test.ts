@@ -210,14 +210,7 @@ describe('boot profiles', () => {
     expect(profile.map(([first]) => first)).toEqual([0, Math.floor(700_000 / 16384), Math.floor(100_000 / 16384)]);
     const byBlock = (l: { block: number }[]) => [...l].sort((a, b) => a.block - b.block);
     expect(byBlock(f.stats().recentFetches)).toEqual([0, 6, 42, 43, 44, 45].map((block) => ({ block, why: 'read' })));
-    const dir = tempDir();
-    writeFileSync(join(dir, 'stats.json'), JSON.stringify({ reads: 3, profile }));
-    const store2 = join(dir, 'store');
-    await hfkJson(['publish', join(work, 'v2.sqfs'), '--store', store2, '--name', 't', '--key', join(work, 'k.key'), '--block-size', '16K', '--profile', join(dir, 'stats.json')]);
-    const m2 = await mirror({ kind: 'ok' }, store2);
-    const set = new MirrorSet([m2.url]);
-    onTestFinished(() => set.close());
-    const loaded = await loadImage({ name: 't', version: undefined, key: key(), mirrors: set.mirrors, trust: TrustState.memory() });
+    const { set, loaded, m: m2 } = await everyBlockProfiled(profile);
     expect(loaded.manifest.header.profile).toEqual(profile);
     const f2 = new BlockFetcher({ mirrors: set, manifest: loaded.manifest, memory: new HeapCache(64 << 20), hedge: false, readaheadBytes: 0 });
     onTestFinished(() => f2.close());
@@ -230,7 +223,8 @@ describe('boot profiles', () => {
     // The "boot" now finds everything it reads already fetched.
     for (const [off, len] of [[0, 5000], [700_000, 40_000], [100_000, 1]]) expect((await f2.read(off, len)).equals(image.subarray(off, off + len))).toBe(true);
     expect(m2.blockRequests).toBe(before);
-    const bad = await hfk(['publish', join(work, 'v2.sqfs'), '--store', store2, '--name', 't', '--key', join(work, 'k.key'), '--profile', join(dir, 'none.json')]);
+    const dir = tempDir();
+    const bad = await hfk(['publish', join(work, 'v2.sqfs'), '--store', join(dir, 'store'), '--name', 't', '--key', join(work, 'k.key'), '--profile', join(dir, 'none.json')]);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/cannot read boot profile .*none.json/);
   });
@@ -241,13 +235,11 @@ describe('stats: the last blocks fetched', () => {
     const m = await mirror();
     const { f } = await fetcherFor([m.url], { hedge: false, readaheadBytes: 8 * 16384 });
     const hashes = f.manifest.blocks;
-    /** Blocks whose content comes first there (later copies and zero blocks are never fetched). */
-    const firsts = hashes.flatMap((h, i) => (h !== null && hashes.indexOf(h) === i ? [i] : []));
+    const firsts = firstCopies(hashes);
     expect(firsts.length).toBeGreaterThan(RECENT_FETCHES + 8);
     // Sequential reads of one block each, where every block is new (usr/random.bin): the first are
     // fetched for the reads, then the readahead runs ahead of them.
-    const run = firsts.find((b) => Array.from({ length: 24 }, (_, k) => b + k).every((k) => firsts.includes(k)))!;
-    expect(run).toBeDefined();
+    const run = newRun(hashes, 24);
     for (let b = run; b < run + 12; b++) await f.read(b * 16384, 16384);
     await vi.waitFor(() => expect(f.stats().inFlight).toBe(0)); // the readahead's last fetches
     const first = f.stats().recentFetches;
@@ -268,6 +260,19 @@ describe('stats: the last blocks fetched', () => {
   });
 });
 
+/** Blocks whose content comes first there (later copies and zero blocks are never fetched). */
+function firstCopies(hashes: readonly (string | null)[]): number[] {
+  return hashes.flatMap((h, i) => (h !== null && hashes.indexOf(h) === i ? [i] : []));
+}
+
+/** The first block of `length` blocks in a row whose contents are all new (usr/random.bin). */
+function newRun(hashes: readonly (string | null)[], length: number): number {
+  const firsts = new Set(firstCopies(hashes));
+  const run = [...firsts].find((b) => Array.from({ length }, (_, k) => b + k).every((k) => firsts.has(k)));
+  expect(run).toBeDefined();
+  return run!;
+}
+
 /** The test image published with a boot profile (default: every block), served by a mirror. */
 async function everyBlockProfiled(runs?: [number, number][]): Promise<{ blocks: number; set: MirrorSet; loaded: Awaited<ReturnType<typeof loadImage>>; m: FaultyMirror }> {
   const dir = tempDir();
@@ -285,10 +290,7 @@ async function everyBlockProfiled(runs?: [number, number][]): Promise<{ blocks: 
 describe('the gaps of the boot profile (a cache partition)', () => {
   it('fetches the small gaps between profile blocks into the disk cache once; a warm reader neither fetches nor reads them', async () => {
     // Where every block is new (usr/random.bin): profile blocks r, r+1, r+5, r+6, r+30.
-    const hashes = (await everyBlockProfiled()).loaded.manifest.blocks;
-    const firsts = hashes.flatMap((h, i) => (h !== null && hashes.indexOf(h) === i ? [i] : []));
-    const r = firsts.find((b) => Array.from({ length: 40 }, (_, k) => b + k).every((k) => firsts.includes(k)))!;
-    expect(r).toBeDefined();
+    const r = newRun((await fetcherFor([(await mirror()).url])).f.manifest.blocks, 40);
     const { set, loaded, m } = await everyBlockProfiled([[r, 2], [r + 5, 2], [r + 30, 1]]);
     const dir = tempDir();
     const open = async (gapBytes: number) => {
