@@ -50,20 +50,63 @@ export interface LaunchedReader {
 }
 
 /**
- * The environment of a reader process: as given, plus the glibc tunable that
- * backs malloc's heap with transparent huge pages (glibc 2.35+; older ones
- * ignore it). A reader keeps every block it decodes in fresh memory, and
- * first touches of 4 KiB pages are its largest cost on virtual machines:
- * measured on this project's 2-core VM, a cold dd of a 183 MB image through
- * `hfk mount` took 2.2–2.8 s with 4 KiB pages (reader's main thread
- * 1.3–1.8 s of user CPU) and 1.7–2.1 s with huge pages (0.9–1.2 s), three
- * runs each, taking turns; under load (CI running alongside), 1.8 against
- * 1.0 s of user CPU. A tunable the user set (`glibc.malloc.hugetlb=0`) is left alone.
+ * OpenSSL's capability mask for an emulated CPU: SSSE3 and AVX (word 1) and
+ * AVX2, BMI2 and the SHA extensions (word 2) off, so SHA-256 runs its plain
+ * x86-64 code. See readerEnv.
  */
-export function readerEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
-  const tunables = env.GLIBC_TUNABLES ?? '';
-  if (/(?:^|:)glibc\.malloc\.hugetlb=/.test(tunables)) return env;
-  return { ...env, GLIBC_TUNABLES: tunables ? `${tunables}:glibc.malloc.hugetlb=1` : 'glibc.malloc.hugetlb=1' };
+export const EMULATED_OPENSSL_CAPS = '~0x1000020000000000:~0x20000120';
+/** glibc's string functions without their AVX variants (see readerEnv). */
+export const EMULATED_GLIBC_HWCAPS = 'glibc.cpu.hwcaps=-AVX_Fast_Unaligned_Load,-AVX2';
+
+/**
+ * Whether this CPU is emulated instruction by instruction (QEMU's TCG, whose
+ * "max" CPU names itself "QEMU TCG CPU"), from /proc/cpuinfo's text.
+ * HFK_EMULATED_CPU=1 or 0 in the environment decides instead (another
+ * emulated model, or to measure without the tuning).
+ */
+export function emulatedCpu(cpuinfo: string, env: NodeJS.ProcessEnv = {}): boolean {
+  if (env.HFK_EMULATED_CPU === '1') return true;
+  if (env.HFK_EMULATED_CPU === '0') return false;
+  return /^model name\s*:.*\bQEMU TCG CPU\b/m.test(cpuinfo);
+}
+
+function procCpuinfo(): string {
+  try {
+    return fs.readFileSync('/proc/cpuinfo', 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * The environment of a reader process: as given, plus glibc and OpenSSL
+ * tunables. Settings the user made themselves are left alone.
+ *
+ * - Huge pages behind malloc's heap (`glibc.malloc.hugetlb=1`, glibc 2.35+;
+ *   older ones ignore it). A reader keeps every block it decodes in fresh
+ *   memory, and first touches of 4 KiB pages are its largest cost on virtual
+ *   machines: measured on this project's 2-core VM, a cold dd of a 183 MB
+ *   image through `hfk mount` took 2.2–2.8 s with 4 KiB pages (reader's main
+ *   thread 1.3–1.8 s of user CPU) and 1.7–2.1 s with huge pages (0.9–1.2 s),
+ *   three runs each, taking turns; under load (CI running alongside), 1.8
+ *   against 1.0 s of user CPU.
+ * - On an emulated CPU (emulatedCpu), no vector code in glibc's memcpy and
+ *   OpenSSL's SHA-256: an emulator runs plain integer code nearly as it
+ *   comes but each vector instruction through a helper. Measured in this
+ *   project's QEMU guests (TCG, `-cpu max`, Node 24): SHA-256 25 → 84 MB/s,
+ *   copying 64 KiB buffers 460 → 1600 MB/s, zstd decoding 45 → 60 MB/s.
+ *   On real hardware those vector paths are the fast ones, so they stay.
+ */
+export function readerEnv(env: NodeJS.ProcessEnv, cpuinfo: () => string = procCpuinfo): NodeJS.ProcessEnv {
+  const out = { ...env };
+  const add = (tunable: string) => (out.GLIBC_TUNABLES = out.GLIBC_TUNABLES ? `${out.GLIBC_TUNABLES}:${tunable}` : tunable);
+  const has = (name: string) => new RegExp(`(?:^|:)${name.replace(/\./g, '\\.')}=`).test(env.GLIBC_TUNABLES ?? '');
+  if (!has('glibc.malloc.hugetlb')) add('glibc.malloc.hugetlb=1');
+  if (emulatedCpu(env.HFK_EMULATED_CPU === undefined ? cpuinfo() : '', env)) {
+    if (!has('glibc.cpu.hwcaps')) add(EMULATED_GLIBC_HWCAPS);
+    if (out.OPENSSL_ia32cap === undefined) out.OPENSSL_ia32cap = EMULATED_OPENSSL_CAPS;
+  }
+  return out;
 }
 
 /**

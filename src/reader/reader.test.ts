@@ -1,16 +1,47 @@
 import { describe, expect, it } from 'vitest';
-import { readerEnv } from './launch.ts';
+import { EMULATED_GLIBC_HWCAPS, EMULATED_OPENSSL_CAPS, emulatedCpu, readerEnv } from './launch.ts';
+
+const HARDWARE = 'processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse2 avx avx2 sha_ni\n';
+const TCG = 'processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: QEMU TCG CPU version 2.5+\nflags\t\t: fpu sse2 avx avx2\n';
+const hardware = () => HARDWARE;
+const tcg = () => TCG;
 
 describe('readerEnv', () => {
   it('asks glibc for huge pages behind the heap, keeping the rest of the environment', () => {
     const env = { PATH: '/bin', HOME: '/root' };
-    expect(readerEnv(env)).toEqual({ PATH: '/bin', HOME: '/root', GLIBC_TUNABLES: 'glibc.malloc.hugetlb=1' });
+    expect(readerEnv(env, hardware)).toEqual({ PATH: '/bin', HOME: '/root', GLIBC_TUNABLES: 'glibc.malloc.hugetlb=1' });
     expect(env).toEqual({ PATH: '/bin', HOME: '/root' }); // not changed in place
   });
 
   it('adds to tunables already set, and leaves a hugetlb the user chose', () => {
-    expect(readerEnv({ GLIBC_TUNABLES: 'glibc.malloc.arena_max=2' }).GLIBC_TUNABLES).toBe('glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1');
-    expect(readerEnv({ GLIBC_TUNABLES: 'glibc.malloc.hugetlb=0' }).GLIBC_TUNABLES).toBe('glibc.malloc.hugetlb=0');
-    expect(readerEnv({ GLIBC_TUNABLES: 'glibc.malloc.arena_max=2:glibc.malloc.hugetlb=2' }).GLIBC_TUNABLES).toBe('glibc.malloc.arena_max=2:glibc.malloc.hugetlb=2');
+    expect(readerEnv({ GLIBC_TUNABLES: 'glibc.malloc.arena_max=2' }, hardware).GLIBC_TUNABLES).toBe('glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1');
+    expect(readerEnv({ GLIBC_TUNABLES: 'glibc.malloc.hugetlb=0' }, hardware).GLIBC_TUNABLES).toBe('glibc.malloc.hugetlb=0');
+    expect(readerEnv({ GLIBC_TUNABLES: 'glibc.malloc.arena_max=2:glibc.malloc.hugetlb=2' }, hardware).GLIBC_TUNABLES).toBe('glibc.malloc.arena_max=2:glibc.malloc.hugetlb=2');
+  });
+
+  it('on an emulated CPU turns off the vector code of glibc and OpenSSL, unless the user set it', () => {
+    expect(readerEnv({ PATH: '/bin' }, tcg)).toEqual({ PATH: '/bin', GLIBC_TUNABLES: `glibc.malloc.hugetlb=1:${EMULATED_GLIBC_HWCAPS}`, OPENSSL_ia32cap: EMULATED_OPENSSL_CAPS });
+    expect(readerEnv({ OPENSSL_ia32cap: '~0x0' }, tcg).OPENSSL_ia32cap).toBe('~0x0');
+    expect(readerEnv({ GLIBC_TUNABLES: 'glibc.cpu.hwcaps=-AVX2' }, tcg).GLIBC_TUNABLES).toBe('glibc.cpu.hwcaps=-AVX2:glibc.malloc.hugetlb=1');
+    expect(readerEnv({}, hardware).OPENSSL_ia32cap).toBeUndefined();
+  });
+
+  it('HFK_EMULATED_CPU=1/0 decides instead of /proc/cpuinfo, which is then not read', () => {
+    const unread = () => {
+      throw new Error('cpuinfo read');
+    };
+    expect(readerEnv({ HFK_EMULATED_CPU: '1' }, unread).OPENSSL_ia32cap).toBe(EMULATED_OPENSSL_CAPS);
+    expect(readerEnv({ HFK_EMULATED_CPU: '0' }, unread).OPENSSL_ia32cap).toBeUndefined();
+  });
+});
+
+describe('emulatedCpu', () => {
+  it("knows QEMU's TCG CPU by its model name, and nothing else", () => {
+    expect(emulatedCpu(TCG)).toBe(true);
+    expect(emulatedCpu(HARDWARE)).toBe(false);
+    expect(emulatedCpu('model name\t: QEMU Virtual CPU version 2.5+\n')).toBe(false); // qemu64, also under KVM
+    expect(emulatedCpu('')).toBe(false);
+    expect(emulatedCpu(HARDWARE, { HFK_EMULATED_CPU: '1' })).toBe(true);
+    expect(emulatedCpu(TCG, { HFK_EMULATED_CPU: '0' })).toBe(false);
   });
 });
