@@ -47,7 +47,17 @@ describe('the reader settings of a boot', () => {
     const GiB = 1024 ** 3;
     expect(blockCacheLimit({ kind: 'tmpfs' }, 4 * GiB, 1 * GiB)).toBe(GiB / 4);
     expect(blockCacheLimit({ kind: 'tmpfs' }, 100 << 20, 1 * GiB)).toBe(100 << 20); // a smaller setting stands
-    expect(blockCacheLimit({ kind: 'label', label: 'hfk-cache' }, 4 * GiB, 1 * GiB)).toBe(4 * GiB); // a partition: as configured
     expect(blockCacheLimit({ kind: 'tmpfs' }, 4 * GiB, undefined)).toBe(4 * GiB); // size unknown
+  });
+
+  it('keeps a cache partition to 90% of its filesystem, and to half when the overlay shares it', () => {
+    const GiB = 1024 ** 3;
+    const label = { kind: 'label', label: 'hfk-cache' } as const;
+    expect(blockCacheLimit(label, 4 * GiB, 1 * GiB)).toBe(Math.floor(0.9 * GiB));
+    expect(blockCacheLimit(label, 4 * GiB, 100 * GiB)).toBe(4 * GiB); // a larger partition: as configured
+    expect(blockCacheLimit(label, 4 * GiB, 1 * GiB, { kind: 'tmpfs' })).toBe(Math.floor(0.9 * GiB)); // the overlay elsewhere
+    expect(blockCacheLimit(label, 4 * GiB, 1 * GiB, { kind: 'label', label: 'hfk-cache' })).toBe(GiB / 2);
+    expect(blockCacheLimit({ kind: 'device', path: '/dev/vdb' }, 4 * GiB, 1 * GiB, { kind: 'device', path: '/dev/vdb' })).toBe(GiB / 2);
+    expect(blockCacheLimit(label, 4 * GiB, undefined, label)).toBe(4 * GiB); // size unknown
   });
 });

@@ -87,13 +87,18 @@ export function bootPrefetchCached(): boolean {
 }
 
 /**
- * The block cache's size limit: as configured, and with the tmpfs cache (on
- * /run, which the booted system keeps using) at most a quarter of that
- * tmpfs, so that the cache never fills it.
+ * The block cache's size limit: as configured, and at most a share of the
+ * filesystem it is on: a quarter of the tmpfs cache's /run (which the booted
+ * system keeps using); 90% of a cache partition (the rest for the
+ * filesystem's own needs; a cache larger than its disk would otherwise learn
+ * its size only from ENOSPC, see DiskCache); half of a partition that the
+ * overlay shares (hfk.overlay given the same way as hfk.cache), so that the
+ * cache cannot take the room the system's writes need.
  */
-export function blockCacheLimit(cache: MountSource, configured: number, tmpfsBytes: number | undefined): number {
-  if (cache.kind !== 'tmpfs' || !tmpfsBytes) return configured;
-  return Math.max(1, Math.min(configured, Math.floor(tmpfsBytes / 4)));
+export function blockCacheLimit(cache: MountSource, configured: number, fsBytes: number | undefined, overlay?: MountSource): number {
+  if (!fsBytes) return configured;
+  const share = cache.kind === 'tmpfs' ? 0.25 : overlay && formatMountSource(overlay) === formatMountSource(cache) ? 0.5 : 0.9;
+  return Math.max(1, Math.min(configured, Math.floor(fsBytes * share)));
 }
 
 /**
@@ -374,7 +379,7 @@ export const fuse: Step<BootContext, void> = step('fuse', 'start the block reade
     manifestFile: PATHS.manifest,
     seeds: state.ranking!.mirrors.map((m) => ({ url: m.url, ttfbMs: m.ttfbMs, throughputMBps: m.throughputMBps })),
     cacheDir: state.cacheDir!,
-    cacheBytes: blockCacheLimit(s.cache, s.config.cache.maxSize, fsBytes(state.cacheDir!)),
+    cacheBytes: blockCacheLimit(s.cache, s.config.cache.maxSize, fsBytes(state.cacheDir!), s.overlay),
     cacheHoldMs: blockCacheHoldMs(s.cache),
     memoryBytes: Math.min(s.config.cache.memory, 128 * 1024 * 1024),
     trustFile: path.join(state.cacheDir!, 'trust.json'),
