@@ -96,6 +96,8 @@ function procCpuinfo(): string {
  *   project's QEMU guests (TCG, `-cpu max`, Node 24): SHA-256 25 → 84 MB/s,
  *   copying 64 KiB buffers 460 → 1600 MB/s, zstd decoding 45 → 60 MB/s.
  *   On real hardware those vector paths are the fast ones, so they stay.
+ *   (glibc 2.36 cuts GLIBC_TUNABLES short in place as it reads it: the
+ *   reader's /proc/PID/environ shows only the first tunable, yet all apply.)
  */
 export function readerEnv(env: NodeJS.ProcessEnv, cpuinfo: () => string = procCpuinfo): NodeJS.ProcessEnv {
   const out = { ...env };
