@@ -21,6 +21,7 @@ import { dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { InputError, UsageError } from '../src/errors.ts';
 import { parseCmdline } from '../src/init/cmdline.ts';
+import { removeOnInterrupt } from '../src/util/interrupt.ts';
 
 // ---------------------------------------------------------------- kernel parameters
 
@@ -424,6 +425,7 @@ export function writeIso(o: { out: string; files: readonly TreeFile[]; mbr: stri
   if (!existsSync(dirname(resolve(o.out)))) throw new InputError(`cannot write ${o.out}: folder ${dirname(resolve(o.out))} does not exist`);
   const stage = mkdtempSync(join(tmpdir(), 'hfk-iso-'));
   const tmp = `${o.out}.tmp-${process.pid}`;
+  const forget = [removeOnInterrupt(stage), removeOnInterrupt(tmp)];
   try {
     writeTree(o.files, stage, o.mtime);
     rmSync(tmp, { force: true });
@@ -432,6 +434,7 @@ export function writeIso(o: { out: string; files: readonly TreeFile[]; mbr: stri
   } finally {
     rmSync(tmp, { force: true });
     rmSync(stage, { recursive: true, force: true });
+    for (const f of forget) f();
   }
   return { path: o.out, bytes: statSync(o.out).size, sha256: createHash('sha256').update(readFileSync(o.out)).digest('hex') };
 }

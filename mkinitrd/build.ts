@@ -26,6 +26,7 @@ import { pipeline } from 'node:stream/promises';
 import { constants as zc, createGzip, createZstdCompress } from 'node:zlib';
 import { z } from 'zod';
 import { InputError, UsageError } from '../src/errors.ts';
+import { removeOnInterrupt } from '../src/util/interrupt.ts';
 import { formatBytes } from '../src/util/size.ts';
 import { type CpioRecord, CpioTree, dataSize, file, hostFile, hostTree, NEWC_HEADER_SIZE, newcChunks, pad4, sourceDateEpoch, tagged, TRAILER_NAME } from './cpio.ts';
 import { DEFAULT_MODULE_SPECS, type Depmod, stageModules } from './modules.ts';
@@ -333,6 +334,7 @@ export async function buildInitramfs(options: BuildOptions, hooks: BuildHooks = 
   const started = performance.now();
   const work = o.workDir ?? mkdtempSync(join(tmpdir(), 'hfk-mkinitrd-'));
   const tmpOut = `${o.out}.tmp-${process.pid}`;
+  const forget = [removeOnInterrupt(tmpOut), ...(o.workDir === undefined ? [removeOnInterrupt(work)] : [])];
   try {
     const c = collect(o, work, hooks.depmod);
     const total = archiveSize(c.tree);
@@ -381,6 +383,7 @@ export async function buildInitramfs(options: BuildOptions, hooks: BuildHooks = 
   } finally {
     rmSync(tmpOut, { force: true });
     if (o.workDir === undefined) rmSync(work, { recursive: true, force: true });
+    for (const f of forget) f();
   }
 }
 

@@ -10,7 +10,7 @@ import { findKernel } from '../test/lab/qemu.ts';
 import type { BuildReport } from './build.ts';
 import { parseNewc } from './cpio.ts';
 import type { BootEntriesReport } from './bootentries.ts';
-import { bakeConfig, entrySettings, initrdTarget, mkinitrdCommand, resolveInit } from './cli.ts';
+import { bakeConfig, entrySettings, initrdTarget, missingSettings, mkinitrdCommand, resolveInit } from './cli.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'hfk-mkinitrd-cli-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
@@ -117,6 +117,15 @@ describe('hfk mkinitrd', () => {
     await expect(run(['--modules', kernel.modulesDir, '--out', join(work, 'x.img'), '--init', init, '--compress', 'xz'])).rejects.toThrow(/--compress must be one of zstd, gzip: got 'xz'/);
     await expect(run(['--modules', kernel.modulesDir, '--out', join(work, 'x.img'), '--init', init, '--compress', 'gzip', '--level', '12'])).rejects.toThrow(/--level must be a whole number from 1 to 9: got '12'/);
     await expect(run(['--out', join(work, 'x.img')])).rejects.toThrow(/--modules is required/);
+    // a bad mirror is named as the option given, not as a line of the config it would be baked into
+    await expect(run(['--modules', kernel.modulesDir, '--out', join(work, 'x.img'), '--init', init, '--mirrors', 'notaurl'])).rejects.toThrow(/^--mirrors must be an http:\/\/ or https:\/\/ URL: got 'notaurl'$/);
+    await expect(run(['--modules', kernel.modulesDir, '--out', join(work, 'x.img'), '--init', init, '--mirrors', 'http://127.0.0.1:99999/'])).rejects.toThrow(/--mirrors is not a valid URL: got 'http:\/\/127.0.0.1:99999\/' \(check its host name and port\)/);
+  });
+
+  it('says which settings the boot must then get from the kernel command line', () => {
+    expect(missingSettings(bakeConfig({})).map((m) => m.param)).toEqual(['hfk.image=', 'hfk.mirrors=', 'hfk.key=']);
+    expect(missingSettings(bakeConfig({ image: 'debian', publicKey: pair.publicLine })).map((m) => m.option)).toEqual(['--mirrors']);
+    expect(missingSettings(bakeConfig({ base: { text: `key: ${pair.publicLine.split(' ')[1]}\n`, path: 'site.yaml' }, image: 'd', mirrors: ['http://m/'] }))).toEqual([]); // an inline key
   });
 });
 

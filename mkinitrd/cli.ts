@@ -14,6 +14,7 @@ import { type BootEntriesPlan, type BootEntriesReport, formatBootEntries, PXE_FI
 import { sourceDateEpoch } from './cpio.ts';
 import { buildInitramfs, COMPRESSIONS, type Compression, CONFIG_PATH, DEFAULT_LEVEL, formatSizeReport, PUBLIC_KEY_PATH } from './build.ts';
 import { DEFAULT_MODULE_SPECS, kernelVersionOf } from './modules.ts';
+import { normalizeBaseUrl } from '../src/store/http.ts';
 
 /**
  * The init bundle to pack: --init, else hfk-init.mjs next to the running
@@ -91,6 +92,16 @@ export function entrySettings(config: string): { image?: string; mirrors: string
   };
 }
 
+/** The settings a boot needs that the baked config leaves to the kernel command line. */
+export function missingSettings(baked: Baked): { what: string; option: string; param: string }[] {
+  const c = entrySettings(baked.config);
+  const out: { what: string; option: string; param: string }[] = [];
+  if (!c.image) out.push({ what: 'the image', option: '--image', param: 'hfk.image=' });
+  if (c.mirrors.length === 0) out.push({ what: 'the mirrors', option: '--mirrors', param: 'hfk.mirrors=' });
+  if (baked.publicKey === undefined && !/^key:/m.test(baked.config)) out.push({ what: 'the key', option: '--key', param: 'hfk.key=' });
+  return out;
+}
+
 /** Where the initrd goes: --out, else the PXE tree's initrd.img, else a temporary file (only --iso). */
 export function initrdTarget(o: { out?: string; iso?: string; pxe?: string }): { path: string; temporary: boolean } {
   if (o.out) return { path: o.out, temporary: false };
@@ -163,6 +174,7 @@ start the first entry after 2 seconds. See docs/BOOT.md.`,
     const configPath = str(ctx, 'config');
     const keyPath = str(ctx, 'key');
     const mirrors = list(ctx, 'mirrors');
+    for (const m of mirrors) normalizeBaseUrl(m, '--mirrors'); // named as the option here, not as a line of the baked config
     const image = str(ctx, 'image');
     const baked = bakeConfig({
       ...(configPath ? { base: { text: readText(configPath, 'config file'), path: configPath } } : {}),
@@ -173,6 +185,10 @@ start the first entry after 2 seconds. See docs/BOOT.md.`,
     const extra = list(ctx, 'module');
     const node = str(ctx, 'node');
     const json = flag(ctx, 'json');
+    const unset = missingSettings(baked);
+    if (unset.length) {
+      ctx.io.err(`note: nothing baked in for ${unset.map((u) => u.what).join(', ')}: each boot must then give ${unset.map((u) => u.param).join(', ')} on the kernel command line (or pass ${unset.map((u) => u.option).join(', ')} here)\n`);
+    }
     // Everything the entries need is checked before the (long) build.
     let plan: BootEntriesPlan | undefined;
     if (kernel !== undefined) {

@@ -76,14 +76,15 @@ export function parseCommandArgs(prog: string, cmd: Command, argv: string[]): Om
     parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
   } catch (e) {
     const msg = (e as Error).message.replace(/\. To specify a positional argument.*$/s, '');
-    throw new UsageError(`${prog} ${cmd.name}: ${msg}`, { hint: `see ${prog} ${cmd.name} --help` });
+    throw new UsageError(msg, { hint: `see ${prog} ${cmd.name} --help` }); // main() names the command
   }
   if (parsed.values.help) return 'help';
   const { min, max } = cmd.positionals;
   const n = parsed.positionals.length;
   if (n < min || n > max) {
     const want = min === max ? `${min}` : max === Infinity ? `at least ${min}` : `${min} to ${max}`;
-    throw new UsageError(`${prog} ${cmd.name} takes ${want} argument${max === 1 ? '' : 's'} (${cmd.usage}): got ${n}${n > max ? `: ${parsed.positionals.slice(max).join(' ')}` : ''}`, {
+    const one = (min === max || max === Infinity ? min : max) === 1;
+    throw new UsageError(`takes ${want} argument${one ? '' : 's'} (${cmd.usage}): got ${n}${n > max ? `: ${parsed.positionals.slice(max).join(' ')}` : ''}`, {
       hint: `see ${prog} ${cmd.name} --help`,
     });
   }

@@ -40,7 +40,7 @@ export async function main(argv: string[], io: Output = stdio()): Promise<number
     io.out(sub ? helpText('hfk', sub) : overview());
     return name === undefined ? 2 : 0;
   }
-  if (name === '--version' || name === '-V') {
+  if (name === '--version' || name === '-V' || name === '-v') {
     io.out(`hfk ${VERSION} (node ${process.versions.node})\n`);
     return 0;
   }

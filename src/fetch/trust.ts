@@ -156,8 +156,12 @@ function summarize(name: string, count: number, failures: HfkError[]): HfkError 
     });
   }
   if (all('E_MISSING')) {
+    // The image is there, only not that version: say so (its hint names the command that lists versions).
+    if (failures.every((e) => / has no version \d+ /.test(e.message))) {
+      return new MissingError('(all mirrors)', `no mirror has the manifest for '${name}': ${detail}`, failures[0]!.hint ? { hint: failures[0]!.hint } : {});
+    }
     return new MissingError('(all mirrors)', `no mirror has image '${name}': ${detail}`, {
-      hint: 'check the image name (--name / hfk.image=) and that the mirrors carry this store',
+      hint: 'check the image name (NAME, --name or hfk.image=) and that the mirrors carry this store',
     });
   }
   if (failures.every((e) => e instanceof BrokenError)) {

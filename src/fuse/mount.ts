@@ -198,7 +198,7 @@ export async function unmount(mountpoint: string, opts: UnmountOptions = {}): Pr
   const r = await runCommand(argv);
   if (r.code !== 0) {
     throw new MountError(`cannot unmount ${mountpoint}: ${describeExit(argv, r)}`, {
-      hint: opts.lazy ? 'see what still uses it: fuser -vm MOUNTPOINT' : 'something still uses it (a loop mount, an open file); retry with a lazy unmount',
+      hint: opts.lazy ? 'see what still uses it: fuser -vm MOUNTPOINT' : 'something still uses it (a loop mount, an open file): unmount that first, or detach now with hfk umount --lazy (umount -l)',
     });
   }
 }

@@ -36,6 +36,7 @@ export function normalizeBaseUrl(text: string, what: string): string {
   try {
     u = new URL(text);
   } catch {
+    if (/^https?:\/\//i.test(text)) throw new UsageError(`${what} is not a valid URL: got '${text}' (check its host name and port)`);
     throw new UsageError(`${what} must be an http:// or https:// URL: got '${text}'`);
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:') {

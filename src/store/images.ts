@@ -77,7 +77,7 @@ export async function readManifest(
   } catch (e) {
     if (e instanceof MissingError) {
       throw new MissingError(e.source, `image '${name}' has no version ${v} in ${store.location} (no ${rel})`, {
-        hint: version === undefined ? 'the store is being published or was pruned; try again' : 'list versions with hfk verify --store … --name NAME',
+        hint: version === undefined ? 'the store is being published or was pruned; try again' : `list the versions the store has: hfk verify --store … --name ${name} --key PREFIX.pub`,
         cause: e,
       });
     }

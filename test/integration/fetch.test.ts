@@ -18,7 +18,7 @@ import { generateKeyPair, loadPublicKey, parsePublicKey } from '../../src/format
 import { blockHash, encodeBlock } from '../../src/format/codec.ts';
 import { blockPath, manifestPath } from '../../src/format/layout.ts';
 import { decodeManifest } from '../../src/format/manifest.ts';
-import { hfk, hfkJson } from '../helpers/cli.ts';
+import { hfk, hfkJson, hfkSpawn } from '../helpers/cli.ts';
 import { makeTree, mksquashfs, pseudoRandom } from '../helpers/images.ts';
 import { countRequests, deadUrl, type FaultyMirror, startFaultyMirror, startNginx, startSquid } from '../helpers/mirrors.ts';
 import { tempDir, tempDirKeep } from '../helpers/tmp.ts';
@@ -746,6 +746,31 @@ describe('hfk get', () => {
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/no mirror has image 'nope'/);
     expect(readdirSync(dir).filter((f) => f.startsWith('x.img'))).toEqual([]);
+  });
+
+  it('checks --out before fetching anything', async () => {
+    const dir = tempDir();
+    const m = await mirror();
+    const missing = await hfk(['get', 't', '--mirrors', m.url, '--key', pubFile, '--out', join(dir, 'nope', 'x.img')]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain(`--out ${join(dir, 'nope', 'x.img')}: folder ${join(dir, 'nope')} does not exist`);
+    const folder = await hfk(['get', 't', '--mirrors', m.url, '--key', pubFile, '--out', dir]);
+    expect(folder.code).toBe(2);
+    expect(folder.stderr).toMatch(/--out .* is a folder: give the file to write/);
+    expect(m.requests).toBe(0);
+  });
+
+  it('removes its half-written file when interrupted (SIGINT, SIGTERM)', async () => {
+    const dir = tempDir();
+    const partial = await mirror({ kind: '404' }); // block objects never come: get keeps retrying
+    for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+      const child = hfkSpawn(['get', 't', '--mirrors', partial.url, '--key', pubFile, '--out', join(dir, 't.img')]);
+      const ended = new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+      await vi.waitFor(() => expect(readdirSync(dir).some((f) => f.endsWith('.part'))).toBe(true), { timeout: 30_000, interval: 50 });
+      child.kill(signal);
+      expect(await ended).toBe(code);
+      expect(readdirSync(dir)).toEqual([]);
+    }
   });
 });
 

@@ -1,13 +1,27 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { UsageError } from '../../errors.ts';
 import { resolvePublicKey } from '../../format/keys.ts';
 import { parseImageRef } from '../../format/manifest.ts';
 import { openImage } from '../../fetch/open.ts';
 import { formatRanking } from '../../fetch/rank.ts';
+import { removeOnInterrupt } from '../../util/interrupt.ts';
 import { formatBytes, parseSize } from '../../util/size.ts';
 import { type Command, flag, int, printJson, required, str } from '../command.ts';
 import { MIRROR_OPTIONS, mirrorSources } from '../mirrorargs.ts';
 import { ProgressBar } from '../progress.ts';
+
+/** Checks --out before anything is fetched: its folder must exist, and it must not be a folder itself. */
+async function checkOut(out: string, name: string): Promise<void> {
+  const dir = path.dirname(path.resolve(out));
+  if (!(await fs.stat(dir).catch(() => undefined))?.isDirectory()) {
+    throw new UsageError(`--out ${out}: folder ${dir} does not exist`, { hint: 'create it first (mkdir -p), or choose another --out' });
+  }
+  if ((await fs.stat(out).catch(() => undefined))?.isDirectory()) {
+    throw new UsageError(`--out ${out} is a folder: give the file to write`, { hint: `e.g. --out ${path.join(out, `${name}.img`)}` });
+  }
+}
 
 export const getCommand: Command = {
   name: 'get',
@@ -34,6 +48,7 @@ The file appears under its name only when complete.`,
     const key = resolvePublicKey(required(ctx, 'key', 'the public key (PREFIX.pub) the manifest must be signed with'), '--key');
     const src = await mirrorSources(ctx);
     const out = str(ctx, 'out') ?? `${ref.name}.img`;
+    await checkOut(out, ref.name);
     const json = flag(ctx, 'json');
     const cacheDir = str(ctx, 'cache');
     const soft = flag(ctx, 'soft');
@@ -51,6 +66,7 @@ The file appears under its name only when complete.`,
     });
     const t0 = performance.now();
     const tmp = `${out}.${process.pid}.${randomBytes(4).toString('hex')}.part`;
+    const forget = removeOnInterrupt(tmp);
     try {
       if (!json && !flag(ctx, 'quiet')) ctx.io.err(formatRanking(opened.ranking));
       const { fetcher } = opened;
@@ -100,6 +116,7 @@ The file appears under its name only when complete.`,
       await fs.rm(tmp, { force: true });
       throw e;
     } finally {
+      forget();
       await opened.close();
     }
   },

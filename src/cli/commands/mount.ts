@@ -154,7 +154,11 @@ export const umountCommand: Command = {
     const mp = ctx.positionals[0]!;
     const abs = path.resolve(mp);
     const on = findMount(await readMountinfo(), abs);
-    if (!on) throw new MountpointError('missing', mp, `nothing is mounted on ${mp}`);
+    if (!on) {
+      throw new MountpointError('missing', mp, `nothing is mounted on ${mp}`, {
+        hint: 'check the folder: grep fuse.hfk /proc/self/mounts lists the hfk mounts there are',
+      });
+    }
     if (on.fstype !== 'fuse.hfk') throw new UsageError(`${mp} is a ${on.fstype} mount, not one of hfk's (fuse.hfk)`);
     await unmount(abs, { lazy: flag(ctx, 'lazy') });
     ctx.io.out(`unmounted ${abs}\n`);
