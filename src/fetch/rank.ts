@@ -320,6 +320,6 @@ export function formatRanking(r: Ranking): string {
       `${String(i + 1).padStart(2)}  ${m.url.padEnd(w)}  ${`${f(m.connectMs)} ms`.padStart(8)}  ${`${f(m.ttfbMs)} ms`.padStart(8)}  ${`${f(m.blockMs)} ms`.padStart(8)}  ${f(m.throughputMBps).padStart(7)}  ${m.icmpMs === null ? '-'.padStart(7) : `${f(m.icmpMs)} ms`.padStart(7)}  ${`${Math.round(m.loss * 100)}%`.padStart(5)}  ${(Number.isFinite(m.score) ? m.score.toFixed(1) : 'dead').padStart(8)}  ${m.version ?? '-'}${m.error && m.ok === 0 ? `  (${m.error})` : ''}`,
     );
   });
-  rows.push(`ranked ${r.mirrors.length} mirrors in ${Math.round(r.ms)} ms`);
+  rows.push(`ranked ${r.mirrors.length} mirror${r.mirrors.length === 1 ? '' : 's'} in ${Math.round(r.ms)} ms`);
   return `${rows.join('\n')}\n`;
 }

@@ -2,7 +2,7 @@
 // made by mksquashfs, mkfs.ext4 and create_compressed_fs.
 
 import { execFileSync } from 'node:child_process';
-import { chmodSync, cpSync, existsSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { blockPath, manifestPath, pointerPath } from '../../src/format/layout.ts';
@@ -361,6 +361,26 @@ describe('gc', () => {
     expect(again.blocksRemoved).toBe(0);
     expect(existsSync(join(store, pointerPath('g')))).toBe(true);
   });
+
+  it('refuses a folder that is not a store, and removes nothing from it', async () => {
+    const dir = tempDir();
+    mkdirSync(join(dir, 'blocks', 'ab'), { recursive: true });
+    writeFileSync(join(dir, 'blocks', 'ab', 'notes.txt'), 'mine\n');
+    const r = await hfk(['gc', '--store', dir]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/has no images .*: not a store, or nothing published yet/);
+    expect(readFileSync(join(dir, 'blocks', 'ab', 'notes.txt'), 'utf8')).toBe('mine\n');
+  });
+});
+
+describe('hfk keygen', () => {
+  it('refuses a folder as --out (the files would be hidden .key and .pub)', async () => {
+    const dir = tempDir();
+    const r = await hfk(['keygen', '--out', `${dir}/`]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/is a folder, not a prefix/);
+    expect(readdirSync(dir)).toEqual([]);
+  });
 });
 
 describe('hfk serve and a store over HTTP', () => {
@@ -388,6 +408,11 @@ describe('hfk serve and a store over HTTP', () => {
       expect(res.headers.get('cache-control')).toMatch(/max-age=5/);
       const blk = await fetch(`${url}images/web/v1.hfkm`);
       expect(blk.headers.get('cache-control')).toMatch(/immutable/);
+      // A second server on the same port: the option to change, named.
+      const port = new URL(url!).port;
+      const taken = await hfk(['serve', '--store', store, '--port', port]);
+      expect(taken.code).toBe(2);
+      expect(taken.stderr).toContain(`--port ${port}: 127.0.0.1:${port} is in use`);
     } finally {
       srv.kill('SIGTERM');
     }

@@ -62,7 +62,7 @@ The file appears under its name only when complete.`,
       cacheBytes: parseSize(str(ctx, 'cache-size') ?? '4G', '--cache-size'),
       mode: soft ? 'soft' : 'hard',
       softTimeoutMs: (int(ctx, 'soft-timeout', 1, 86_400) ?? 30) * 1000,
-      log: (l) => ctx.io.err(`\r\x1b[2K${l}\n`),
+      log: (l) => ctx.io.err(`${ctx.io.tty ? '\r\x1b[2K' : ''}${l}\n`), // clears the progress bar's line on a terminal
     });
     const t0 = performance.now();
     const tmp = `${out}.${process.pid}.${randomBytes(4).toString('hex')}.part`;

@@ -19,6 +19,9 @@ PREFIX.pub (one line; give it to every client: hfk mount --key, hfk.key=, mkinit
   positionals: { min: 0, max: 0 },
   async run(ctx) {
     const prefix = required(ctx, 'out', 'the path prefix for PREFIX.key and PREFIX.pub');
+    if (prefix.endsWith('/') || path.basename(prefix) === '.' || path.basename(prefix) === '..') {
+      throw new UsageError(`--out ${prefix} is a folder, not a prefix: the files would be hidden (.key, .pub)`, { hint: `e.g. --out ${path.join(prefix, 'hfk')} writes hfk.key and hfk.pub there` });
+    }
     const keyFile = `${prefix}.key`;
     const pubFile = `${prefix}.pub`;
     const { privatePem, publicLine, publicKey } = generateKeyPair(path.basename(prefix));

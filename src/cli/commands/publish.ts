@@ -6,7 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { checkPublishOptions, publish, type PublishResult } from '../../publish/publish.ts';
 import { LocalStore } from '../../store/local.ts';
 import { formatBytes, formatDuration, parseSize } from '../../util/size.ts';
-import { type Command, flag, int, printJson, required, str } from '../command.ts';
+import { type Command, flag, printJson, required, str } from '../command.ts';
 import { ProgressBar } from '../progress.ts';
 
 export const publishCommand: Command = {
@@ -41,7 +41,9 @@ blocks the store lacks; the image's pointer moves to the new version last.`,
     const codecText = str(ctx, 'codec') ?? 'zstd';
     const codec = Codec.safeParse(codecText);
     if (!codec.success) throw new UsageError(`--codec must be one of ${CODECS.join(', ')}: got '${codecText}'`);
-    const level = int(ctx, 'level', 0, 22);
+    const levelText = str(ctx, 'level');
+    if (levelText !== undefined && !/^-?\d+$/.test(levelText)) throw new UsageError(`--level must be a whole number: got '${levelText}'`);
+    const level = levelText === undefined ? undefined : Number(levelText); // its range depends on --codec: checkPublishOptions
     checkPublishOptions({ blockSize, codec: codec.data, level, name });
     const key = loadPrivateKey(keyFile);
     const profileFile = str(ctx, 'profile');

@@ -1,6 +1,18 @@
+import { errnoCode, UsageError } from '../../errors.ts';
 import { LocalStore } from '../../store/local.ts';
 import { serveStore } from '../../store/serve.ts';
 import { type Command, flag, int, str, required } from '../command.ts';
+
+/** What a person can do about a failed listen: the option to change, named. */
+function listenError(e: unknown, host: string, port: number): unknown {
+  const code = errnoCode(e);
+  if (code === 'EADDRINUSE') return new UsageError(`--port ${port}: ${host}:${port} is in use`, { hint: 'choose another --port, or --port 0 for a free one' });
+  if (code === 'EACCES') return new UsageError(`--port ${port}: not allowed to listen on ${host}:${port}`, { hint: 'ports below 1024 need root; choose --port 1024 or above' });
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EADDRNOTAVAIL' || code === 'EINVAL') {
+    return new UsageError(`--host ${host}: not an address of this machine (${code})`, { hint: 'give one of its addresses (ip -brief addr), 127.0.0.1, or 0.0.0.0 for all' });
+  }
+  return e;
+}
 
 export const serveCommand: Command = {
   name: 'serve',
@@ -16,11 +28,10 @@ export const serveCommand: Command = {
   async run(ctx) {
     const store = await LocalStore.open(required(ctx, 'store', 'the store folder to serve'));
     const quiet = flag(ctx, 'quiet');
-    const s = await serveStore({
-      root: store.root,
-      host: str(ctx, 'host') ?? '127.0.0.1',
-      port: int(ctx, 'port', 0, 65535) ?? 8080,
-      ...(quiet ? {} : { log: (l: string) => ctx.io.err(`${l}\n`) }),
+    const host = str(ctx, 'host') ?? '127.0.0.1';
+    const port = int(ctx, 'port', 0, 65535) ?? 8080;
+    const s = await serveStore({ root: store.root, host, port, ...(quiet ? {} : { log: (l: string) => ctx.io.err(`${l}\n`) }) }).catch((e: unknown) => {
+      throw listenError(e, host, port);
     });
     ctx.io.out(`serving ${store.root} at ${s.url} (Ctrl-C to stop)\n`);
     await new Promise<void>((resolve) => {
