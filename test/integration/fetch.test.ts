@@ -110,6 +110,10 @@ describe('ranking (netselect for HTTP)', () => {
     expect(t.stdout).toMatch(/dead/);
     const j = await hfkJson(['mirrors', 'rank', a.url, '--name', 't']);
     expect(j.mirrors[0].url).toBe(a.url);
+    expect(j.mirrors[0].icmpMs).toBeNull(); // only with --icmp
+    // --icmp: the system ping's round trip, in time for the ranking (it once came after its deadline)
+    const icmp = await hfkJson(['mirrors', 'rank', a.url, '--name', 't', '--icmp']);
+    expect(icmp.mirrors[0].icmpMs).toBeGreaterThanOrEqual(0);
     const none = await hfk(['mirrors', 'rank', dead, '--name', 't']);
     expect(none.code).toBe(1);
     const bad = await hfk(['mirrors', 'rank', 'ftp://x/', '--name', 't']);
