@@ -52,7 +52,12 @@ export class LocalStore implements StoreReader {
     try {
       await fs.mkdir(abs, { recursive: true });
     } catch (e) {
-      throw new StoreError(`cannot create store folder ${root}: ${(e as Error).message}`, {
+      // Node's recursive mkdir reports ENOENT where the last step failed for another reason (EROFS,
+      // EACCES): a plain mkdir of the folder tells the real one when its parent exists.
+      const again = await fs.mkdir(abs).then(() => null, (e2: unknown) => e2);
+      if (again === null) return LocalStore.openWritable(root); // made after all
+      const why = errnoCode(again) === 'ENOENT' ? e : again;
+      throw new StoreError(`cannot create store folder ${root}: ${errnoCode(why) === 'EROFS' ? 'the filesystem is read-only' : (why as Error).message}`, {
         hint: 'choose a --store folder you can write to',
       });
     }

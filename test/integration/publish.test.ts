@@ -238,6 +238,10 @@ describe('bad input leaves the store exactly as it was', () => {
       expect(r.code).toBe(1);
       expect(r.stderr).toMatch(/store .*ro is not writable/);
       expect(readdirSync(ro)).toEqual([]);
+      // a store folder still to be made there: the reason is the read-only filesystem (Node's recursive mkdir said ENOENT)
+      const inside = await hfk(['publish', img, '--store', join(ro, 'st'), '--name', 'base', '--key', key]);
+      expect(inside.code).toBe(1);
+      expect(inside.stderr).toContain(`cannot create store folder ${join(ro, 'st')}: the filesystem is read-only`);
     } finally {
       execFileSync('umount', [ro]);
     }
