@@ -76,6 +76,12 @@ export function parseCommandArgs(prog: string, cmd: Command, argv: string[]): Om
     parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
   } catch (e) {
     const msg = (e as Error).message.replace(/\. To specify a positional argument.*$/s, '');
+    // `--level -1`: parseArgs cannot tell a negative value from a missing one; say it on one line, with the fix.
+    const ambiguous = /^Option '(--[\w-]+)(?: <value>)?' argument is ambiguous/.exec(msg);
+    if (ambiguous) {
+      const value = argv[argv.indexOf(ambiguous[1]!) + 1] ?? '-…';
+      throw new UsageError(`${ambiguous[1]} needs a value, and '${value}' looks like an option`, { hint: `a value that starts with '-' goes after '=': ${ambiguous[1]}=${value}` });
+    }
     throw new UsageError(msg, { hint: `see ${prog} ${cmd.name} --help` }); // main() names the command
   }
   if (parsed.values.help) return 'help';

@@ -435,7 +435,12 @@ describe('--help', () => {
   it('an unknown option names itself and points at --help', async () => {
     const r = await hfk(['publish', 'x', '--colour']);
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/Unknown option '--colour'/);
+    expect(r.stderr).toMatch(/^hfk publish: Unknown option '--colour'\n/); // the command named once
     expect(r.stderr).toMatch(/hfk publish --help/);
+  });
+  it('a value that looks like an option gets the fix on one line', async () => {
+    const r = await hfk(['publish', 'x', '--level', '-1']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe("hfk publish: --level needs a value, and '-1' looks like an option\n  hint: a value that starts with '-' goes after '=': --level=-1\n");
   });
 });
