@@ -116,6 +116,7 @@ describe('ranking (netselect for HTTP)', () => {
     expect(icmp.mirrors[0].icmpMs).toBeGreaterThanOrEqual(0);
     const none = await hfk(['mirrors', 'rank', dead, '--name', 't']);
     expect(none.code).toBe(1);
+    expect(none.stderr).toMatch(/no mirror answered for t: all 1 dead/);
     const bad = await hfk(['mirrors', 'rank', 'ftp://x/', '--name', 't']);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/mirror URL must be an http:\/\/ or https:\/\/ URL: got 'ftp:\/\/x\/'/);

@@ -42,7 +42,9 @@ comes first. Probing stops early once no mirror still probing can win.`,
       });
       if (flag(ctx, 'json')) printJson(ctx.io, ranking);
       else ctx.io.out(formatRanking(ranking));
-      return ranking.mirrors.some((m) => Number.isFinite(m.score)) ? 0 : 1;
+      if (ranking.mirrors.some((m) => Number.isFinite(m.score))) return 0;
+      ctx.io.err(`hfk mirrors: no mirror answered for ${name}: all ${ranking.mirrors.length} dead (the reasons are in the last column)\n  hint: check the URLs, the image name (--name) and the network\n`);
+      return 1;
     } finally {
       await set.close();
     }
