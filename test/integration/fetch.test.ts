@@ -771,7 +771,11 @@ describe('hfk get', () => {
     for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
       const child = hfkSpawn(['get', 't', '--mirrors', partial.url, '--key', pubFile, '--out', join(dir, 't.img')]);
       const ended = new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+      let stderr = '';
+      child.stderr!.on('data', (d: Buffer) => void (stderr += d.toString()));
       await vi.waitFor(() => expect(readdirSync(dir).some((f) => f.endsWith('.part'))).toBe(true), { timeout: 30_000, interval: 50 });
+      // it says, once, that it will not give up by itself, and how to make it
+      await vi.waitFor(() => expect(stderr).toMatch(/keeps retrying until a mirror has every block; --soft gives up/), { timeout: 30_000, interval: 50 });
       child.kill(signal);
       expect(await ended).toBe(code);
       expect(readdirSync(dir)).toEqual([]);

@@ -52,6 +52,7 @@ The file appears under its name only when complete.`,
     const json = flag(ctx, 'json');
     const cacheDir = str(ctx, 'cache');
     const soft = flag(ctx, 'soft');
+    let toldHard = false;
     const opened = await openImage({
       mirrors: src.mirrors,
       proxy: src.proxy,
@@ -62,7 +63,13 @@ The file appears under its name only when complete.`,
       cacheBytes: parseSize(str(ctx, 'cache-size') ?? '4G', '--cache-size'),
       mode: soft ? 'soft' : 'hard',
       softTimeoutMs: (int(ctx, 'soft-timeout', 1, 86_400) ?? 30) * 1000,
-      log: (l) => ctx.io.err(`${ctx.io.tty ? '\r\x1b[2K' : ''}${l}\n`), // clears the progress bar's line on a terminal
+      log: (l) => {
+        ctx.io.err(`${ctx.io.tty ? '\r\x1b[2K' : ''}${l}\n`); // clears the progress bar's line on a terminal
+        if (!soft && !toldHard && /retrying in/.test(l)) {
+          toldHard = true;
+          ctx.io.err('  (get keeps retrying until a mirror has every block; --soft gives up after --soft-timeout seconds, Ctrl-C stops it)\n');
+        }
+      },
     });
     const t0 = performance.now();
     const tmp = `${out}.${process.pid}.${randomBytes(4).toString('hex')}.part`;
