@@ -126,6 +126,7 @@ describe('hfk mkinitrd', () => {
     expect(missingSettings(bakeConfig({})).map((m) => m.param)).toEqual(['hfk.image=', 'hfk.mirrors=', 'hfk.key=']);
     expect(missingSettings(bakeConfig({ image: 'debian', publicKey: pair.publicLine })).map((m) => m.option)).toEqual(['--mirrors']);
     expect(missingSettings(bakeConfig({ base: { text: `key: ${pair.publicLine.split(' ')[1]}\n`, path: 'site.yaml' }, image: 'd', mirrors: ['http://m/'] }))).toEqual([]); // an inline key
+    expect(missingSettings(bakeConfig({ base: { text: 'mirrorlist: http://lists.example/mirrors.txt\n', path: 'site.yaml' }, image: 'd', publicKey: pair.publicLine }))).toEqual([]); // mirrors from a list
   });
 });
 

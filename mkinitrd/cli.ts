@@ -94,11 +94,11 @@ export function entrySettings(config: string): { image?: string; mirrors: string
 
 /** The settings a boot needs that the baked config leaves to the kernel command line. */
 export function missingSettings(baked: Baked): { what: string; option: string; param: string }[] {
-  const c = entrySettings(baked.config);
+  const c = parseConfig(baked.config, CONFIG_PATH);
   const out: { what: string; option: string; param: string }[] = [];
   if (!c.image) out.push({ what: 'the image', option: '--image', param: 'hfk.image=' });
-  if (c.mirrors.length === 0) out.push({ what: 'the mirrors', option: '--mirrors', param: 'hfk.mirrors=' });
-  if (baked.publicKey === undefined && !/^key:/m.test(baked.config)) out.push({ what: 'the key', option: '--key', param: 'hfk.key=' });
+  if (c.mirrors.length === 0 && c.mirrorlist === undefined) out.push({ what: 'the mirrors', option: '--mirrors', param: 'hfk.mirrors=' });
+  if (c.key === undefined) out.push({ what: 'the key', option: '--key', param: 'hfk.key=' });
   return out;
 }
 

@@ -11,8 +11,8 @@ const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 const pending = new Set<string>();
 let installed = false;
 
-/** Removes every registered path (files or folders); for the signal handler and tests. */
-export function removePending(): void {
+/** Removes every registered path (files or folders). */
+function removePending(): void {
   for (const p of pending) rmSync(p, { recursive: true, force: true });
   pending.clear();
 }
