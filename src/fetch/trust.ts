@@ -123,7 +123,8 @@ export async function loadImage(o: LoadImageOptions): Promise<LoadedImage> {
       if (!(e instanceof HfkError)) throw e;
       if (e.code === 'E_INVALID') m.book(e);
       failures.push(e);
-      o.log?.(`manifest from ${m.url}: ${e.message}`);
+      // The last mirror's failure is in the error thrown below (with every other's): said once.
+      if (m !== o.mirrors.at(-1)) o.log?.(`manifest from ${m.url}: ${e.message}; trying the next mirror`);
     }
   }
   // No mirror gave a usable manifest. Offline: fall back to the cache, but

@@ -505,6 +505,23 @@ describe('trust', () => {
     await expect(loadImage({ name: 'nope', version: undefined, key: key(), mirrors: set.mirrors, trust: TrustState.memory() })).rejects.toThrow(MissingError);
     await expect(loadImage({ name: 'nope', version: undefined, key: key(), mirrors: set.mirrors, trust: TrustState.memory() })).rejects.toThrow(/no mirror has image 'nope'/);
   });
+
+  it("logs a mirror's failure when another mirror is tried next, and leaves the last one's to the error", async () => {
+    const a = await mirror();
+    const b = await mirror();
+    const set = new MirrorSet([a.url, b.url]);
+    onTestFinished(() => set.close());
+    const lines: string[] = [];
+    const log = (l: string) => lines.push(l);
+    await expect(loadImage({ name: 'nope', version: undefined, key: key(), mirrors: set.mirrors, trust: TrustState.memory(), log })).rejects.toThrow(
+      new RegExp(`no mirror has image 'nope':.*${a.url}.*;.*${b.url}`),
+    );
+    expect(lines).toEqual([expect.stringMatching(new RegExp(`^manifest from ${set.mirrors[0]!.url}: .*; trying the next mirror$`))]);
+    lines.length = 0;
+    const loaded = await loadImage({ name: 't', version: undefined, key: key(), mirrors: [...set.mirrors].reverse(), trust: TrustState.memory(), log });
+    expect(loaded.manifest.header.version).toBeGreaterThan(0);
+    expect(lines).toEqual([]);
+  });
 });
 
 describe('nginx with config/nginx-hfk.conf', () => {
@@ -750,6 +767,7 @@ describe('hfk get', () => {
     const bad = await hfk(['get', 'nope', '--mirrors', nginx.url, '--key', pubFile, '--out', join(dir, 'x.img')]);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/no mirror has image 'nope'/);
+    expect(bad.stderr.match(/there is no image 'nope'/g), bad.stderr).toHaveLength(1); // said once, not per mirror and again
     expect(readdirSync(dir).filter((f) => f.startsWith('x.img'))).toEqual([]);
   });
 
