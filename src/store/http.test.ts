@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AbortedError, BrokenError, InvalidError, MissingError } from '../errors.ts';
 import type { RequestTiming } from './store.ts';
-import { coalesceWrites, HttpOrigin } from './http.ts';
+import { coalesceWrites, HttpOrigin, tlsProblem } from './http.ts';
 
 // A real HTTP server on loopback whose answers the tests choose by path.
 let server: Server;
@@ -247,5 +247,29 @@ describe('HttpOrigin.read', () => {
     } finally {
       await o.close();
     }
+  });
+});
+
+describe('TLS failures in one line', () => {
+  it('says a server that does not speak TLS is probably plain HTTP, without OpenSSL internals', () => {
+    const raw = '40ED42EDC97F0000:error:0A00010B:SSL routines:tls_validate_record_header:wrong version number:../deps/openssl/openssl/ssl/record/methods/tlsany_meth.c:77:\n';
+    const m = tlsProblem('ERR_SSL_WRONG_VERSION_NUMBER', raw)!;
+    expect(m).toMatch(/^TLS: wrong version number \(ERR_SSL_WRONG_VERSION_NUMBER\): the server does not speak TLS on this port.*http:\/\//);
+    expect(m).not.toMatch(/\n|tlsany_meth|0A00010B/);
+  });
+
+  it('keeps the reason of any other OpenSSL error', () => {
+    expect(tlsProblem('ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE', 'C0:error:0A000410:SSL routines:ssl3_read_bytes:sslv3 alert handshake failure:../ssl/record/rec_layer_s3.c:908:SSL alert number 40\n')).toBe(
+      'TLS: sslv3 alert handshake failure (ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE)',
+    );
+  });
+
+  it('says how to trust a certificate that does not verify', () => {
+    expect(tlsProblem('DEPTH_ZERO_SELF_SIGNED_CERT', 'self-signed certificate')).toMatch(/^TLS: self-signed certificate \(DEPTH_ZERO_SELF_SIGNED_CERT\); .*NODE_EXTRA_CA_CERTS=FILE.*http:\/\//);
+  });
+
+  it('leaves other errors alone', () => {
+    expect(tlsProblem('ECONNREFUSED', 'connect ECONNREFUSED 127.0.0.1:1')).toBeUndefined();
+    expect(tlsProblem(undefined, 'socket hang up')).toBeUndefined();
   });
 });

@@ -259,5 +259,37 @@ export function transportError(source: string, url: string, e: unknown, signal?:
   if (signal?.aborted) return new AbortedError(`${url}: cancelled`, { cause: e });
   const code = errnoCode(e);
   const msg = e instanceof Error ? e.message : String(e);
-  return new BrokenError(source, `${url}: ${code ? `${code}: ` : ''}${msg}`, { cause: e });
+  const tls = tlsProblem(code, msg);
+  return new BrokenError(source, `${url}: ${tls ?? `${code ? `${code}: ` : ''}${msg}`}`, { cause: e });
+}
+
+/** Certificate checks that fail for a mirror whose certificate is not signed by a CA this machine trusts. */
+const CERT_CODES = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_UNTRUSTED',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/**
+ * A TLS failure in one line that says what to do, or undefined for other
+ * errors. OpenSSL's own text is a line of internals (a thread id, an error
+ * number, the source file of the check and a newline); only its reason is kept.
+ */
+export function tlsProblem(code: string | undefined, message: string): string | undefined {
+  if (code && CERT_CODES.has(code)) {
+    return `TLS: ${message.trim()} (${code}); give the CA that signed the mirror's certificate with NODE_EXTRA_CA_CERTS=FILE, or use http:// (manifests and blocks are checked against the publisher's key either way)`;
+  }
+  if (!code?.startsWith('ERR_SSL_') && !/:error:[0-9A-F]+:SSL routines:/.test(message)) return undefined;
+  // "40ED42EDC97F0000:error:0A00010B:SSL routines:tls_validate_record_header:wrong version number:../ssl/record/methods/tlsany_meth.c:77:"
+  const reason = /:error:[0-9A-F]+:[^:]*:[^:]*:([^:]+):/.exec(message)?.[1]?.trim() ?? message.trim().split('\n')[0]!;
+  if (code === 'ERR_SSL_WRONG_VERSION_NUMBER' || code === 'ERR_SSL_PACKET_LENGTH_TOO_LONG' || /wrong version number|packet length too long|http request/.test(reason)) {
+    return `TLS: ${reason} (${code ?? 'SSL'}): the server does not speak TLS on this port; if it is a plain HTTP server, give the mirror as http://`;
+  }
+  return `TLS: ${reason} (${code ?? 'SSL'})`;
 }

@@ -567,7 +567,20 @@ describe('HTTPS mirrors', () => {
     expect(readFileSync(out).equals(image)).toBe(true);
     const bad = await hfk(['get', 't', '--mirrors', nginx.url, '--key', pubFile, '--out', join(dir, 'u.img'), '--soft', '--soft-timeout', '2']);
     expect(bad.code).toBe(1);
-    expect(bad.stderr).toMatch(/no mirror could be reached for t: .*(certificate|UNABLE_TO|SELF_SIGNED)/i);
+    expect(bad.stderr).toMatch(/no mirror could be reached for t: .*(certificate|UNABLE_TO|SELF_SIGNED).*NODE_EXTRA_CA_CERTS=FILE/i);
+  });
+
+  it('an https:// URL for a plain HTTP mirror gets one line that says so', async () => {
+    const dir = tempDir();
+    const nginx = await startNginx(store, dir);
+    onTestFinished(() => nginx.stop());
+    const url = nginx.url.replace(/^http:/, 'https:');
+    const r = await hfk(['get', 't', '--mirrors', url, '--key', pubFile, '--out', join(dir, 'x.img'), '--soft', '--soft-timeout', '2']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/no mirror could be reached for t: .*the server does not speak TLS on this port; if it is a plain HTTP server, give the mirror as http:\/\//);
+    expect(r.stderr).not.toMatch(/SSL routines|\.c:\d+:/);
+    // The message, then its hint: no line broken in the middle.
+    expect(r.stderr.trim().split('\n')).toHaveLength(2);
   });
 });
 
