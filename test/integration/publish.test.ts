@@ -420,6 +420,19 @@ describe('hfk serve and a store over HTTP', () => {
     } finally {
       srv.kill('SIGTERM');
     }
+    // --json: one line a script can read, with the port picked.
+    const js = hfkSpawn(['serve', '--store', store, '--port', '0', '--quiet', '--json']);
+    try {
+      const [, line] = await waitForLine(js, /^(\{.*\})\n/);
+      const j = JSON.parse(line!);
+      expect(j.port).toBeGreaterThan(0);
+      expect(j.url).toBe(`http://127.0.0.1:${j.port}/`);
+      expect(j.store).toBe(store);
+      const res = await fetch(`${j.url}images/web/latest.json`);
+      expect(res.status).toBe(200);
+    } finally {
+      js.kill('SIGTERM');
+    }
   });
 });
 

@@ -17,12 +17,13 @@ function listenError(e: unknown, host: string, port: number): unknown {
 export const serveCommand: Command = {
   name: 'serve',
   summary: 'Serve a store folder over HTTP (for trying things out; use nginx for real mirrors).',
-  usage: '--store DIR [--host 127.0.0.1] [--port P] [--quiet]',
+  usage: '--store DIR [--host 127.0.0.1] [--port P] [--quiet] [--json]',
   options: {
     store: { type: 'string', arg: 'DIR', description: 'store folder' },
     host: { type: 'string', arg: 'ADDR', description: 'address to listen on', default: '127.0.0.1' },
     port: { type: 'string', arg: 'P', description: 'port (0 picks a free one)', default: '8080' },
     quiet: { type: 'boolean', description: 'do not log requests' },
+    json: { type: 'boolean', description: 'once listening, print one line of JSON: url, host, port, store (with --port 0, the port picked)' },
   },
   positionals: { min: 0, max: 0 },
   async run(ctx) {
@@ -33,7 +34,8 @@ export const serveCommand: Command = {
     const s = await serveStore({ root: store.root, host, port, ...(quiet ? {} : { log: (l: string) => ctx.io.err(`${l}\n`) }) }).catch((e: unknown) => {
       throw listenError(e, host, port);
     });
-    ctx.io.out(`serving ${store.root} at ${s.url} (Ctrl-C to stop)\n`);
+    if (flag(ctx, 'json')) ctx.io.out(`${JSON.stringify({ url: s.url, host, port: Number(new URL(s.url).port), store: store.root })}\n`);
+    else ctx.io.out(`serving ${store.root} at ${s.url} (Ctrl-C to stop)\n`);
     await new Promise<void>((resolve) => {
       const stop = () => {
         process.off('SIGINT', stop);
