@@ -5,7 +5,7 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { DEFAULT_LEVEL } from '../src/format/codec.ts';
+import { DEFAULT_BLOCK_SIZE, DEFAULT_LEVEL } from '../src/format/codec.ts';
 import { MANIFEST_FORMAT_VERSION } from '../src/format/manifest.ts';
 import { HFK, NODE, REPO } from '../test/helpers/cli.ts';
 
@@ -56,11 +56,16 @@ export async function debianImage(): Promise<string> {
   return lab.ensureDebianSquashfs();
 }
 
-/** The Debian image published into a cached store (republished when the image, the default level or the manifest format changes). */
-export async function benchStore(): Promise<{ store: string; name: string; image: string; key: string; pub: string }> {
+/**
+ * The Debian image published into a cached store (republished when the
+ * image, the default level or the manifest format changes), with the
+ * default block size unless `blockSize` says otherwise.
+ */
+export async function benchStore(blockSize = DEFAULT_BLOCK_SIZE): Promise<{ store: string; name: string; image: string; key: string; pub: string }> {
   const image = await debianImage();
   const st = statSync(image);
-  const tag = createHash('sha256').update(`${image}:${st.size}:${st.mtimeMs}:zstd-${DEFAULT_LEVEL.zstd}:m${MANIFEST_FORMAT_VERSION}`).digest('hex').slice(0, 12);
+  const bs = blockSize === DEFAULT_BLOCK_SIZE ? '' : `:bs${blockSize}`;
+  const tag = createHash('sha256').update(`${image}:${st.size}:${st.mtimeMs}:zstd-${DEFAULT_LEVEL.zstd}:m${MANIFEST_FORMAT_VERSION}${bs}`).digest('hex').slice(0, 12);
   const base = join(CACHE, 'bench-store');
   const store = join(base, `store-${tag}`);
   const key = join(base, 'bench.key');
@@ -68,7 +73,7 @@ export async function benchStore(): Promise<{ store: string; name: string; image
   mkdirSync(base, { recursive: true });
   if (!existsSync(key)) execFileSync(NODE, [HFK, 'keygen', '--out', join(base, 'bench')]);
   if (!existsSync(join(store, 'images', 'debian', 'latest.json'))) {
-    execFileSync(NODE, [HFK, 'publish', image, '--store', store, '--name', 'debian', '--key', key], { stdio: 'inherit' });
+    execFileSync(NODE, [HFK, 'publish', image, '--store', store, '--name', 'debian', '--key', key, ...(bs ? ['--block-size', `${blockSize / 1024}K`] : [])], { stdio: 'inherit' });
   }
   return { store, name: 'debian', image, key, pub };
 }
