@@ -265,7 +265,13 @@ describe('TLS failures in one line', () => {
   });
 
   it('says how to trust a certificate that does not verify', () => {
-    expect(tlsProblem('DEPTH_ZERO_SELF_SIGNED_CERT', 'self-signed certificate')).toMatch(/^TLS: self-signed certificate \(DEPTH_ZERO_SELF_SIGNED_CERT\); .*NODE_EXTRA_CA_CERTS=FILE.*http:\/\//);
+    expect(tlsProblem('DEPTH_ZERO_SELF_SIGNED_CERT', 'self-signed certificate')).toMatch(/^TLS: self-signed certificate \(DEPTH_ZERO_SELF_SIGNED_CERT\); .*CA bundle \(update-ca-certificates; SSL_CERT_FILE=FILE.*http:\/\//);
+  });
+
+  it("drops Node's advice to run with --use-system-ca (hfk trusts the machine's bundle already)", () => {
+    const m = tlsProblem('UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'unable to verify the first certificate; if the root CA is installed locally, try running Node.js with --use-system-ca')!;
+    expect(m).toMatch(/^TLS: unable to verify the first certificate \(UNABLE_TO_VERIFY_LEAF_SIGNATURE\); add the CA/);
+    expect(m).not.toContain('--use-system-ca');
   });
 
   it('leaves other errors alone', () => {

@@ -3,6 +3,8 @@
 // reported by kind so the caller can decide between "try elsewhere" (404),
 // "discard and blame" (bad bytes) and "fail over and retry" (transport).
 
+import { readFileSync } from 'node:fs';
+import * as tls from 'node:tls';
 import type { Dispatcher } from 'undici';
 import { AbortedError, BrokenError, errnoCode, InvalidError, MissingError, UsageError } from '../errors.ts';
 import type { ReadOptions, StoreReader } from './store.ts';
@@ -54,6 +56,7 @@ export function normalizeBaseUrl(text: string, what: string): string {
  */
 export async function makeDispatcher(options: HttpOriginOptions = {}): Promise<Dispatcher> {
   if (options.dispatcher) return options.dispatcher;
+  trustMachineCAs();
   const { Agent, buildConnector, ProxyAgent } = await import('undici');
   const connect = {
     timeout: options.connectTimeoutMs ?? 5000,
@@ -263,6 +266,41 @@ export function transportError(source: string, url: string, e: unknown, signal?:
   return new BrokenError(source, `${url}: ${tls ?? `${code ? `${code}: ` : ''}${msg}`}`, { cause: e });
 }
 
+/** The CA bundle Debian keeps (and the one hfk mkinitrd packs into the initramfs, at the same path). */
+export const MACHINE_CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
+
+let machineCAsTrusted = false;
+
+/**
+ * Makes TLS trust this machine's CA bundle as well as Node's own copy of
+ * Mozilla's roots: an HTTPS mirror signed by a CA the machine trusts (one
+ * added with update-ca-certificates, say) then verifies, as it does for
+ * curl or apt, and a boot trusts the bundle hfk mkinitrd packed.
+ * SSL_CERT_FILE names another bundle. Once per thread, before the first
+ * TLS connection; a missing or unreadable bundle changes nothing. Returns
+ * how many certificates were added.
+ */
+export function trustMachineCAs(env: NodeJS.ProcessEnv = process.env): number {
+  if (machineCAsTrusted) return 0;
+  machineCAsTrusted = true;
+  let pem: string;
+  try {
+    pem = readFileSync(env.SSL_CERT_FILE || MACHINE_CA_BUNDLE, 'utf8');
+  } catch {
+    return 0;
+  }
+  const have = tls.getCACertificates('default');
+  const known = new Set(have.map((c) => c.replace(/\s+/g, '')));
+  const extra = (pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []).filter((c) => !known.has(c.replace(/\s+/g, '')));
+  if (extra.length === 0) return 0;
+  try {
+    tls.setDefaultCACertificates([...have, ...extra]);
+  } catch {
+    return 0; // a bundle with a damaged certificate: keep Node's roots as they are
+  }
+  return extra.length;
+}
+
 /** Certificate checks that fail for a mirror whose certificate is not signed by a CA this machine trusts. */
 const CERT_CODES = new Set([
   'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
@@ -283,7 +321,9 @@ const CERT_CODES = new Set([
  */
 export function tlsProblem(code: string | undefined, message: string): string | undefined {
   if (code && CERT_CODES.has(code)) {
-    return `TLS: ${message.trim()} (${code}); give the CA that signed the mirror's certificate with NODE_EXTRA_CA_CERTS=FILE, or use http:// (manifests and blocks are checked against the publisher's key either way)`;
+    // Node's own advice (--use-system-ca) is already taken: trustMachineCAs adds the machine's bundle.
+    const what = message.replace(/;?\s*if the root CA is installed locally, try running Node\.js with --use-system-ca\.?/, '').trim();
+    return `TLS: ${what} (${code}); add the CA that signed the mirror's certificate to this machine's CA bundle (update-ca-certificates; SSL_CERT_FILE=FILE names another bundle; a boot trusts the bundle hfk mkinitrd packed), or use http:// (manifests and blocks are checked against the publisher's key either way)`;
   }
   if (!code?.startsWith('ERR_SSL_') && !/:error:[0-9A-F]+:SSL routines:/.test(message)) return undefined;
   // "40ED42EDC97F0000:error:0A00010B:SSL routines:tls_validate_record_header:wrong version number:../ssl/record/methods/tlsany_meth.c:77:"

@@ -567,7 +567,13 @@ describe('HTTPS mirrors', () => {
     expect(readFileSync(out).equals(image)).toBe(true);
     const bad = await hfk(['get', 't', '--mirrors', nginx.url, '--key', pubFile, '--out', join(dir, 'u.img'), '--soft', '--soft-timeout', '2']);
     expect(bad.code).toBe(1);
-    expect(bad.stderr).toMatch(/no mirror could be reached for t: .*(certificate|UNABLE_TO|SELF_SIGNED).*NODE_EXTRA_CA_CERTS=FILE/i);
+    expect(bad.stderr).toMatch(/no mirror could be reached for t: .*(certificate|UNABLE_TO|SELF_SIGNED).*update-ca-certificates; SSL_CERT_FILE=FILE/i);
+    // A CA in the machine's bundle is trusted, as curl and apt trust it (here the bundle is named by SSL_CERT_FILE).
+    const bundle = join(dir, 'bundle.pem');
+    writeFileSync(bundle, readFileSync('/etc/ssl/certs/ca-certificates.crt', 'utf8') + readFileSync(join(dir, 'ca.pem'), 'utf8'));
+    const viaBundle = await hfk(['get', 't', '--mirrors', nginx.url, '--key', pubFile, '--out', join(dir, 'v.img'), '--quiet'], { env: { SSL_CERT_FILE: bundle } });
+    expect(viaBundle.code, viaBundle.stderr).toBe(0);
+    expect(readFileSync(join(dir, 'v.img')).equals(image)).toBe(true);
   });
 
   it('an https:// URL for a plain HTTP mirror gets one line that says so', async () => {
