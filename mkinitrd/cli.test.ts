@@ -93,6 +93,27 @@ describe('hfk mkinitrd', () => {
     expect(files.get(cache[0]!)!.data.length).toBeGreaterThan(0);
   });
 
+  it('--ca-certs packs the CA bundle HTTPS mirrors are checked against (the host\'s by default); a file with no certificate is refused', async () => {
+    const init = join(work, 'ca-init.mjs');
+    writeFileSync(init, "console.log('init');\n");
+    const files = async (extra: string[]) => {
+      const out = join(work, 'ca.img');
+      const r = await run(['--modules', kernel.modulesDir, '--out', out, '--init', init, '--key', pubFile, '--mirrors', 'https://10.0.2.100/', '--image', 'debian', '--level', '1', ...extra]);
+      expect(r.code, r.out.stderr).toBe(0);
+      return new Map(parseNewc(zstdDecompressSync(readFileSync(out))).map((e) => [e.name, e]));
+    };
+    const host = readFileSync('/etc/ssl/certs/ca-certificates.crt');
+    expect((await files([])).get('etc/ssl/certs/ca-certificates.crt')!.data.equals(host)).toBe(true);
+    const bundle = join(work, 'bundle.pem');
+    const ours = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
+    writeFileSync(bundle, host.toString() + ours);
+    expect((await files(['--ca-certs', bundle])).get('etc/ssl/certs/ca-certificates.crt')!.data.toString().endsWith(ours)).toBe(true);
+    const empty = join(work, 'empty.pem');
+    writeFileSync(empty, 'not a certificate\n');
+    await expect(run(['--modules', kernel.modulesDir, '--out', join(work, 'x.img'), '--init', init, '--ca-certs', empty])).rejects.toThrow(`--ca-certs ${empty} holds no PEM certificate`);
+    await expect(run(['--modules', kernel.modulesDir, '--out', join(work, 'x.img'), '--init', init, '--ca-certs', join(work, 'nope.pem')])).rejects.toThrow(/cannot read --ca-certs bundle .*nope\.pem/);
+  });
+
   it('finds the init bundle next to itself or in the checkout, and says how to build it when it is missing', () => {
     const here = new URL('.', import.meta.url).pathname; // mkinitrd/ (dist/ when bundled)
     expect(resolveInit(undefined, (p) => p === `${here}hfk-init.mjs`)).toBe(`${here}hfk-init.mjs`);

@@ -145,6 +145,7 @@ start the first entry after 2 seconds. See docs/BOOT.md.`,
     init: { type: 'string', arg: 'FILE', description: 'the init bundle', default: 'hfk-init.mjs next to the hfk bundle' },
     module: { type: 'string', arg: 'SPEC', multiple: true, description: `more modules or module folders (name, fs/fuse, dir/**; defaults: ${DEFAULT_MODULE_SPECS.length} specs)` },
     node: { type: 'string', arg: 'FILE', description: 'the Node 24 binary to pack', default: 'the node running hfk' },
+    'ca-certs': { type: 'string', arg: 'FILE', description: "CA bundle (PEM) that HTTPS mirrors' certificates are checked against, besides Node's roots", default: '/etc/ssl/certs/ca-certificates.crt' },
     'no-strip': { type: 'boolean', description: 'pack Node with its symbols (18 MB more; by default they are stripped with binutils strip when it is installed)' },
     iso: { type: 'string', arg: 'FILE', description: 'also write a bootable hybrid ISO (CD or USB stick; needs --kernel)' },
     pxe: { type: 'string', arg: 'DIR', description: 'also write a PXE/iPXE/GRUB boot tree into DIR (needs --kernel)' },
@@ -184,6 +185,10 @@ start the first entry after 2 seconds. See docs/BOOT.md.`,
     });
     const extra = list(ctx, 'module');
     const node = str(ctx, 'node');
+    const caCerts = str(ctx, 'ca-certs');
+    if (caCerts !== undefined && !/-----BEGIN CERTIFICATE-----/.test(readText(caCerts, '--ca-certs bundle'))) {
+      throw new InputError(`--ca-certs ${caCerts} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`, { hint: 'give a PEM bundle, e.g. your CA appended to /etc/ssl/certs/ca-certificates.crt' });
+    }
     const json = flag(ctx, 'json');
     const unset = missingSettings(baked);
     if (unset.length) {
@@ -216,6 +221,7 @@ start the first entry after 2 seconds. See docs/BOOT.md.`,
           compress,
           ...(level !== undefined ? { level } : {}),
           ...(node ? { node } : {}),
+          ...(caCerts !== undefined ? { caCerts } : {}),
           compileCache: flag(ctx, 'compile-cache'),
           stripNode: !flag(ctx, 'no-strip'),
         },

@@ -323,7 +323,7 @@ export function tlsProblem(code: string | undefined, message: string): string | 
   if (code && CERT_CODES.has(code)) {
     // Node's own advice (--use-system-ca) is already taken: trustMachineCAs adds the machine's bundle.
     const what = message.replace(/;?\s*if the root CA is installed locally, try running Node\.js with --use-system-ca\.?/, '').trim();
-    return `TLS: ${what} (${code}); add the CA that signed the mirror's certificate to this machine's CA bundle (update-ca-certificates; SSL_CERT_FILE=FILE names another bundle; a boot trusts the bundle hfk mkinitrd packed), or use http:// (manifests and blocks are checked against the publisher's key either way)`;
+    return `TLS: ${what} (${code}); add the CA that signed the mirror's certificate to this machine's CA bundle (update-ca-certificates; SSL_CERT_FILE=FILE names another bundle; a boot checks against the bundle hfk mkinitrd packed, --ca-certs), or use http:// (manifests and blocks are checked against the publisher's key either way)`;
   }
   if (!code?.startsWith('ERR_SSL_') && !/:error:[0-9A-F]+:SSL routines:/.test(message)) return undefined;
   // "40ED42EDC97F0000:error:0A00010B:SSL routines:tls_validate_record_header:wrong version number:../ssl/record/methods/tlsany_meth.c:77:"

@@ -59,6 +59,8 @@ export interface InitrdOptions {
   compileCache?: boolean;
   /** More kernel modules (mkinitrd --module). */
   modules?: string[];
+  /** The CA bundle to pack (mkinitrd --ca-certs). */
+  caCerts?: string;
 }
 
 /** `hfk mkinitrd` for the lab kernel, through the real CLI. */
@@ -68,6 +70,7 @@ export function buildInitrd(o: InitrdOptions): string {
   if (o.level !== undefined) args.push('--level', String(o.level));
   if (o.compileCache !== false) args.push('--compile-cache');
   for (const m of o.modules ?? []) args.push('--module', m);
+  if (o.caCerts) args.push('--ca-certs', o.caCerts);
   execFileSync(NODE, [HFK, ...args], { stdio: ['ignore', 'ignore', 'inherit'] });
   return o.out;
 }

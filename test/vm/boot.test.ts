@@ -231,3 +231,41 @@ describe('the same initrd, run with --dry-run on the host', () => {
     expect(bad.out).toMatch(/the boot would fail at stage manifest/);
   }, 120_000);
 });
+
+describe('an HTTPS mirror whose certificate a private CA signed', () => {
+  it('boots to the login prompt with the CA in the bundle mkinitrd packed (--ca-certs)', async () => {
+    const dir = join(work, 'tls');
+    mkdirSync(dir, { recursive: true });
+    const ssl = (args: string[]) => execFileSync('openssl', args, { stdio: 'ignore', cwd: dir });
+    ssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=hfk lab CA']);
+    ssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'srv.key', '-out', 'srv.csr', '-subj', `/CN=${GUEST_MIRRORS[0]}`]);
+    writeFileSync(join(dir, 'ext.cnf'), `subjectAltName=IP:${GUEST_MIRRORS[0]}\n`);
+    ssl(['x509', '-req', '-in', 'srv.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'srv.pem', '-days', '2', '-extfile', 'ext.cnf']);
+    const bundle = join(dir, 'bundle.pem');
+    writeFileSync(bundle, readFileSync('/etc/ssl/certs/ca-certificates.crt', 'utf8') + readFileSync(join(dir, 'ca.pem'), 'utf8'));
+    const tls = await startNginx(root.store, dir, undefined, { cert: join(dir, 'srv.pem'), key: join(dir, 'srv.key') });
+    onTestFinished(() => tls.stop());
+    const url = `https://${GUEST_MIRRORS[0]}/`;
+    const tlsInitrd = buildInitrd({ out: join(dir, 'initrd.img'), pub: root.pub, mirrors: [url], image: 'debian', level: 3, caCerts: bundle });
+    const startedAt = performance.now();
+    const vm = startVm({
+      name: 'boot-https',
+      kernel: kernel.kernel,
+      initrd: tlsInitrd,
+      append: labAppend(),
+      memoryMiB: 2048,
+      net: { restrict: true, guestfwd: [{ guestIp: GUEST_MIRRORS[0], guestPort: 443, hostPort: tls.port }] },
+      timeoutMs: 900_000,
+    });
+    onTestFinished(() => void vm.stop());
+    const { report, stats } = await loginAndReport(vm, startedAt);
+    expect(report.ok).toBe(true);
+    // (Not report.mirrors.chosen: under TCG the first TLS connection, with undici loaded and the bundle
+    // read, can take longer than the ranking's deadline; the boot then goes on with the mirror unranked.)
+    expect(report.mirrors.ranking.map((m) => m.url)).toEqual([url]);
+    expect(report.image?.manifestFrom).toBe(url);
+    expect(stats.bytesFetched as number).toBeGreaterThan(0);
+    expect(countRequests(tls.accessLog, '/blocks/')).toBeGreaterThan(0);
+    await powerOff(vm);
+  }, 1_200_000);
+});
