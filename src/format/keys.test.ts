@@ -1,12 +1,13 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { KeyError } from '../errors.ts';
 import { generateKeyPair, loadPrivateKey, loadPublicKey, parsePublicKey, resolvePublicKey, signBytes, verifyBytes } from './keys.ts';
 
 describe('keys', () => {
   const dir = mkdtempSync(join(tmpdir(), 'hfk-keys-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
   const pair = generateKeyPair('test');
   writeFileSync(join(dir, 'k.key'), pair.privatePem);
   writeFileSync(join(dir, 'k.pub'), pair.publicLine);

@@ -1,14 +1,16 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as zlib from 'node:zlib';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { readInitrd } from './initrd.ts';
 
 describe('reading an initrd', () => {
   it('reads what GNU cpio wrote, raw, gzip and zstd', () => {
     const dir = mkdtempSync(join(tmpdir(), 'hfk-initrd-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+    onTestFinished(() => rmSync(`${dir}.cpio`, { force: true }));
     mkdirSync(join(dir, 'etc/hfk'), { recursive: true });
     writeFileSync(join(dir, 'etc/hfk/hfk.yaml'), 'image: debian\n');
     writeFileSync(join(dir, 'init'), '#!/bin/sh\n');

@@ -127,9 +127,13 @@ describe('hfk mount: bad input leaves nothing mounted', () => {
   let nginxUrl: string;
   let stop: () => Promise<void>;
   beforeAll(async () => {
-    const n = await startNginx(store, tempDirKeep());
+    const dir = tempDirKeep();
+    const n = await startNginx(store, dir);
     nginxUrl = n.url;
-    stop = n.stop;
+    stop = async () => {
+      await n.stop();
+      rmSync(dir, { recursive: true, force: true });
+    };
   });
   afterAll(() => stop());
 
@@ -144,7 +148,7 @@ describe('hfk mount: bad input leaves nothing mounted', () => {
     it(what, async () => {
       if (what === 'a wrong key') await hfk(['keygen', '--out', join(work, 'other'), '--force']);
       const mp = tempDir();
-      const r = await hfk([...args(mp), '--log', join(mp, '..', `${what.replace(/\W/g, '')}.log`)]);
+      const r = await hfk([...args(mp), '--log', join(tempDir(), `${what.replace(/\W/g, '')}.log`)]);
       expect(r.code).not.toBe(0);
       expect(r.stderr).toMatch(message);
       expect(isMounted(mp)).toBe(false);
