@@ -14,6 +14,7 @@ import { type BootEntriesPlan, type BootEntriesReport, formatBootEntries, PXE_FI
 import { sourceDateEpoch } from './cpio.ts';
 import { buildInitramfs, COMPRESSIONS, type Compression, CONFIG_PATH, DEFAULT_LEVEL, formatSizeReport, PUBLIC_KEY_PATH } from './build.ts';
 import { DEFAULT_MODULE_SPECS, kernelVersionOf } from './modules.ts';
+import { HOST_CA_CERTS } from './runtime.ts';
 import { normalizeBaseUrl } from '../src/store/http.ts';
 
 /**
@@ -145,7 +146,7 @@ start the first entry after 2 seconds. See docs/BOOT.md.`,
     init: { type: 'string', arg: 'FILE', description: 'the init bundle', default: 'hfk-init.mjs next to the hfk bundle' },
     module: { type: 'string', arg: 'SPEC', multiple: true, description: `more modules or module folders (name, fs/fuse, dir/**; defaults: ${DEFAULT_MODULE_SPECS.length} specs)` },
     node: { type: 'string', arg: 'FILE', description: 'the Node 24 binary to pack', default: 'the node running hfk' },
-    'ca-certs': { type: 'string', arg: 'FILE', description: "CA bundle (PEM) that HTTPS mirrors' certificates are checked against, besides Node's roots", default: '/etc/ssl/certs/ca-certificates.crt' },
+    'ca-certs': { type: 'string', arg: 'FILE', description: "CA bundle (PEM) that HTTPS mirrors' certificates are checked against, besides Node's roots", default: HOST_CA_CERTS },
     'no-strip': { type: 'boolean', description: 'pack Node with its symbols (18 MB more; by default they are stripped with binutils strip when it is installed)' },
     iso: { type: 'string', arg: 'FILE', description: 'also write a bootable hybrid ISO (CD or USB stick; needs --kernel)' },
     pxe: { type: 'string', arg: 'DIR', description: 'also write a PXE/iPXE/GRUB boot tree into DIR (needs --kernel)' },
@@ -187,7 +188,7 @@ start the first entry after 2 seconds. See docs/BOOT.md.`,
     const node = str(ctx, 'node');
     const caCerts = str(ctx, 'ca-certs');
     if (caCerts !== undefined && !/-----BEGIN CERTIFICATE-----/.test(readText(caCerts, '--ca-certs bundle'))) {
-      throw new InputError(`--ca-certs ${caCerts} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`, { hint: 'give a PEM bundle, e.g. your CA appended to /etc/ssl/certs/ca-certificates.crt' });
+      throw new InputError(`--ca-certs ${caCerts} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`, { hint: `give a PEM bundle, e.g. your CA appended to ${HOST_CA_CERTS}` });
     }
     const json = flag(ctx, 'json');
     const unset = missingSettings(baked);

@@ -12,6 +12,7 @@ import { closeSync, existsSync, openSync, readSync, realpathSync } from 'node:fs
 import { fileURLToPath } from 'node:url';
 import { posix } from 'node:path';
 import { InputError } from '../src/errors.ts';
+import { MACHINE_CA_BUNDLE } from '../src/store/http.ts';
 import { type CpioRecord, charDevice, dir, file, hostFile, symlink, tagged } from './cpio.ts';
 
 /** Where things live inside the initramfs. */
@@ -20,8 +21,9 @@ export const BUSYBOX_PATH = '/bin/busybox';
 /** Debian's busybox looks here for the udhcpc script; upstream's default (/usr/share/udhcpc) links to it. */
 export const UDHCPC_SCRIPT_PATH = '/etc/udhcpc/default.script';
 export const UDHCPC_SCRIPT_UPSTREAM_PATH = '/usr/share/udhcpc/default.script';
-export const CA_CERTS_PATH = '/etc/ssl/certs/ca-certificates.crt';
-export const HOST_CA_CERTS = '/etc/ssl/certs/ca-certificates.crt';
+/** Where the init's TLS looks for the CA bundle (trustMachineCAs): the same path as on the host. */
+export const CA_CERTS_PATH = MACHINE_CA_BUNDLE;
+export const HOST_CA_CERTS = MACHINE_CA_BUNDLE;
 export const HOST_BUSYBOX = '/bin/busybox';
 
 export type Component = 'node' | 'busybox' | 'modules' | 'init' | 'other';
