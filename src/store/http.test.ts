@@ -274,6 +274,14 @@ describe('TLS failures in one line', () => {
     expect(m).not.toContain('--use-system-ca');
   });
 
+  it('does not send a certificate with wrong dates or names to the CA bundle', () => {
+    const expired = tlsProblem('CERT_HAS_EXPIRED', 'certificate has expired')!;
+    expect(expired).toMatch(/^TLS: certificate has expired \(CERT_HAS_EXPIRED\); check the mirror's certificate dates and this machine's clock \(now \d{4}-/);
+    expect(expired).not.toContain('CA bundle');
+    const name = tlsProblem('ERR_TLS_CERT_ALTNAME_INVALID', "Hostname/IP does not match certificate's altnames: IP: 10.0.2.100 is not in the cert's list: 127.0.0.1")!;
+    expect(name).toMatch(/^TLS: Hostname\/IP does not match .* \(ERR_TLS_CERT_ALTNAME_INVALID\); give the mirror by a name its certificate carries$/);
+  });
+
   it('leaves other errors alone', () => {
     expect(tlsProblem('ECONNREFUSED', 'connect ECONNREFUSED 127.0.0.1:1')).toBeUndefined();
     expect(tlsProblem(undefined, 'socket hang up')).toBeUndefined();

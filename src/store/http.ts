@@ -56,7 +56,6 @@ export function normalizeBaseUrl(text: string, what: string): string {
  */
 export async function makeDispatcher(options: HttpOriginOptions = {}): Promise<Dispatcher> {
   if (options.dispatcher) return options.dispatcher;
-  trustMachineCAs();
   const { Agent, buildConnector, ProxyAgent } = await import('undici');
   const connect = {
     timeout: options.connectTimeoutMs ?? 5000,
@@ -70,15 +69,20 @@ export async function makeDispatcher(options: HttpOriginOptions = {}): Promise<D
     bodyTimeout: options.bodyTimeoutMs ?? 10_000,
     connect,
   };
-  if (options.proxy) return new ProxyAgent({ uri: options.proxy, ...common, proxyTls: connect, requestTls: connect });
+  if (options.proxy) {
+    trustMachineCAs(); // which connections will be TLS (to the proxy, or tunnelled through it) is not known here
+    return new ProxyAgent({ uri: options.proxy, ...common, proxyTls: connect, requestTls: connect });
+  }
   const base = buildConnector(connect);
   return new Agent({
     ...common,
-    connect: (o, cb) =>
+    connect: (o, cb) => {
+      if (o.protocol === 'https:') trustMachineCAs(); // read the bundle only once TLS is needed
       base(o, (err, socket) => {
         if (socket) coalesceWrites(socket);
         cb(err as Error, socket as never);
-      }),
+      });
+    },
   });
 }
 
@@ -302,17 +306,16 @@ export function trustMachineCAs(env: NodeJS.ProcessEnv = process.env): number {
 }
 
 /** Certificate checks that fail for a mirror whose certificate is not signed by a CA this machine trusts. */
-const CERT_CODES = new Set([
+const UNTRUSTED_CA_CODES = new Set([
   'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
   'UNABLE_TO_GET_ISSUER_CERT',
   'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
   'DEPTH_ZERO_SELF_SIGNED_CERT',
   'SELF_SIGNED_CERT_IN_CHAIN',
-  'CERT_HAS_EXPIRED',
-  'CERT_NOT_YET_VALID',
   'CERT_UNTRUSTED',
-  'ERR_TLS_CERT_ALTNAME_INVALID',
 ]);
+/** A certificate outside its dates: the mirror's to renew, or this machine's clock (a boot may have no RTC set). */
+const CERT_DATE_CODES = new Set(['CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID']);
 
 /**
  * A TLS failure in one line that says what to do, or undefined for other
@@ -320,7 +323,12 @@ const CERT_CODES = new Set([
  * number, the source file of the check and a newline); only its reason is kept.
  */
 export function tlsProblem(code: string | undefined, message: string): string | undefined {
-  if (code && CERT_CODES.has(code)) {
+  if (code && CERT_DATE_CODES.has(code)) {
+    return `TLS: ${message.trim()} (${code}); check the mirror's certificate dates and this machine's clock (now ${new Date().toISOString()})`;
+  }
+  // Node's text names the host and the names the certificate carries: enough to act on.
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') return `TLS: ${message.trim()} (${code}); give the mirror by a name its certificate carries`;
+  if (code && UNTRUSTED_CA_CODES.has(code)) {
     // Node's own advice (--use-system-ca) is already taken: trustMachineCAs adds the machine's bundle.
     const what = message.replace(/;?\s*if the root CA is installed locally, try running Node\.js with --use-system-ca\.?/, '').trim();
     return `TLS: ${what} (${code}); add the CA that signed the mirror's certificate to this machine's CA bundle (update-ca-certificates; SSL_CERT_FILE=FILE names another bundle; a boot checks against the bundle hfk mkinitrd packed, --ca-certs), or use http:// (manifests and blocks are checked against the publisher's key either way)`;
