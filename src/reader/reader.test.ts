@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { EMULATED_GLIBC_HWCAPS, EMULATED_OPENSSL_CAPS, emulatedCpu, readerEnv } from './launch.ts';
+import { EMULATED_GLIBC_HWCAPS, EMULATED_OPENSSL_CAPS, emulatedCpu, readerEnv, readerNodeFlags } from './launch.ts';
 
 const HARDWARE = 'processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse2 avx avx2 sha_ni\n';
 const TCG = 'processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: QEMU TCG CPU version 2.5+\nflags\t\t: fpu sse2 avx avx2\n';
@@ -32,6 +32,16 @@ describe('readerEnv', () => {
     };
     expect(readerEnv({ HFK_EMULATED_CPU: '1' }, unread).OPENSSL_ia32cap).toBe(EMULATED_OPENSSL_CAPS);
     expect(readerEnv({ HFK_EMULATED_CPU: '0' }, unread).OPENSSL_ia32cap).toBeUndefined();
+  });
+});
+
+describe('readerNodeFlags', () => {
+  it("holds V8's young generation to 8 MiB per semi-space unless NODE_OPTIONS sets it", () => {
+    expect(readerNodeFlags({})).toEqual(['--max-semi-space-size=8']);
+    expect(readerNodeFlags({ NODE_OPTIONS: '--max-old-space-size=200 --enable-source-maps' })).toEqual(['--max-semi-space-size=8']);
+    expect(readerNodeFlags({ NODE_OPTIONS: '--max-semi-space-size=16' })).toEqual([]);
+    expect(readerNodeFlags({ NODE_OPTIONS: '--trace-gc --max-semi-space-size 32' })).toEqual([]);
+    expect(readerNodeFlags({ NODE_OPTIONS: '--max-semi-space-sizes=1' })).toEqual(['--max-semi-space-size=8']);
   });
 });
 

@@ -69,6 +69,9 @@ describe('hfk mount', () => {
       expect(await treeListing(root)).toBe(await treeListing(tree));
       // The reader runs with malloc's heap on huge pages (readerEnv).
       expect(readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0')).toContain('GLIBC_TUNABLES=glibc.malloc.hugetlb=1');
+      // … and with V8's young generation held small (readerNodeFlags), before the script.
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0');
+      expect(cmdline.indexOf('--max-semi-space-size=8')).toBe(1);
       const stats = JSON.parse(readFileSync(join(fuse, '.hfk/stats.json'), 'utf8'));
       expect(stats.image.name).toBe(name);
       expect(stats.bytesFetched).toBeGreaterThan(0);

@@ -1,0 +1,106 @@
+// The mount bench's cold dd alone, for comparing settings of the reader: the
+// same image and nginx as bench/mount.ts, a fresh `hfk mount` for every run,
+// configurations taking turns. Per configuration: the median of the dd's
+// MB/s, of the reader's CPU time (ticks of 10 ms, user + system, from
+// /proc/PID/stat) and of its minor page faults during the dd. On this VM the
+// MB/s spread widely from one minute to the next; the reader's CPU and page
+// faults show what a setting changes with much less noise.
+//
+//   node bench/cold-read.ts [--runs 12] [--json] [CONFIG ...]
+//
+// A CONFIG is a quoted list of VAR=value (the environment of `hfk mount` and
+// so of its reader) and --options of `hfk mount`; '' is the defaults. E.g.
+//   node bench/cold-read.ts '' 'NODE_OPTIONS=--max-semi-space-size=0'
+//   node bench/cold-read.ts '' '--verify-threads 2'
+// This is a tool for experiments: `npm run bench` does not run it.
+
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { HFK, NODE } from '../test/helpers/cli.ts';
+import { startNginx } from '../test/helpers/mirrors.ts';
+import { benchStore, median, turningOrder, workDir } from './common.ts';
+
+interface Run {
+  mbps: number;
+  cpuTicks: number;
+  minorFaults: number;
+}
+
+/** A CONFIG's environment and `hfk mount` options. */
+export function parseConfig(config: string): { env: Record<string, string>; options: string[] } {
+  const env: Record<string, string> = {};
+  const options: string[] = [];
+  for (const t of config.split(/\s+/).filter(Boolean)) {
+    const m = /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/.exec(t);
+    if (m) env[m[1]!] = m[2]!;
+    else options.push(t);
+  }
+  return { env, options };
+}
+
+/** User + system CPU ticks and minor faults of a process, from /proc/PID/stat. */
+function procStat(pid: number): { ticks: number; minflt: number } {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return { ticks: Number(f[11]) + Number(f[12]), minflt: Number(f[7]) };
+}
+
+async function main(): Promise<void> {
+  const { values, positionals } = parseArgs({ allowPositionals: true, options: { runs: { type: 'string', default: '12' }, json: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h' } } });
+  if (values.help) {
+    process.stdout.write(readFileSync(new URL(import.meta.url), 'utf8').split('\n\n')[0]!.replace(/^\/\/ ?/gm, '') + '\n');
+    return;
+  }
+  const runs = Number(values.runs);
+  if (!Number.isInteger(runs) || runs < 1) throw new Error(`--runs must be a whole number of at least 1, not '${values.runs}'`);
+  const configs = positionals.length ? positionals : [''];
+  const { store, image, pub } = await benchStore();
+  const size = Number(execFileSync('stat', ['-c', '%s', image]).toString());
+  const dir = workDir('cold-read');
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(join(dir, 'www'), { recursive: true });
+  symlinkSync(store, join(dir, 'www', 'store'));
+  const mnt = join(dir, 'mnt');
+  mkdirSync(mnt);
+  const nginx = await startNginx(join(dir, 'www'), dir);
+  spawnSync('sh', ['-c', `find ${store}/ -type f -exec cat {} + > /dev/null`]); // a warmed-up mirror, as in bench/mount.ts
+  const mounted = () => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === mnt);
+  const results = configs.map((): Run[] => []);
+  try {
+    for (let round = 0; round < runs; round++) {
+      for (const k of turningOrder(configs.length, round)) {
+        const { env, options } = parseConfig(configs[k]!);
+        if (mounted()) execFileSync(NODE, [HFK, 'umount', mnt]);
+        const out = execFileSync(NODE, [HFK, 'mount', mnt, '--name', 'debian', '--mirrors', `${nginx.url}store/`, '--key', pub, '--memory', '512M', '--log', join(dir, 'hfk.log'), '--json', ...options], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'ignore'] }).toString();
+        const pid = (JSON.parse(out) as { pid: number }).pid;
+        const img = join(mnt, 'debian.img');
+        execFileSync('dd', [`if=${img}`, 'iflag=nocache', 'count=0', 'status=none']);
+        const s0 = procStat(pid);
+        const t0 = performance.now();
+        execFileSync('dd', [`if=${img}`, 'of=/dev/null', 'bs=1M', 'status=none']);
+        const s = (performance.now() - t0) / 1000;
+        const s1 = procStat(pid);
+        results[k]!.push({ mbps: Math.round(size / s / 1e6), cpuTicks: s1.ticks - s0.ticks, minorFaults: s1.minflt - s0.minflt });
+        process.stderr.write(`round ${round + 1}/${runs} ${JSON.stringify(configs[k])}: ${results[k]!.at(-1)!.mbps} MB/s\n`);
+      }
+    }
+  } finally {
+    if (mounted()) execFileSync(NODE, [HFK, 'umount', mnt]);
+    await nginx.stop();
+  }
+  const summary = configs.map((c, k) => ({
+    config: c,
+    mbps: median(results[k]!.map((r) => r.mbps)),
+    cpuTicks: median(results[k]!.map((r) => r.cpuTicks)),
+    minorFaults: median(results[k]!.map((r) => r.minorFaults)),
+    runs: results[k]!,
+  }));
+  if (values.json) process.stdout.write(`${JSON.stringify({ imageBytes: size, runs, configs: summary })}\n`);
+  else {
+    process.stdout.write(`cold dd of ${size} bytes, medians of ${runs} runs each\n`);
+    for (const r of summary) process.stdout.write(`  ${(r.config || '(defaults)').padEnd(48)} ${String(r.mbps).padStart(5)} MB/s  ${String(r.cpuTicks).padStart(4)} ticks  ${String(r.minorFaults).padStart(6)} faults   [${r.runs.map((x) => x.mbps).join(' ')}]\n`);
+  }
+}
+
+await main();
