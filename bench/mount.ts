@@ -8,8 +8,8 @@
 //     as many objects to request, verify and store.
 // Figures: cold and warm sequential read of the image (dd bs=1M, MB/s), and
 // cold and warm full-tree read through loop + squashfs (tar of every file
-// piped to wc, seconds). Before every figure the client side's kernel caches
-// of the image are evicted (posix_fadvise DONTNEED through dd iflag=nocache,
+// piped to wc, seconds). Before every figure dirty pages are written back
+// (sync, untimed) and the client side's kernel caches of the image are evicted (posix_fadvise DONTNEED through dd iflag=nocache,
 // and a fresh loop mount), so "cold" means a fresh client (a new hfk or rclone
 // mount with empty caches) and "warm" means the tool's own cache (hfk's
 // memory cache, rclone's disk cache). The mirror is a warmed-up server: its
@@ -36,6 +36,10 @@ function evict(file: string): void {
 
 /** Seconds to run a shell command (after evicting the image from the page cache). */
 function timed(cmd: string, img: string): number {
+  // Dirty pages written before, outside the figure: rclone's cache file (the
+  // whole image, 180 MB dirty after its cold read) would otherwise be written
+  // back in the middle of whatever the next figure is, 30 s later.
+  sh('sync');
   evict(img);
   const t0 = performance.now();
   const r = spawnSync('sh', ['-c', cmd], { stdio: ['ignore', 'ignore', 'pipe'] });
