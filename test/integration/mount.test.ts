@@ -3,7 +3,7 @@
 // loop-mounted and compared file by file with the source tree.
 
 import { execFile, execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { copiesForNobody, HFK, hfk, hfkJson } from '../helpers/cli.ts';
@@ -78,6 +78,24 @@ describe('hfk mount', () => {
       expect(stats.mirrors[0].url).toBe(nginx.url);
     });
   }
+
+  it('hfk umount ends the mount and its reader; --json says what it unmounted', async () => {
+    const dir = tempDir();
+    const nginx = await startNginx(store, dir);
+    onTestFinished(() => nginx.stop());
+    const { fuse, root, pid } = await mountImage('sq', [nginx.url]);
+    await run('umount', [root]);
+    const r = await hfk(['umount', fuse, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({ unmounted: fuse, lazy: false });
+    expect(isMounted(fuse)).toBe(false);
+    // The reader exits once its mount is gone (waited for, not timed: the test's own timeout is the limit).
+    while (existsSync(`/proc/${pid}`) && !readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z ')) await new Promise((res) => setTimeout(res, 50));
+    // A second umount finds nothing there, and says so.
+    const again = await hfk(['umount', fuse]);
+    expect(again.code).not.toBe(0);
+    expect(again.stderr).toContain(`nothing is mounted on ${fuse}`);
+  });
 
   it('concurrent readers in separate processes all get exact bytes', async () => {
     const dir = tempDir();

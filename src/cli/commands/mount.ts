@@ -145,9 +145,10 @@ hfk umount MOUNTPOINT ends it.`,
 export const umountCommand: Command = {
   name: 'umount',
   summary: 'Unmount an image mounted by hfk mount; its reader then exits.',
-  usage: 'MOUNTPOINT [--lazy]',
+  usage: 'MOUNTPOINT [--lazy] [--json]',
   options: {
     lazy: { type: 'boolean', description: 'detach now even if in use (a loop mount on it); the reader exits when the last user is gone' },
+    json: { type: 'boolean', description: 'print the result as JSON' },
   },
   positionals: { min: 1, max: 1 },
   async run(ctx) {
@@ -160,8 +161,10 @@ export const umountCommand: Command = {
       });
     }
     if (on.fstype !== 'fuse.hfk') throw new UsageError(`${mp} is a ${on.fstype} mount, not one of hfk's (fuse.hfk)`);
-    await unmount(abs, { lazy: flag(ctx, 'lazy') });
-    ctx.io.out(`unmounted ${abs}\n`);
+    const lazy = flag(ctx, 'lazy');
+    await unmount(abs, { lazy });
+    if (flag(ctx, 'json')) printJson(ctx.io, { unmounted: abs, lazy });
+    else ctx.io.out(`unmounted ${abs}\n`);
     return 0;
   },
 };
