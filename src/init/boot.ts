@@ -20,6 +20,7 @@ import { detectFilesystem, FSTYPE_PROBE_BYTES, type Filesystem } from '../format
 import { loadPublicKey, type PublicKey, resolvePublicKey } from '../format/keys.ts';
 import type { LaunchedReader } from '../reader/launch.ts';
 import type { ReaderSpec } from '../reader/reader.ts';
+import { preloadHttpClient } from '../store/http.ts';
 import { type BootSettings, parseCmdline, resolveBootSettings } from './cmdline.ts';
 import { formatMountSource, loadConfig, type MountSource, parseMirrorList } from './config.ts';
 import { ModuleDb } from './modalias.ts';
@@ -257,6 +258,8 @@ export const probe: Step<BootContext, void> = step('probe', 'probe hardware: loa
 
 export const network: Step<BootContext, void> = step('network', 'bring up the network (DHCP or ip=)', async ({ sys, state }) => {
   const s = state.settings!;
+  // HTTPS mirrors or a proxy need undici and the CA bundle: loaded while the network comes up, not in the ranking's time.
+  const preload = preloadHttpClient(s.mirrors, s.proxy).catch(() => false);
   state.network = await bringUpNetwork({
     root: '/',
     ip: s.ip,
@@ -267,6 +270,7 @@ export const network: Step<BootContext, void> = step('network', 'bring up the ne
     log: sys.log,
   });
   sys.log.info(formatNetworkReport(state.network).split('\n')[0]!);
+  await preload;
 });
 
 export const mirrors: Step<BootContext, void> = step('mirrors', 'measure the mirrors and pick the best', async ({ sys, state }) => {

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AbortedError, BrokenError, InvalidError, MissingError } from '../errors.ts';
 import type { RequestTiming } from './store.ts';
-import { coalesceWrites, HttpOrigin, tlsProblem } from './http.ts';
+import { coalesceWrites, HttpOrigin, preloadHttpClient, tlsProblem } from './http.ts';
 
 // A real HTTP server on loopback whose answers the tests choose by path.
 let server: Server;
@@ -285,5 +285,14 @@ describe('TLS failures in one line', () => {
   it('leaves other errors alone', () => {
     expect(tlsProblem('ECONNREFUSED', 'connect ECONNREFUSED 127.0.0.1:1')).toBeUndefined();
     expect(tlsProblem(undefined, 'socket hang up')).toBeUndefined();
+  });
+});
+
+describe('preloadHttpClient', () => {
+  it('loads the HTTPS client only when a mirror is https:// or a proxy is set', async () => {
+    expect(await preloadHttpClient(['http://a.example/store/', 'http://b.example/store/'])).toBe(false);
+    expect(await preloadHttpClient([])).toBe(false);
+    expect(await preloadHttpClient(['http://a.example/store/', 'https://b.example/store/'])).toBe(true);
+    expect(await preloadHttpClient(['http://a.example/store/'], 'http://proxy.example:3128')).toBe(true);
   });
 });

@@ -305,6 +305,26 @@ export function trustMachineCAs(env: NodeJS.ProcessEnv = process.env): number {
   return extra.length;
 }
 
+/**
+ * Loads undici, and the machine's CA bundle when TLS will be spoken, before
+ * the first request that needs them: the URLs given are those that will be
+ * fetched, `proxy` the proxy if any. Plain-HTTP mirrors without a proxy go
+ * through hfk's own client (h1.ts) and need neither: then nothing is loaded
+ * and false is returned.
+ *
+ * The init calls it while the network comes up. Under QEMU's TCG, loading
+ * undici and the bundle and then the first TLS handshake took 1.2–1.3 s,
+ * longer than the mirror ranking waits (1.5 s for everything), so an
+ * HTTPS mirror was reported as not answering.
+ */
+export async function preloadHttpClient(urls: readonly string[], proxy?: string): Promise<boolean> {
+  const tlsNeeded = proxy !== undefined || urls.some((u) => u.startsWith('https:'));
+  if (!tlsNeeded) return false;
+  await import('undici');
+  trustMachineCAs();
+  return true;
+}
+
 /** Certificate checks that fail for a mirror whose certificate is not signed by a CA this machine trusts. */
 const UNTRUSTED_CA_CODES = new Set([
   'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
