@@ -12,6 +12,9 @@
 // so of its reader) and --options of `hfk mount`; '' is the defaults. E.g.
 //   node bench/cold-read.ts '' 'NODE_OPTIONS=--max-semi-space-size=0'
 //   node bench/cold-read.ts '' '--verify-threads 2'
+// HFK_BUNDLE=FILE in a CONFIG runs that build of hfk instead of dist/hfk.mjs
+// (a copy of it from before a change, say):
+//   node bench/cold-read.ts '' 'HFK_BUNDLE=/tmp/hfk-before.mjs'
 // This is a tool for experiments: `npm run bench` does not run it.
 
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -71,8 +74,9 @@ async function main(): Promise<void> {
     for (let round = 0; round < runs; round++) {
       for (const k of turningOrder(configs.length, round)) {
         const { env, options } = parseConfig(configs[k]!);
-        if (mounted()) execFileSync(NODE, [HFK, 'umount', mnt]);
-        const out = execFileSync(NODE, [HFK, 'mount', mnt, '--name', 'debian', '--mirrors', `${nginx.url}store/`, '--key', pub, '--memory', '512M', '--log', join(dir, 'hfk.log'), '--json', ...options], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'ignore'] }).toString();
+        const bundle = env.HFK_BUNDLE ?? HFK;
+        if (mounted()) execFileSync(NODE, [bundle, 'umount', mnt]);
+        const out = execFileSync(NODE, [bundle, 'mount', mnt, '--name', 'debian', '--mirrors', `${nginx.url}store/`, '--key', pub, '--memory', '512M', '--log', join(dir, 'hfk.log'), '--json', ...options], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'ignore'] }).toString();
         const pid = (JSON.parse(out) as { pid: number }).pid;
         const img = join(mnt, 'debian.img');
         execFileSync('dd', [`if=${img}`, 'iflag=nocache', 'count=0', 'status=none']);
