@@ -117,8 +117,10 @@ export function readerEnv(env: NodeJS.ProcessEnv, cpuinfo: () => string = procCp
  *
  * A reader makes short-lived objects for every block (requests, promises,
  * messages to the verify thread), and V8 grows the young generation while
- * they come, on a machine with much memory to 16 MiB per semi-space or more:
- * every new page is a first touch, which on a virtual machine is a page fault
+ * they come, as far as the machine's memory lets it: measured with Node 24,
+ * to 128 MiB with 24 GiB, 64 MiB with 2 GiB, 32 MiB with 1 GiB (a memory
+ * cgroup's limit counts); with this setting to 16–20 MiB. Every page it
+ * grows into is a first touch, which on a virtual machine is a page fault
  * into the hypervisor. Measured on this project's 2-core VM (24 GiB) with
  * `node bench/cold-read.ts --runs 12 '' 'NODE_OPTIONS=--max-semi-space-size=0'
  * 'NODE_OPTIONS=--max-semi-space-size=4'` (a cold dd of the mount bench's

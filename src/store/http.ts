@@ -306,11 +306,11 @@ export function trustMachineCAs(env: NodeJS.ProcessEnv = process.env): number {
 }
 
 /**
- * Loads undici, and the machine's CA bundle when TLS will be spoken, before
- * the first request that needs them: the URLs given are those that will be
- * fetched, `proxy` the proxy if any. Plain-HTTP mirrors without a proxy go
- * through hfk's own client (h1.ts) and need neither: then nothing is loaded
- * and false is returned.
+ * Loads undici and the machine's CA bundle before the first request needs
+ * them, when one of `urls` (the mirrors) is https:// or a proxy is set:
+ * then undici carries the requests, and TLS may be spoken. Plain-HTTP
+ * mirrors without a proxy go through hfk's own client (h1.ts) and need
+ * neither: then nothing is loaded and false is returned.
  *
  * The init calls it while the network comes up. Under QEMU's TCG, loading
  * undici and the bundle and then the first TLS handshake took 1.2–1.3 s,
@@ -318,8 +318,8 @@ export function trustMachineCAs(env: NodeJS.ProcessEnv = process.env): number {
  * HTTPS mirror was reported as not answering.
  */
 export async function preloadHttpClient(urls: readonly string[], proxy?: string): Promise<boolean> {
-  const tlsNeeded = proxy !== undefined || urls.some((u) => u.startsWith('https:'));
-  if (!tlsNeeded) return false;
+  const needed = proxy !== undefined || urls.some((u) => u.startsWith('https:'));
+  if (!needed) return false;
   await import('undici');
   trustMachineCAs();
   return true;
