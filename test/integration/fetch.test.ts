@@ -790,6 +790,24 @@ describe('hfk get', () => {
     expect(readdirSync(dir).filter((f) => f.startsWith('x.img'))).toEqual([]);
   });
 
+  it('takes the image as NAME or as --name NAME (as hfk mount does), once', async () => {
+    const dir = tempDir();
+    const m = await mirror();
+    const out = join(dir, 'n.img');
+    const r = await hfk(['get', '--name', 't@2', '--mirrors', m.url, '--key', pubFile, '--out', out, '--quiet']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(readFileSync(out).equals(image)).toBe(true);
+    const twice = await hfk(['get', 't', '--name', 't', '--mirrors', m.url, '--key', pubFile, '--out', join(dir, 'x.img')]);
+    expect(twice.code).toBe(2);
+    expect(twice.stderr).toContain("the image is given twice ('t' and --name t): give it once");
+    const none = await hfk(['get', '--mirrors', m.url, '--key', pubFile, '--out', join(dir, 'x.img')]);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toContain('which image? give NAME[@VERSION] (or --name NAME[@VERSION])');
+    const bad = await hfk(['get', '--name', 't@0', '--mirrors', m.url, '--key', pubFile, '--out', join(dir, 'x.img')]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("--name: the version after '@' must be a positive whole number: got '0'");
+  });
+
   it('checks --out before fetching anything', async () => {
     const dir = tempDir();
     const m = await mirror();

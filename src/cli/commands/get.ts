@@ -32,6 +32,7 @@ Reads the image through the same fetcher hfk mount and hfk-init use: mirrors
 ranked by measurement, every block verified, failover and hedging, caches.
 The file appears under its name only when complete.`,
   options: {
+    name: { type: 'string', arg: 'NAME[@VERSION]', description: 'the image, as hfk mount and hfk mirrors rank take it (instead of the NAME argument)' },
     ...MIRROR_OPTIONS,
     key: { type: 'string', arg: 'PREFIX.pub', description: 'public key the manifest must be signed with' },
     out: { type: 'string', arg: 'FILE', description: 'where to write the image', default: 'NAME.img' },
@@ -42,9 +43,15 @@ The file appears under its name only when complete.`,
     quiet: { type: 'boolean', description: 'do not print the mirror ranking' },
     json: { type: 'boolean', description: 'print the result as JSON' },
   },
-  positionals: { min: 1, max: 1 },
+  positionals: { min: 0, max: 1 },
   async run(ctx) {
-    const ref = parseImageRef(ctx.positionals[0]!, 'image');
+    const named = str(ctx, 'name');
+    const given = ctx.positionals[0];
+    if (named !== undefined && given !== undefined) throw new UsageError(`the image is given twice ('${given}' and --name ${named}): give it once`);
+    if (named === undefined && given === undefined) {
+      throw new UsageError('which image? give NAME[@VERSION] (or --name NAME[@VERSION])', { hint: 'hfk mirrors rank URL… --name NAME shows which versions the mirrors have' });
+    }
+    const ref = parseImageRef((named ?? given)!, named !== undefined ? '--name' : 'image');
     const key = resolvePublicKey(required(ctx, 'key', 'the public key (PREFIX.pub) the manifest must be signed with'), '--key');
     const src = await mirrorSources(ctx);
     const out = str(ctx, 'out') ?? `${ref.name}.img`;
