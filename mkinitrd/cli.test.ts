@@ -81,6 +81,20 @@ describe('hfk mkinitrd', () => {
     expect(files.has(`lib/modules/${kernel.version}/modules.dep`)).toBe(true);
   });
 
+  it('takes the image as --name too (as hfk mount does), but not both ways at once', async () => {
+    const init = join(work, 'name-init.mjs');
+    writeFileSync(init, "console.log('init');\n");
+    const out = join(work, 'name-initrd.img');
+    const r = await run(['--modules', kernel.modulesDir, '--out', out, '--init', init, '--key', pubFile, '--mirrors', 'http://10.0.2.100/', '--name', 'debian@2', '--level', '1']);
+    expect(r.code, r.out.stderr).toBe(0);
+    const files = new Map(parseNewc(zstdDecompressSync(readFileSync(out))).map((e) => [e.name, e]));
+    expect(files.get('etc/hfk/hfk.yaml')!.data.toString()).toMatch(/^image: debian@2\n/);
+    await expect(run(['--modules', kernel.modulesDir, '--out', join(work, 'twice.img'), '--init', init, '--key', pubFile, '--mirrors', 'http://10.0.2.100/', '--image', 'debian', '--name', 'other'])).rejects.toThrow(
+      'the image is given twice (--image debian and --name other): give it once',
+    );
+    expect(existsSync(join(work, 'twice.img'))).toBe(false);
+  });
+
   it('--compile-cache packs V8\'s cache for the bundle, keyed to the paths the initramfs has', async () => {
     const init = join(work, 'cc-init.mjs');
     writeFileSync(init, "export const answer = 42;\nif (process.argv.includes('--help')) console.log('help');\n");

@@ -138,7 +138,8 @@ start the first entry after 2 seconds. See docs/BOOT.md.`,
     out: { type: 'string', arg: 'FILE', description: 'the initramfs to write (replaced atomically)', default: 'DIR/initrd.img with --pxe' },
     key: { type: 'string', arg: 'PREFIX.pub', description: 'public key manifests must be signed with (from hfk keygen)' },
     mirrors: { type: 'string', arg: 'URL,…', multiple: true, description: 'mirror base URLs' },
-    image: { type: 'string', arg: 'NAME[@VERSION]', description: 'the image to boot' },
+    image: { type: 'string', arg: 'NAME[@VERSION]', description: 'the image to boot (the kernel parameter hfk.image=)' },
+    name: { type: 'string', arg: 'NAME[@VERSION]', description: 'the same as --image, as hfk mount and hfk get name it' },
     config: { type: 'string', arg: 'FILE', description: 'a base hfk.yaml to bake in' },
     compress: { type: 'string', arg: COMPRESSIONS.join('|'), description: 'compression', default: 'zstd' },
     level: { type: 'string', arg: 'N', description: 'compression level', default: `zstd ${DEFAULT_LEVEL.zstd}, gzip ${DEFAULT_LEVEL.gzip}` },
@@ -177,7 +178,9 @@ start the first entry after 2 seconds. See docs/BOOT.md.`,
     const keyPath = str(ctx, 'key');
     const mirrors = list(ctx, 'mirrors');
     for (const m of mirrors) normalizeBaseUrl(m, '--mirrors'); // named as the option here, not as a line of the baked config
-    const image = str(ctx, 'image');
+    const named = str(ctx, 'name');
+    if (named !== undefined && str(ctx, 'image') !== undefined) throw new UsageError(`the image is given twice (--image ${str(ctx, 'image')} and --name ${named}): give it once`);
+    const image = str(ctx, 'image') ?? named;
     const baked = bakeConfig({
       ...(configPath ? { base: { text: readText(configPath, 'config file'), path: configPath } } : {}),
       ...(image !== undefined ? { image } : {}),
