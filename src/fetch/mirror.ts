@@ -7,7 +7,7 @@
 import type { Dispatcher } from 'undici';
 import { BrokenError, HfkError, InvalidError, MissingError } from '../errors.ts';
 import { H1Origin } from '../store/h1.ts';
-import { HttpOrigin, makeDispatcher, normalizeBaseUrl, type HttpOriginOptions } from '../store/http.ts';
+import { HttpOrigin, makeDispatcher, normalizeBaseUrl, type HttpOriginOptions, viaUndici } from '../store/http.ts';
 import type { ReadOptions, RequestTiming, StoreReader } from '../store/store.ts';
 import { MirrorHealth, type HealthOptions } from './score.ts';
 
@@ -110,8 +110,7 @@ export class MirrorSet {
   constructor(urls: readonly string[], options: MirrorOptions & Pick<HttpOriginOptions, 'proxy' | 'lookup'> = {}, now: () => number = Date.now) {
     const seen = new Set<string>();
     const unique = urls.map((u) => normalizeBaseUrl(u, 'mirror URL')).filter((u) => !seen.has(u) && seen.add(u));
-    const viaUndici = (u: string) => Boolean(options.proxy) || !u.startsWith('http:');
-    this.dispatcher = !unique.some(viaUndici) ? undefined : makeDispatcher({
+    this.dispatcher = !unique.some((u) => viaUndici(u, options.proxy)) ? undefined : makeDispatcher({
       connections: options.connections ?? 4,
       pipelining: options.pipelining ?? 8,
       ...(options.proxy ? { proxy: options.proxy } : {}),
@@ -120,7 +119,7 @@ export class MirrorSet {
       ...(options.headersTimeoutMs ? { headersTimeoutMs: options.headersTimeoutMs } : {}),
       ...(options.bodyTimeoutMs ? { bodyTimeoutMs: options.bodyTimeoutMs } : {}),
     });
-    this.mirrors = unique.map((u) => new Mirror(u, viaUndici(u) ? this.dispatcher : undefined, options, now));
+    this.mirrors = unique.map((u) => new Mirror(u, viaUndici(u, options.proxy) ? this.dispatcher : undefined, options, now));
   }
 
   /**

@@ -306,6 +306,15 @@ export function trustMachineCAs(env: NodeJS.ProcessEnv = process.env): number {
 }
 
 /**
+ * Whether undici carries the requests to a mirror: HTTPS, or any mirror
+ * behind a proxy. Plain HTTP without a proxy goes through hfk's own client
+ * (h1.ts). MirrorSet picks each mirror's client by this.
+ */
+export function viaUndici(url: string, proxy?: string): boolean {
+  return Boolean(proxy) || !/^http:/i.test(url);
+}
+
+/**
  * Loads undici and the machine's CA bundle before the first request needs
  * them, when one of `urls` (the mirrors) is https:// or a proxy is set:
  * then undici carries the requests, and TLS may be spoken. Plain-HTTP
@@ -318,8 +327,7 @@ export function trustMachineCAs(env: NodeJS.ProcessEnv = process.env): number {
  * HTTPS mirror was reported as not answering.
  */
 export async function preloadHttpClient(urls: readonly string[], proxy?: string): Promise<boolean> {
-  const needed = proxy !== undefined || urls.some((u) => u.startsWith('https:'));
-  if (!needed) return false;
+  if (!urls.some((u) => viaUndici(u, proxy))) return false;
   await import('undici');
   trustMachineCAs();
   return true;
