@@ -179,8 +179,9 @@ start the first entry after 2 seconds. See docs/BOOT.md.`,
     const mirrors = list(ctx, 'mirrors');
     for (const m of mirrors) normalizeBaseUrl(m, '--mirrors'); // named as the option here, not as a line of the baked config
     const named = str(ctx, 'name');
-    if (named !== undefined && str(ctx, 'image') !== undefined) throw new UsageError(`the image is given twice (--image ${str(ctx, 'image')} and --name ${named}): give it once`);
-    const image = str(ctx, 'image') ?? named;
+    let image = str(ctx, 'image');
+    if (named !== undefined && image !== undefined) throw new UsageError(`the image is given twice (--image ${image} and --name ${named}): give it once`);
+    image ??= named;
     const baked = bakeConfig({
       ...(configPath ? { base: { text: readText(configPath, 'config file'), path: configPath } } : {}),
       ...(image !== undefined ? { image } : {}),
