@@ -1,5 +1,6 @@
 // The mount bench's cold dd alone, for comparing settings of the reader: the
-// same image and nginx as bench/mount.ts, a fresh `hfk mount` for every run,
+// same image and nginx as bench/mount.ts, a fresh `hfk mount` for every run
+// and the dd timed as there (dirty pages written back, the image evicted first),
 // configurations taking turns. Per configuration: the median of the dd's
 // MB/s, of the reader's CPU time (ticks of 10 ms, user + system, from
 // /proc/PID/stat) and of its minor page faults during the dd. On this VM the
@@ -18,12 +19,13 @@
 // This is a tool for experiments: `npm run bench` does not run it.
 
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { HFK, NODE } from '../test/helpers/cli.ts';
 import { startNginx } from '../test/helpers/mirrors.ts';
 import { benchStore, median, turningOrder, workDir } from './common.ts';
+import { isMounted, timed } from './mount.ts';
 
 interface Run {
   mbps: number;
@@ -59,7 +61,7 @@ async function main(): Promise<void> {
   if (!Number.isInteger(runs) || runs < 1) throw new Error(`--runs must be a whole number of at least 1, not '${values.runs}'`);
   const configs = positionals.length ? positionals : [''];
   const { store, image, pub } = await benchStore();
-  const size = Number(execFileSync('stat', ['-c', '%s', image]).toString());
+  const size = statSync(image).size;
   const dir = workDir('cold-read');
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(join(dir, 'www'), { recursive: true });
@@ -68,7 +70,7 @@ async function main(): Promise<void> {
   mkdirSync(mnt);
   const nginx = await startNginx(join(dir, 'www'), dir);
   spawnSync('sh', ['-c', `find ${store}/ -type f -exec cat {} + > /dev/null`]); // a warmed-up mirror, as in bench/mount.ts
-  const mounted = () => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === mnt);
+  const mounted = () => isMounted(mnt);
   const results = configs.map((): Run[] => []);
   try {
     for (let round = 0; round < runs; round++) {
@@ -79,11 +81,8 @@ async function main(): Promise<void> {
         const out = execFileSync(NODE, [bundle, 'mount', mnt, '--name', 'debian', '--mirrors', `${nginx.url}store/`, '--key', pub, '--memory', '512M', '--log', join(dir, 'hfk.log'), '--json', ...options], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'ignore'] }).toString();
         const pid = (JSON.parse(out) as { pid: number }).pid;
         const img = join(mnt, 'debian.img');
-        execFileSync('dd', [`if=${img}`, 'iflag=nocache', 'count=0', 'status=none']);
         const s0 = procStat(pid);
-        const t0 = performance.now();
-        execFileSync('dd', [`if=${img}`, 'of=/dev/null', 'bs=1M', 'status=none']);
-        const s = (performance.now() - t0) / 1000;
+        const s = timed(`dd if=${img} of=/dev/null bs=1M status=none`, img); // as bench/mount.ts times it
         const s1 = procStat(pid);
         results[k]!.push({ mbps: Math.round(size / s / 1e6), cpuTicks: s1.ticks - s0.ticks, minorFaults: s1.minflt - s0.minflt });
         process.stderr.write(`round ${round + 1}/${runs} ${JSON.stringify(configs[k])}: ${results[k]!.at(-1)!.mbps} MB/s\n`);

@@ -34,8 +34,8 @@ function evict(file: string): void {
   sh(`dd if=${file} iflag=nocache count=0 status=none`);
 }
 
-/** Seconds to run a shell command (after evicting the image from the page cache). */
-function timed(cmd: string, img: string): number {
+/** Seconds to run a shell command (after writing back dirty pages and evicting the image from the page cache). */
+export function timed(cmd: string, img: string): number {
   // Dirty pages written before, outside the figure: rclone's cache file (the
   // whole image, 180 MB dirty after its cold read) would otherwise be written
   // back in the middle of whatever the next figure is, 30 s later.
@@ -47,7 +47,7 @@ function timed(cmd: string, img: string): number {
   return (performance.now() - t0) / 1000;
 }
 
-function isMounted(p: string): boolean {
+export function isMounted(p: string): boolean {
   return sh('cat /proc/self/mountinfo').split('\n').some((l) => l.split(' ')[4] === p);
 }
 
