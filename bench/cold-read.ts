@@ -3,7 +3,8 @@
 // and the dd timed as there (dirty pages written back, the image evicted first),
 // configurations taking turns. Per configuration: the median of the dd's
 // MB/s, of the reader's CPU time (ticks of 10 ms, user + system, from
-// /proc/PID/stat) and of its minor page faults during the dd. On this VM the
+// /proc/PID/stat; split by thread: the main thread, V8's helper threads, the
+// worker threads) and of its minor page faults during the dd. On this VM the
 // MB/s spread widely from one minute to the next; the reader's CPU and page
 // faults show what a setting changes with much less noise.
 //
@@ -13,13 +14,14 @@
 // so of its reader) and --options of `hfk mount`; '' is the defaults. E.g.
 //   node bench/cold-read.ts '' 'NODE_OPTIONS=--max-semi-space-size=0'
 //   node bench/cold-read.ts '' '--verify-threads 2'
+//   node bench/cold-read.ts '' 'HFK_READER_JIT=full'
 // HFK_BUNDLE=FILE in a CONFIG runs that build of hfk instead of dist/hfk.mjs
 // (a copy of it from before a change, say):
 //   node bench/cold-read.ts '' 'HFK_BUNDLE=/tmp/hfk-before.mjs'
 // This is a tool for experiments: `npm run bench` does not run it.
 
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { HFK, NODE } from '../test/helpers/cli.ts';
@@ -27,10 +29,14 @@ import { startNginx } from '../test/helpers/mirrors.ts';
 import { benchStore, median, turningOrder, workDir } from './common.ts';
 import { isMounted, timed } from './mount.ts';
 
+const THREAD_KINDS = ['main', 'v8', 'workers', 'other'] as const;
+
 interface Run {
   mbps: number;
   cpuTicks: number;
   minorFaults: number;
+  /** cpuTicks by thread: main, v8 (V8's helpers), workers (verify, /dev/fuse reader), other. */
+  threads: Record<string, number>;
 }
 
 /** A CONFIG's environment and `hfk mount` options. */
@@ -45,10 +51,33 @@ export function parseConfig(config: string): { env: Record<string, string>; opti
   return { env, options };
 }
 
-/** User + system CPU ticks and minor faults of a process, from /proc/PID/stat. */
-function procStat(pid: number): { ticks: number; minflt: number } {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+/** User + system CPU ticks and minor faults of a process or thread, from its stat file. */
+function statOf(file: string): { ticks: number; minflt: number } {
+  const f = readFileSync(file, 'utf8').split(') ')[1]!.split(' ');
   return { ticks: Number(f[11]) + Number(f[12]), minflt: Number(f[7]) };
+}
+
+function procStat(pid: number): { ticks: number; minflt: number } {
+  return statOf(`/proc/${pid}/stat`);
+}
+
+/**
+ * CPU ticks of a process's threads by kind: the main thread, V8's helper
+ * threads (compilers, garbage collection), worker threads (the verify
+ * thread, the /dev/fuse reader) and any others.
+ */
+function threadTicks(pid: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const comm = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
+      const kind = comm === 'MainThread' ? 'main' : comm === 'V8Worker' ? 'v8' : comm === 'WorkerThread' ? 'workers' : 'other';
+      out[kind] = (out[kind] ?? 0) + statOf(`/proc/${pid}/task/${tid}/stat`).ticks;
+    } catch {
+      // the thread ended
+    }
+  }
+  return out;
 }
 
 async function main(): Promise<void> {
@@ -82,9 +111,12 @@ async function main(): Promise<void> {
         const pid = (JSON.parse(out) as { pid: number }).pid;
         const img = join(mnt, 'debian.img');
         const s0 = procStat(pid);
+        const t0 = threadTicks(pid);
         const s = timed(`dd if=${img} of=/dev/null bs=1M status=none`, img); // as bench/mount.ts times it
         const s1 = procStat(pid);
-        results[k]!.push({ mbps: Math.round(size / s / 1e6), cpuTicks: s1.ticks - s0.ticks, minorFaults: s1.minflt - s0.minflt });
+        const t1 = threadTicks(pid);
+        const threads = Object.fromEntries(Object.keys(t1).map((kind) => [kind, t1[kind]! - (t0[kind] ?? 0)]));
+        results[k]!.push({ mbps: Math.round(size / s / 1e6), cpuTicks: s1.ticks - s0.ticks, minorFaults: s1.minflt - s0.minflt, threads });
         process.stderr.write(`round ${round + 1}/${runs} ${JSON.stringify(configs[k])}: ${results[k]!.at(-1)!.mbps} MB/s\n`);
       }
     }
@@ -97,12 +129,16 @@ async function main(): Promise<void> {
     mbps: median(results[k]!.map((r) => r.mbps)),
     cpuTicks: median(results[k]!.map((r) => r.cpuTicks)),
     minorFaults: median(results[k]!.map((r) => r.minorFaults)),
+    threads: Object.fromEntries(THREAD_KINDS.map((kind) => [kind, median(results[k]!.map((r) => r.threads[kind] ?? 0))])),
     runs: results[k]!,
   }));
   if (values.json) process.stdout.write(`${JSON.stringify({ imageBytes: size, runs, configs: summary })}\n`);
   else {
     process.stdout.write(`cold dd of ${size} bytes, medians of ${runs} runs each\n`);
-    for (const r of summary) process.stdout.write(`  ${(r.config || '(defaults)').padEnd(48)} ${String(r.mbps).padStart(5)} MB/s  ${String(r.cpuTicks).padStart(4)} ticks  ${String(r.minorFaults).padStart(6)} faults   [${r.runs.map((x) => x.mbps).join(' ')}]\n`);
+    for (const r of summary) {
+      const threads = THREAD_KINDS.map((kind) => `${kind} ${r.threads[kind]}`).join(', ');
+      process.stdout.write(`  ${(r.config || '(defaults)').padEnd(48)} ${String(r.mbps).padStart(5)} MB/s  ${String(r.cpuTicks).padStart(4)} ticks (${threads})  ${String(r.minorFaults).padStart(6)} faults   [${r.runs.map((x) => x.mbps).join(' ')}]\n`);
+    }
   }
 }
 

@@ -8,8 +8,9 @@
 
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import { HfkError } from '../errors.ts';
+import { HfkError, UsageError } from '../errors.ts';
 import type { Ranking } from '../fetch/rank.ts';
+import { viaUndici } from '../store/http.ts';
 import type { ReaderSpec } from './reader.ts';
 
 export type ReadyMessage =
@@ -40,6 +41,8 @@ export interface SpawnReaderOptions {
   logFd?: number;
   /** Give up waiting after this long (the reader is then killed). */
   timeoutMs?: number;
+  /** The JIT to run the reader with (default 'full'; HFK_READER_JIT overrides it). */
+  jit?: ReaderJit;
   env?: NodeJS.ProcessEnv;
 }
 
@@ -112,8 +115,63 @@ export function readerEnv(env: NodeJS.ProcessEnv, cpuinfo: () => string = procCp
 }
 
 /**
- * Node options of a reader process, put before its script: V8's young
- * generation held to 8 MiB per semi-space (`--max-semi-space-size=8`).
+ * How much of V8's JIT a reader runs with: 'baseline' compiles its code with
+ * Sparkplug only (no Maglev, no TurboFan); 'full' is V8's own tiers.
+ *
+ * A reader's own JavaScript per block is short: its work is zstd, SHA-256
+ * and system calls. With hfk's HTTP client (h1.ts) the optimizing compilers
+ * cost more than they give back: they compile on V8's helper threads, which
+ * take CPU from the verify thread, nginx and the kernel on a small machine,
+ * and they keep at it after the reader is warm (V8's helper threads took
+ * 6–12 ticks on a second read of the image by the same reader, against 2–5
+ * with Sparkplug only). undici's client
+ * (HTTPS mirrors, a proxy) runs far more JavaScript per request, and there
+ * the optimized code pays. So `hfk mount` picks by its mirrors
+ * (jitForMirrors); the init's reader, started before the mirrors are known,
+ * keeps V8's own tiers: cold boots measured the same either way (`node
+ * bench/boot.ts --links loopback --methods hfk --runs 1`, three of each,
+ * taking turns, 'baseline' through HFK_LAB_EXTRA='HFK_READER_JIT=baseline':
+ * login at 27.8, 28.7, 29.3 s against 28.2, 27.5, 28.3 s).
+ *
+ * Measured on this project's 2-core VM, `node bench/cold-read.ts --runs 12 ''
+ * 'HFK_READER_JIT=full'` (a cold dd of the mount bench's 183 MB image through
+ * a fresh `hfk mount` from plain-HTTP nginx; medians of 12, taking turns;
+ * CPU in ticks of 10 ms: the main thread, V8's helper threads, the workers):
+ *
+ *   baseline   295 MB/s   87 ticks (main 41, V8 4, workers 41)    3,529 page faults
+ *   full       277 MB/s   93 ticks (main 40, V8 15, workers 39)   4,916
+ *
+ * (three earlier rounds, 10–12 runs each, one of them without this flag
+ * set and two with `--always-sparkplug` added to it, which made no
+ * difference of its own: 317 / 297, 320 / 292 and 326 / 311 MB/s). Through
+ * undici (the same image from nginx over HTTPS, a reader with a 32 MiB
+ * memory cache reading it twice, two runs each), the main thread
+ * took 73–75 ticks with 'baseline' against 53–56 with 'full' on the first
+ * read, and 63–87 against 33–37 on the second, which went at 198–262
+ * against 325–351 MB/s.
+ *
+ * HFK_READER_JIT=baseline|full in the environment overrides the choice
+ * (V8 takes these flags only on the command line, not in NODE_OPTIONS).
+ */
+export type ReaderJit = 'baseline' | 'full';
+
+/** The JIT a reader runs with: HFK_READER_JIT when set, else `preferred`. */
+export function readerJit(env: NodeJS.ProcessEnv, preferred: ReaderJit): ReaderJit {
+  const v = env.HFK_READER_JIT;
+  if (v === undefined || v === '') return preferred;
+  if (v === 'baseline' || v === 'full') return v;
+  throw new UsageError(`HFK_READER_JIT must be 'baseline' or 'full', not '${v}'`, { hint: 'unset it to let hfk choose' });
+}
+
+/** The JIT a reader of these mirrors should run with (see ReaderJit). */
+export function jitForMirrors(mirrors: readonly string[], proxy?: string): ReaderJit {
+  return mirrors.some((u) => viaUndici(u, proxy)) ? 'full' : 'baseline';
+}
+
+/**
+ * Node options of a reader process, put before its script: the JIT (see
+ * ReaderJit), and V8's young generation held to 8 MiB per semi-space
+ * (`--max-semi-space-size=8`).
  *
  * A reader makes short-lived objects for every block (requests, promises,
  * messages to the verify thread), and V8 grows the young generation while
@@ -134,9 +192,14 @@ export function readerEnv(env: NodeJS.ProcessEnv, cpuinfo: () => string = procCp
  * Objects still live after two scavenges move to the old generation as
  * before. A setting the user made in NODE_OPTIONS is kept.
  */
-export function readerNodeFlags(env: NodeJS.ProcessEnv): string[] {
-  return /(?:^|\s)--max-semi-space-size(?:[=\s]|$)/.test(env.NODE_OPTIONS ?? '') ? [] : ['--max-semi-space-size=8'];
+export function readerNodeFlags(env: NodeJS.ProcessEnv, jit: ReaderJit = 'full'): string[] {
+  const flags: string[] = readerJit(env, jit) === 'baseline' ? [...BASELINE_JIT_FLAGS] : [];
+  if (!/(?:^|\s)--max-semi-space-size(?:[=\s]|$)/.test(env.NODE_OPTIONS ?? '')) flags.push('--max-semi-space-size=8');
+  return flags;
 }
+
+/** V8 flags of the 'baseline' JIT: Sparkplug only. */
+export const BASELINE_JIT_FLAGS = ['--no-maglev', '--no-turbofan'] as const;
 
 /**
  * Starts a reader process in its own session now, to be given its spec
@@ -147,7 +210,7 @@ export function launchReader(o: SpawnReaderOptions): LaunchedReader {
   const [cmd, ...args] = o.argv;
   const out = o.logFd ?? 'inherit';
   const env = o.env ?? process.env;
-  const child = spawn(cmd!, [...readerNodeFlags(env), ...args], {
+  const child = spawn(cmd!, [...readerNodeFlags(env, o.jit), ...args], {
     argv0: o.argv0 ?? cmd!,
     detached: true,
     stdio: ['pipe', out, out, 'pipe'],

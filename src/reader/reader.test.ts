@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { EMULATED_GLIBC_HWCAPS, EMULATED_OPENSSL_CAPS, emulatedCpu, readerEnv, readerNodeFlags } from './launch.ts';
+import { BASELINE_JIT_FLAGS, EMULATED_GLIBC_HWCAPS, EMULATED_OPENSSL_CAPS, emulatedCpu, jitForMirrors, readerEnv, readerJit, readerNodeFlags } from './launch.ts';
 
 const HARDWARE = 'processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse2 avx avx2 sha_ni\n';
 const TCG = 'processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: QEMU TCG CPU version 2.5+\nflags\t\t: fpu sse2 avx avx2\n';
@@ -42,6 +42,23 @@ describe('readerNodeFlags', () => {
     expect(readerNodeFlags({ NODE_OPTIONS: '--max-semi-space-size=16' })).toEqual([]);
     expect(readerNodeFlags({ NODE_OPTIONS: '--trace-gc --max-semi-space-size 32' })).toEqual([]);
     expect(readerNodeFlags({ NODE_OPTIONS: '--max-semi-space-sizes=1' })).toEqual(['--max-semi-space-size=8']);
+  });
+
+  it("runs the 'baseline' JIT with Sparkplug only, and HFK_READER_JIT overrides the choice", () => {
+    expect(readerNodeFlags({}, 'baseline')).toEqual([...BASELINE_JIT_FLAGS, '--max-semi-space-size=8']);
+    expect(BASELINE_JIT_FLAGS).toEqual(expect.arrayContaining(['--no-maglev', '--no-turbofan']));
+    expect(readerNodeFlags({}, 'full')).toEqual(['--max-semi-space-size=8']);
+    expect(readerNodeFlags({ HFK_READER_JIT: 'full' }, 'baseline')).toEqual(['--max-semi-space-size=8']);
+    expect(readerNodeFlags({ HFK_READER_JIT: 'baseline', NODE_OPTIONS: '--max-semi-space-size=4' }, 'full')).toEqual([...BASELINE_JIT_FLAGS]);
+    expect(readerNodeFlags({ HFK_READER_JIT: '' }, 'baseline')).toEqual([...BASELINE_JIT_FLAGS, '--max-semi-space-size=8']);
+    expect(() => readerNodeFlags({ HFK_READER_JIT: 'turbo' })).toThrow("HFK_READER_JIT must be 'baseline' or 'full', not 'turbo'");
+    expect(readerJit({}, 'full')).toBe('full');
+  });
+
+  it("gives readers of plain-HTTP mirrors the 'baseline' JIT, and readers that use undici (HTTPS, a proxy) the full one", () => {
+    expect(jitForMirrors(['http://a/', 'HTTP://b/'])).toBe('baseline');
+    expect(jitForMirrors(['http://a/', 'https://b/'])).toBe('full');
+    expect(jitForMirrors(['http://a/'], 'http://proxy:3128/')).toBe('full');
   });
 });
 

@@ -68,6 +68,7 @@ function parseError(f: () => void): ResponseParseError {
 describe('parseHead', () => {
   it('reads the status, the version, Content-Length and whether the server closes', () => {
     expect(parseHead('HTTP/1.1 200 OK\r\nServer: x\r\nContent-Length: 12')).toEqual({ status: 200, minor: 1, contentLength: 12, chunked: false, close: false });
+    expect(parseHead('HTTP/1.0 503 ')).toEqual({ status: 503, minor: 0, contentLength: undefined, chunked: false, close: true });
     expect(parseHead('HTTP/1.1 404')).toEqual({ status: 404, minor: 1, contentLength: undefined, chunked: false, close: true }); // no reason phrase; body until close
     expect(parseHead('HTTP/1.1 200 OK\r\ncontent-length:  7 \r\nCONNECTION: Close')).toEqual({ status: 200, minor: 1, contentLength: 7, chunked: false, close: true });
   });
@@ -109,11 +110,22 @@ describe('parseHead', () => {
   });
 
   it('refuses a status line that is not HTTP/1.x, and header lines without a name', () => {
-    for (const line of ['HTTP/2 200 OK', 'HTTP/1.1 20 OK', 'HTTP/1.2 200 OK', 'ICY 200 OK', 'http/1.1 200 OK', 'HTTP/1.1 200OK', '']) {
+    for (const line of ['HTTP/2 200 OK', 'HTTP/1.1 20 OK', 'HTTP/1.2 200 OK', 'ICY 200 OK', 'http/1.1 200 OK', 'HTTP/1.1 200OK', '', 'HTTP/1.1  200 OK', 'HTTP/1.1 2x0 OK', 'HTTP/1.1 200 O\nK', 'HTTP/1.1 200\r', 'HTTP/1.1 2000']) {
       expect(parseError(() => parseHead(`${line}\r\nContent-Length: 0`)).message).toBe(`not an HTTP/1.x status line: '${line}'`);
     }
     expect(parseError(() => parseHead('HTTP/1.1 200 OK\r\nno colon here')).message).toBe("malformed header line: 'no colon here'");
     expect(parseError(() => parseHead('HTTP/1.1 200 OK\r\n: no name')).message).toBe("malformed header line: ': no name'");
+    // The colon of the next line does not make this one a header.
+    expect(parseError(() => parseHead('HTTP/1.1 200 OK\r\nno colon\r\nServer: x')).message).toBe("malformed header line: 'no colon'");
+  });
+
+  it('matches header names whole, in any case, around whitespace; other headers are skipped', () => {
+    expect(parseHead('HTTP/1.1 200 OK\r\n Content-Length \t: 9\r\nCONTENT-length: 9').contentLength).toBe(9);
+    // Longer names that start like the ones read are other headers.
+    expect(parseHead('HTTP/1.1 200 OK\r\nContent-Length-X: 5\r\nConnectionX: close\r\nContent-Length: 3')).toEqual({ status: 200, minor: 1, contentLength: 3, chunked: false, close: false });
+    expect(parseHead('HTTP/1.1 200 OK\r\nX-Transfer-Encoding: chunked\r\nContent-Length: 3').chunked).toBe(false);
+    // Values keep their colons; only their ends are trimmed.
+    expect(parseHead('HTTP/1.1 200 OK\r\nLocation: http://a:80/\r\nContent-Length:\t4 ').contentLength).toBe(4);
   });
 });
 

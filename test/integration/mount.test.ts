@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { copiesForNobody, HFK, hfk, hfkJson } from '../helpers/cli.ts';
 import { makeTree, mkext4, mksquashfs, pseudoRandom, treeListing } from '../helpers/images.ts';
-import { type FaultyMirror, startFaultyMirror, startNginx } from '../helpers/mirrors.ts';
+import { BASELINE_JIT_FLAGS } from '../../src/reader/launch.ts';
+import { type FaultyMirror, startFaultyMirror, startNginx, startSquid } from '../helpers/mirrors.ts';
 import { tempDir, tempDirKeep } from '../helpers/tmp.ts';
 
 let work: string;
@@ -69,15 +70,28 @@ describe('hfk mount', () => {
       expect(await treeListing(root)).toBe(await treeListing(tree));
       // The reader runs with malloc's heap on huge pages (readerEnv).
       expect(readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0')).toContain('GLIBC_TUNABLES=glibc.malloc.hugetlb=1');
-      // … and with V8's young generation held small (readerNodeFlags), before the script.
+      // … and, before the script, with Sparkplug as its only JIT (plain-HTTP mirrors) and V8's young generation held small (readerNodeFlags).
       const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0');
-      expect(cmdline.indexOf('--max-semi-space-size=8')).toBe(1);
+      expect(cmdline.slice(1, BASELINE_JIT_FLAGS.length + 2)).toEqual([...BASELINE_JIT_FLAGS, '--max-semi-space-size=8']);
       const stats = JSON.parse(readFileSync(join(fuse, '.hfk/stats.json'), 'utf8'));
       expect(stats.image.name).toBe(name);
       expect(stats.bytesFetched).toBeGreaterThan(0);
       expect(stats.mirrors[0].url).toBe(nginx.url);
     });
   }
+
+  it("through a real Squid proxy: the files are exact, and the reader (undici's client) runs with V8's full JIT", async () => {
+    const dir = tempDir();
+    const nginx = await startNginx(store, dir);
+    onTestFinished(() => nginx.stop());
+    const squid = await startSquid(dir);
+    onTestFinished(() => squid.stop());
+    const { root, pid } = await mountImage('sq', [nginx.url], ['--proxy', squid.url]);
+    expect(await treeListing(root)).toBe(await treeListing(tree));
+    const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0');
+    expect(cmdline[1]).toBe('--max-semi-space-size=8');
+    expect(cmdline).not.toContain('--no-turbofan');
+  });
 
   it('hfk umount ends the mount and its reader; --json says what it unmounted', async () => {
     const dir = tempDir();

@@ -8,7 +8,7 @@ import { resolvePublicKey } from '../../format/keys.ts';
 import { parseImageRef } from '../../format/manifest.ts';
 import { FuseDeviceError, MountpointError, NotRootError } from '../../fuse/errors.ts';
 import { checkMountpoint, findMount, readMountinfo, unmount } from '../../fuse/mount.ts';
-import { errorMessage, reportReady, spawnReader } from '../../reader/launch.ts';
+import { errorMessage, jitForMirrors, reportReady, spawnReader } from '../../reader/launch.ts';
 import { type ReaderSpec, runReader } from '../../reader/reader.ts';
 import { formatRanking } from '../../fetch/rank.ts';
 import { formatBytes, parseSize } from '../../util/size.ts';
@@ -127,7 +127,7 @@ hfk umount MOUNTPOINT ends it.`,
     forward.push('--foreground', '--ready-fd', '3');
     let r;
     try {
-      r = await spawnReader({ argv: [process.execPath, script, ...forward], logFd, timeoutMs: 300_000 });
+      r = await spawnReader({ argv: [process.execPath, script, ...forward], logFd, timeoutMs: 300_000, jit: jitForMirrors(src.mirrors, src.proxy) });
     } finally {
       fs.closeSync(logFd);
     }
