@@ -182,6 +182,8 @@ export class BlockFetcher {
   /** Blocks a reader waits for: they skip the gate. */
   private readonly wanted = new Set<string>();
   private readonly closed = new AbortController();
+  /** Requests to mirrors in flight, cancelled by close() (instead of a listener on `closed` for each). */
+  private readonly requests = new Set<AbortController>();
   private readonly counters = {
     bytesFetched: 0,
     blocksFetched: 0,
@@ -495,7 +497,7 @@ export class BlockFetcher {
       // The memory cache has its copy; the readers waiting for this block copy it in the promise
       // reactions that run before the event loop turns, and then its memory goes back. The
       // object's goes back once it is on disk.
-      setImmediate(() => pool.put(data));
+      this.returnSoon(data);
       if (written) void written.finally(() => pool.put(object));
       else pool.put(object);
     }
@@ -509,6 +511,18 @@ export class BlockFetcher {
   }
 
   private readonly alloc = (size: number): Buffer => this.pool!.get(size);
+
+  /** Decoded blocks to give back to the pool at the next turn of the event loop (one setImmediate for all). */
+  private readonly toReturn: Buffer[] = [];
+  private readonly returnAll = (): void => {
+    for (const b of this.toReturn) this.pool!.put(b);
+    this.toReturn.length = 0;
+  };
+
+  /** Gives a block's memory back once the promise reactions of this turn (the readers copying it) have run. */
+  private returnSoon(b: Buffer): void {
+    if (this.toReturn.push(b) === 1) setImmediate(this.returnAll);
+  }
 
   /** Orders mirrors for one fetch, sometimes promoting the runner-up to keep its score fresh. */
   private candidates(bytes: number): Mirror[] {
@@ -577,9 +591,9 @@ export class BlockFetcher {
         active++;
         const ac = new AbortController();
         controllers.add(ac);
-        const onClose = () => ac.abort();
-        this.closed.signal.addEventListener('abort', onClose, { once: true });
-        m.read(rel, { signal: ac.signal, ...(objectSize !== undefined ? { expectedSize: objectSize } : {}), ...(this.pool ? { alloc: this.alloc } : {}) })
+        this.requests.add(ac);
+        if (this.closed.signal.aborted) ac.abort(); // closed while this pass ran: fail at once
+        m.read(rel, { signal: ac.signal, expectedSize: objectSize, alloc: this.pool ? this.alloc : undefined })
           .then(async (object) => {
             this.counters.bytesFetched += object.length; // real traffic, hedge losers included
             if (done) return this.pool?.put(object);
@@ -613,7 +627,7 @@ export class BlockFetcher {
           .finally(() => {
             active--;
             controllers.delete(ac);
-            this.closed.signal.removeEventListener('abort', onClose);
+            this.requests.delete(ac);
             if (!done && active === 0 && next >= order.length) finish(undefined);
           });
         // Hedge: if this request is much slower than the mirror usually is, ask the next one too.
@@ -655,6 +669,8 @@ export class BlockFetcher {
   /** Stops retries and cancels requests in flight, then lets the disk cache finish its writes. Idempotent. */
   async close(): Promise<void> {
     this.closed.abort();
+    for (const ac of this.requests) ac.abort();
+    this.requests.clear();
     await this.o.disk?.flush();
     await this.verifier.close();
     this.o.memory.close();

@@ -127,11 +127,15 @@ export class MirrorSet {
    * expected cost, then those backing off (soonest back first) as a last resort.
    */
   order(bytes: number): Mirror[] {
-    const up = this.mirrors.filter((m) => !m.isDown());
-    const down = this.mirrors.filter((m) => m.isDown());
-    up.sort((a, b) => a.cost(bytes) - b.cost(bytes));
-    down.sort((a, b) => a.health.downUntil - b.health.downUntil);
-    return [...up, ...down];
+    // Called for every block: one pass, and no sorting of a single mirror.
+    if (this.mirrors.length === 1) return [this.mirrors[0]!];
+    const up: Mirror[] = [];
+    const down: Mirror[] = [];
+    for (const m of this.mirrors) (m.isDown() ? down : up).push(m);
+    if (up.length > 1) up.sort((a, b) => a.cost(bytes) - b.cost(bytes));
+    if (down.length > 1) down.sort((a, b) => a.health.downUntil - b.health.downUntil);
+    for (const m of down) up.push(m);
+    return up;
   }
 
   async close(): Promise<void> {

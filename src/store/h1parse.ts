@@ -47,31 +47,50 @@ type State =
   | 'chunk-crlf' // the CRLF after chunk data
   | 'trailers'; // trailer lines until an empty one
 
-/** Parses the head text (without the final blank line). Pure. */
+/** Whitespace String.prototype.trim removes, as it occurs in a latin1 head. */
+function isSpace(c: number): boolean {
+  return c === 0x20 || (c >= 0x09 && c <= 0x0d) || c === 0xa0;
+}
+
+/**
+ * Parses the head text (without the final blank line). Pure. Only the
+ * headers it reads become strings: a block costs the reader one response,
+ * and a copy of every header's name and value was most of what parsing a
+ * response allocated.
+ */
 export function parseHead(text: string): ResponseHead {
-  const lines = text.split('\r\n');
-  const m = /^HTTP\/1\.([01]) (\d{3})(?: .*)?$/.exec(lines[0]!);
-  if (!m) throw new ResponseParseError(`not an HTTP/1.x status line: '${lines[0]!.slice(0, 80)}'`);
+  const first = text.indexOf('\r\n');
+  const statusLine = first < 0 ? text : text.slice(0, first);
+  const m = /^HTTP\/1\.([01]) (\d{3})(?: .*)?$/.exec(statusLine);
+  if (!m) throw new ResponseParseError(`not an HTTP/1.x status line: '${statusLine.slice(0, 80)}'`);
   const minor = Number(m[1]);
   const status = Number(m[2]);
   let contentLength: number | undefined;
   let te: string | undefined;
   let connection = '';
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i]!;
-    const c = line.indexOf(':');
-    if (c <= 0) throw new ResponseParseError(`malformed header line: '${line.slice(0, 80)}'`);
-    const name = line.slice(0, c).trim().toLowerCase();
-    const value = line.slice(c + 1).trim();
+  for (let at = first < 0 ? text.length : first + 2; first >= 0; ) {
+    const next = text.indexOf('\r\n', at);
+    const end = next < 0 ? text.length : next;
+    const c = text.indexOf(':', at);
+    if (c <= at || c >= end) throw new ResponseParseError(`malformed header line: '${text.slice(at, Math.min(end, at + 80))}'`);
+    // Only names as long as the three read become strings (nginx sends two such of its nine headers).
+    let name: string | undefined;
+    if (isSpace(text.charCodeAt(at)) || isSpace(text.charCodeAt(c - 1))) name = text.slice(at, c).trim().toLowerCase();
+    else if (c - at === 10 || c - at === 14 || c - at === 17) name = text.slice(at, c).toLowerCase();
     if (name === 'content-length') {
-      if (!/^\d{1,15}$/.test(value)) throw new ResponseParseError(`bad Content-Length: '${value.slice(0, 40)}'`);
-      const n = Number(value);
+      const v = text.slice(c + 1, end).trim();
+      if (!/^\d{1,15}$/.test(v)) throw new ResponseParseError(`bad Content-Length: '${v.slice(0, 40)}'`);
+      const n = Number(v);
       if (contentLength !== undefined && contentLength !== n) throw new ResponseParseError(`two different Content-Length values: ${contentLength} and ${n}`);
       contentLength = n;
-    } else if (name === 'transfer-encoding') te = te === undefined ? value.toLowerCase() : `${te}, ${value.toLowerCase()}`;
-    else if (name === 'connection') connection += `,${value.toLowerCase()}`;
+    } else if (name === 'transfer-encoding') {
+      const v = text.slice(c + 1, end).trim().toLowerCase();
+      te = te === undefined ? v : `${te}, ${v}`;
+    } else if (name === 'connection') connection += `,${text.slice(c + 1, end).trim().toLowerCase()}`;
+    if (next < 0) break;
+    at = next + 2;
   }
-  const tokens = connection.split(',').map((t) => t.trim());
+  const tokens = connection === '' ? [] : connection.split(',').map((t) => t.trim());
   const close = tokens.includes('close') || (minor === 0 && !tokens.includes('keep-alive'));
   const codings = te?.split(',').map((t) => t.trim()).filter(Boolean);
   const chunked = codings !== undefined && codings[codings.length - 1] === 'chunked';
