@@ -146,9 +146,9 @@ export function readerEnv(env: NodeJS.ProcessEnv, cpuinfo: () => string = procCp
  * difference of its own: 317 / 297, 320 / 292 and 326 / 311 MB/s). Through
  * undici (the same image from nginx over HTTPS, a reader with a 32 MiB
  * memory cache reading it twice, two runs each), the main thread
- * took 73–75 ticks with 'baseline' against 53–56 with 'full' on the first
- * read, and 63–87 against 33–37 on the second, which went at 198–262
- * against 325–351 MB/s.
+ * took 90–106 ticks with 'baseline' against 59–66 with 'full' on the first
+ * read, and 87–106 against 41–44 on the second, which went at 166–200
+ * against 280–300 MB/s.
  *
  * HFK_READER_JIT=baseline|full in the environment overrides the choice
  * (V8 takes these flags only on the command line, not in NODE_OPTIONS).
