@@ -127,8 +127,7 @@ export class MirrorSet {
    * expected cost, then those backing off (soonest back first) as a last resort.
    */
   order(bytes: number): Mirror[] {
-    // Called for every block: one pass, and no sorting of a single mirror.
-    if (this.mirrors.length === 1) return [this.mirrors[0]!];
+    // Called for every block: one pass, and nothing sorted that holds one mirror.
     const up: Mirror[] = [];
     const down: Mirror[] = [];
     for (const m of this.mirrors) (m.isDown() ? down : up).push(m);
