@@ -11,10 +11,16 @@
 //   node bench/cold-read.ts [--runs 12] [--json] [CONFIG ...]
 //
 // A CONFIG is a quoted list of VAR=value (the environment of `hfk mount` and
-// so of its reader) and --options of `hfk mount`; '' is the defaults. E.g.
+// so of its reader), nginx:NAME=VALUE (a directive of the mirror's server
+// block; such configurations get an nginx of their own) and --options of
+// `hfk mount`; '' is the defaults. E.g.
 //   node bench/cold-read.ts '' 'NODE_OPTIONS=--max-semi-space-size=0'
 //   node bench/cold-read.ts '' '--verify-threads 2'
 //   node bench/cold-read.ts '' 'HFK_READER_JIT=full'
+//   node bench/cold-read.ts '' 'nginx:tcp_nopush=on'
+// Besides the reader's figures, the machine's idle time during the dd (both
+// cores, ticks of 10 ms from /proc/stat): time in which nothing was ready to
+// run, a reader waiting on the network, say.
 // HFK_BUNDLE=FILE in a CONFIG runs that build of hfk instead of dist/hfk.mjs
 // (a copy of it from before a change, say):
 //   node bench/cold-read.ts '' 'HFK_BUNDLE=/tmp/hfk-before.mjs'
@@ -34,21 +40,33 @@ const THREAD_KINDS = ['main', 'v8', 'workers', 'other'] as const;
 interface Run {
   mbps: number;
   cpuTicks: number;
+  /** Idle ticks of all CPUs together during the dd. */
+  idleTicks: number;
   minorFaults: number;
   /** cpuTicks by thread: main, v8 (V8's helpers), workers (verify, /dev/fuse reader), other. */
   threads: Record<string, number>;
 }
 
-/** A CONFIG's environment and `hfk mount` options. */
-export function parseConfig(config: string): { env: Record<string, string>; options: string[] } {
+/** A CONFIG's environment, nginx directives and `hfk mount` options. */
+export function parseConfig(config: string): { env: Record<string, string>; nginx: Record<string, string>; options: string[] } {
   const env: Record<string, string> = {};
+  const nginx: Record<string, string> = {};
   const options: string[] = [];
   for (const t of config.split(/\s+/).filter(Boolean)) {
+    const d = /^nginx:([a-z_]+)=(.+)$/.exec(t);
     const m = /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/.exec(t);
-    if (m) env[m[1]!] = m[2]!;
+    if (d) nginx[d[1]!] = d[2]!;
+    else if (t.startsWith('nginx:')) throw new Error(`'${t}': an nginx directive is given as nginx:NAME=VALUE, e.g. nginx:tcp_nopush=on`);
+    else if (m) env[m[1]!] = m[2]!;
     else options.push(t);
   }
-  return { env, options };
+  return { env, nginx, options };
+}
+
+/** Idle and iowait ticks of all CPUs together, from /proc/stat. */
+function idleTicks(): number {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/);
+  return Number(f[4]) + Number(f[5]);
 }
 
 /** User + system CPU ticks and minor faults of a process or thread, from its stat file. */
@@ -97,37 +115,47 @@ async function main(): Promise<void> {
   symlinkSync(store, join(dir, 'www', 'store'));
   const mnt = join(dir, 'mnt');
   mkdirSync(mnt);
-  const nginx = await startNginx(join(dir, 'www'), dir);
+  // One nginx per set of directives (the file's own for most).
+  const parsed = configs.map(parseConfig);
+  const servers = new Map<string, Awaited<ReturnType<typeof startNginx>>>();
+  for (const p of parsed) {
+    const key = JSON.stringify(p.nginx);
+    if (!servers.has(key)) servers.set(key, await startNginx(join(dir, 'www'), join(dir, `nginx-${servers.size}`), undefined, undefined, p.nginx));
+  }
   spawnSync('sh', ['-c', `find ${store}/ -type f -exec cat {} + > /dev/null`]); // a warmed-up mirror, as in bench/mount.ts
   const mounted = () => isMounted(mnt);
   const results = configs.map((): Run[] => []);
   try {
     for (let round = 0; round < runs; round++) {
       for (const k of turningOrder(configs.length, round)) {
-        const { env, options } = parseConfig(configs[k]!);
+        const { env, nginx, options } = parsed[k]!;
+        const server = servers.get(JSON.stringify(nginx))!;
         const bundle = env.HFK_BUNDLE ?? HFK;
         if (mounted()) execFileSync(NODE, [bundle, 'umount', mnt]);
-        const out = execFileSync(NODE, [bundle, 'mount', mnt, '--name', 'debian', '--mirrors', `${nginx.url}store/`, '--key', pub, '--memory', '512M', '--log', join(dir, 'hfk.log'), '--json', ...options], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'ignore'] }).toString();
+        const out = execFileSync(NODE, [bundle, 'mount', mnt, '--name', 'debian', '--mirrors', `${server.url}store/`, '--key', pub, '--memory', '512M', '--log', join(dir, 'hfk.log'), '--json', ...options], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'ignore'] }).toString();
         const pid = (JSON.parse(out) as { pid: number }).pid;
+        let i0 = 0;
         const img = join(mnt, 'debian.img');
         const s0 = procStat(pid);
         const t0 = threadTicks(pid);
-        const s = timed(`dd if=${img} of=/dev/null bs=1M status=none`, img); // as bench/mount.ts times it
+        const s = timed(`dd if=${img} of=/dev/null bs=1M status=none`, img, () => (i0 = idleTicks())); // as bench/mount.ts times it
+        const i1 = idleTicks();
         const s1 = procStat(pid);
         const t1 = threadTicks(pid);
         const threads = Object.fromEntries(Object.keys(t1).map((kind) => [kind, t1[kind]! - (t0[kind] ?? 0)]));
-        results[k]!.push({ mbps: Math.round(size / s / 1e6), cpuTicks: s1.ticks - s0.ticks, minorFaults: s1.minflt - s0.minflt, threads });
+        results[k]!.push({ mbps: Math.round(size / s / 1e6), cpuTicks: s1.ticks - s0.ticks, idleTicks: i1 - i0, minorFaults: s1.minflt - s0.minflt, threads });
         process.stderr.write(`round ${round + 1}/${runs} ${JSON.stringify(configs[k])}: ${results[k]!.at(-1)!.mbps} MB/s\n`);
       }
     }
   } finally {
     if (mounted()) execFileSync(NODE, [HFK, 'umount', mnt]);
-    await nginx.stop();
+    for (const n of servers.values()) await n.stop();
   }
   const summary = configs.map((c, k) => ({
     config: c,
     mbps: median(results[k]!.map((r) => r.mbps)),
     cpuTicks: median(results[k]!.map((r) => r.cpuTicks)),
+    idleTicks: median(results[k]!.map((r) => r.idleTicks)),
     minorFaults: median(results[k]!.map((r) => r.minorFaults)),
     threads: Object.fromEntries(THREAD_KINDS.map((kind) => [kind, median(results[k]!.map((r) => r.threads[kind] ?? 0))])),
     runs: results[k]!,
@@ -137,7 +165,7 @@ async function main(): Promise<void> {
     process.stdout.write(`cold dd of ${size} bytes, medians of ${runs} runs each\n`);
     for (const r of summary) {
       const threads = THREAD_KINDS.map((kind) => `${kind} ${r.threads[kind]}`).join(', ');
-      process.stdout.write(`  ${(r.config || '(defaults)').padEnd(48)} ${String(r.mbps).padStart(5)} MB/s  ${String(r.cpuTicks).padStart(4)} ticks (${threads})  ${String(r.minorFaults).padStart(6)} faults   [${r.runs.map((x) => x.mbps).join(' ')}]\n`);
+      process.stdout.write(`  ${(r.config || '(defaults)').padEnd(48)} ${String(r.mbps).padStart(5)} MB/s  ${String(r.cpuTicks).padStart(4)} ticks (${threads})  ${String(r.minorFaults).padStart(6)} faults  ${String(r.idleTicks).padStart(3)} idle   [${r.runs.map((x) => x.mbps).join(' ')}]\n`);
     }
   }
 }

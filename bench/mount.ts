@@ -34,13 +34,17 @@ function evict(file: string): void {
   sh(`dd if=${file} iflag=nocache count=0 status=none`);
 }
 
-/** Seconds to run a shell command (after writing back dirty pages and evicting the image from the page cache). */
-export function timed(cmd: string, img: string): number {
+/**
+ * Seconds to run a shell command (after writing back dirty pages and
+ * evicting the image from the page cache). `atStart` runs just before it.
+ */
+export function timed(cmd: string, img: string, atStart?: () => void): number {
   // Dirty pages written before, outside the figure: rclone's cache file (the
   // whole image, 180 MB dirty after its cold read) would otherwise be written
   // back in the middle of whatever the next figure is, 30 s later.
   sh('sync');
   evict(img);
+  atStart?.();
   const t0 = performance.now();
   const r = spawnSync('sh', ['-c', cmd], { stdio: ['ignore', 'ignore', 'pipe'] });
   if (r.status !== 0) throw new Error(`${cmd}: ${r.stderr.toString()}`);

@@ -60,12 +60,28 @@ export interface Server {
   stop(): Promise<void>;
 }
 
-/** nginx serving `root` with config/nginx-hfk.conf (only listen and root changed). */
+/** A server block with each directive set: replaced where the block has it, added after `root` where not. */
+export function withDirectives(server: string, directives: Record<string, string>): string {
+  let out = server;
+  for (const [name, value] of Object.entries(directives)) {
+    if (!/^[a-z_]+$/.test(name) || /[;{}\n]/.test(value)) throw new Error(`not an nginx directive: '${name} ${value}'`);
+    const line = new RegExp(`^([ \\t]*)${name}\\s[^;]*;`, 'm');
+    out = line.test(out) ? out.replace(line, `$1${name} ${value};`) : out.replace(/^([ \t]*)(root [^;]*;)/m, `$1$2\n$1${name} ${value};`);
+  }
+  return out;
+}
+
+/**
+ * nginx serving `root` with config/nginx-hfk.conf (only listen and root
+ * changed). `directives` sets server-block directives for experiments (the
+ * benchmarks' `nginx:NAME=VALUE`): one the file has is replaced, another added.
+ */
 export async function startNginx(
   root: string,
   workDir: string,
   port?: number,
   tls?: { cert: string; key: string },
+  directives: Record<string, string> = {},
 ): Promise<Server & { accessLog: string }> {
   requireTool('nginx', 'nginx-light');
   const p = port ?? (await freePort());
@@ -76,7 +92,7 @@ export async function startNginx(
     .replace(/listen 80;/, listen)
     .replace(/listen \[::\]:80;/, '')
     .replace(/root \/srv\/hfk;/, `root ${root};`);
-  writeFileSync(join(dir, 'server.conf'), server);
+  writeFileSync(join(dir, 'server.conf'), withDirectives(server, directives));
   const accessLog = join(dir, 'logs/access.log');
   writeFileSync(
     join(dir, 'nginx.conf'),

@@ -20,7 +20,7 @@ import { blockPath, manifestPath } from '../../src/format/layout.ts';
 import { decodeManifest } from '../../src/format/manifest.ts';
 import { hfk, hfkJson, hfkSpawn } from '../helpers/cli.ts';
 import { makeTree, mksquashfs, pseudoRandom } from '../helpers/images.ts';
-import { countRequests, deadUrl, type FaultyMirror, startFaultyMirror, startNginx, startSquid } from '../helpers/mirrors.ts';
+import { countRequests, deadUrl, type FaultyMirror, startFaultyMirror, startNginx, startSquid, withDirectives } from '../helpers/mirrors.ts';
 import { tempDir, tempDirKeep } from '../helpers/tmp.ts';
 
 let work: string;
@@ -548,6 +548,26 @@ describe('nginx with config/nginx-hfk.conf', () => {
       expect(blk.headers.get('cache-control')).toBe('public, max-age=31536000, immutable');
     });
   }
+});
+
+describe('startNginx directives (the benchmarks\' nginx:NAME=VALUE)', () => {
+  it('replace a directive the server block has and add one it lacks', async () => {
+    const dir = tempDir();
+    const plain = await startNginx(store, join(dir, 'a'));
+    onTestFinished(() => plain.stop());
+    const changed = await startNginx(store, join(dir, 'b'), undefined, undefined, { autoindex: 'on', server_tokens: 'off' });
+    onTestFinished(() => changed.stop());
+    // autoindex off in config/nginx-hfk.conf: no listing; replaced by on: a listing of the store.
+    expect((await fetch(`${plain.url}blocks/`)).status).toBe(403);
+    const listing = await fetch(`${changed.url}blocks/`);
+    expect(listing.status).toBe(200);
+    expect(await listing.text()).toMatch(/Index of \/blocks\//);
+    // server_tokens is not in the file: added, the Server header loses its version.
+    expect((await fetch(`${plain.url}images/t/latest.json`)).headers.get('server')).toMatch(/^nginx\/\d/);
+    expect((await fetch(`${changed.url}images/t/latest.json`)).headers.get('server')).toBe('nginx');
+    expect(() => withDirectives('root /x;', { 'bad name': 'on' })).toThrow(/not an nginx directive/);
+    expect(() => withDirectives('root /x;', { autoindex: 'on; root /' })).toThrow(/not an nginx directive/);
+  });
 });
 
 describe('HTTPS mirrors', () => {
