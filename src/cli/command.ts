@@ -1,6 +1,7 @@
 // A small command framework over node:util parseArgs: each command declares
 // its options once, and both parsing and --help come from that declaration.
 
+import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { UsageError } from '../errors.ts';
 
@@ -129,6 +130,14 @@ export function list(ctx: Pick<CommandContext, 'values'>, name: string): string[
   const v = ctx.values[name];
   const items = Array.isArray(v) ? v : typeof v === 'string' ? [v] : [];
   return items.flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
+}
+
+/**
+ * Says on stderr that a folder an option names does not exist yet and will
+ * be made: a mistyped --cache would otherwise start an empty cache unseen.
+ */
+export function noteNewFolder(io: Output, option: string, dir: string): void {
+  if (!existsSync(dir)) io.err(`${option}: folder ${dir} does not exist yet; creating it\n`);
 }
 
 export function printJson(io: Output, value: unknown): void {

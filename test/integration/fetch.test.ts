@@ -828,6 +828,23 @@ describe('hfk get', () => {
     expect(bad.stderr).toContain("--name: the version after '@' must be a positive whole number: got '0'");
   });
 
+  it('says that a --cache folder does not exist yet, creates it, and the next get reads from it', async () => {
+    const dir = tempDir();
+    const m = await mirror();
+    const cache = join(dir, 'cache');
+    const get = (out: string) => hfk(['get', 't', '--mirrors', m.url, '--key', pubFile, '--out', join(dir, out), '--cache', cache, '--json']);
+    const first = await get('a.img');
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stderr).toContain(`--cache ${cache}: folder ${cache} does not exist yet; creating it`);
+    expect(JSON.parse(first.stdout).fetched.diskHits).toBe(0);
+    const again = await get('b.img');
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr).not.toMatch(/does not exist yet/);
+    expect(JSON.parse(again.stdout).fetched).toMatchObject({ blocks: 0 });
+    expect(JSON.parse(again.stdout).fetched.diskHits).toBeGreaterThan(0);
+    expect(readFileSync(join(dir, 'b.img')).equals(image)).toBe(true);
+  });
+
   it('checks --out before fetching anything', async () => {
     const dir = tempDir();
     const m = await mirror();

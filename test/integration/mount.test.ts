@@ -3,7 +3,7 @@
 // loop-mounted and compared file by file with the source tree.
 
 import { execFile, execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { copiesForNobody, HFK, hfk, hfkJson } from '../helpers/cli.ts';
@@ -91,6 +91,30 @@ describe('hfk mount', () => {
     const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0');
     expect(cmdline[1]).toBe('--max-semi-space-size=8');
     expect(cmdline).not.toContain('--no-turbofan');
+  });
+
+  it('says once that a --cache or --log folder does not exist yet, and creates it', async () => {
+    const dir = tempDir();
+    const nginx = await startNginx(store, dir);
+    onTestFinished(() => nginx.stop());
+    const fuse = join(dir, 'fuse');
+    mkdirSync(fuse);
+    const cache = join(dir, 'new-cache');
+    const log = join(dir, 'logs', 'reader.log');
+    const mount = () => hfk(['mount', fuse, '--name', 'sq', '--mirrors', nginx.url, '--key', pub, '--cache', cache, '--log', log]);
+    const first = await mount();
+    expect(first.code, first.stderr).toBe(0);
+    onTestFinished(async () => {
+      if (isMounted(fuse)) await hfk(['umount', fuse]);
+    });
+    expect(first.stderr).toContain(`--cache ${cache}: folder ${cache} does not exist yet; creating it`);
+    expect(first.stderr).toContain(`--log ${log}: folder ${join(dir, 'logs')} does not exist yet; creating it`);
+    expect(statSync(join(cache, 'blocks')).isDirectory()).toBe(true);
+    expect(readFileSync(log, 'utf8')).not.toMatch(/does not exist yet/); // the background reader does not say it again
+    expect((await hfk(['umount', fuse])).code).toBe(0);
+    const again = await mount();
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr).not.toMatch(/does not exist yet/);
   });
 
   it('hfk umount ends the mount and its reader; --json says what it unmounted', async () => {

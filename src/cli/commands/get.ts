@@ -8,7 +8,7 @@ import { openImage } from '../../fetch/open.ts';
 import { formatRanking } from '../../fetch/rank.ts';
 import { removeOnInterrupt } from '../../util/interrupt.ts';
 import { formatBytes, parseSize } from '../../util/size.ts';
-import { type Command, flag, int, printJson, required, str } from '../command.ts';
+import { type Command, flag, int, noteNewFolder, printJson, required, str } from '../command.ts';
 import { MIRROR_OPTIONS, mirrorSources } from '../mirrorargs.ts';
 import { ProgressBar } from '../progress.ts';
 
@@ -36,7 +36,7 @@ The file appears under its name only when complete.`,
     ...MIRROR_OPTIONS,
     key: { type: 'string', arg: 'PREFIX.pub', description: 'public key the manifest must be signed with' },
     out: { type: 'string', arg: 'FILE', description: 'where to write the image', default: 'NAME.img' },
-    cache: { type: 'string', arg: 'DIR', description: 'disk cache folder (blocks are kept for next time)' },
+    cache: { type: 'string', arg: 'DIR', description: 'disk cache folder, made if missing (blocks are kept for next time)' },
     'cache-size': { type: 'string', arg: 'SIZE', description: 'disk cache limit', default: '4G' },
     soft: { type: 'boolean', description: 'give up when every mirror fails for --soft-timeout (default: retry forever)' },
     'soft-timeout': { type: 'string', arg: 'SECONDS', description: 'how long soft mode keeps trying', default: '30' },
@@ -58,6 +58,7 @@ The file appears under its name only when complete.`,
     await checkOut(out, ref.name);
     const json = flag(ctx, 'json');
     const cacheDir = str(ctx, 'cache');
+    if (cacheDir) noteNewFolder(ctx.io, `--cache ${cacheDir}`, path.resolve(cacheDir));
     const soft = flag(ctx, 'soft');
     let toldHard = false;
     const opened = await openImage({

@@ -12,7 +12,7 @@ import { errorMessage, jitForMirrors, reportReady, spawnReader } from '../../rea
 import { type ReaderSpec, runReader } from '../../reader/reader.ts';
 import { formatRanking } from '../../fetch/rank.ts';
 import { formatBytes, parseSize } from '../../util/size.ts';
-import { type Command, flag, int, printJson, required, str } from '../command.ts';
+import { type Command, flag, int, noteNewFolder, printJson, required, str } from '../command.ts';
 import { MIRROR_OPTIONS, mirrorSources } from '../mirrorargs.ts';
 
 function preflight(): void {
@@ -37,7 +37,7 @@ hfk umount MOUNTPOINT ends it.`,
     name: { type: 'string', arg: 'NAME[@VERSION]', description: 'image to mount (the newest version if none given)' },
     ...MIRROR_OPTIONS,
     key: { type: 'string', arg: 'PREFIX.pub', description: 'public key the manifest must be signed with' },
-    cache: { type: 'string', arg: 'DIR', description: 'disk cache folder (kept between mounts)' },
+    cache: { type: 'string', arg: 'DIR', description: 'disk cache folder, made if missing (kept between mounts)' },
     'cache-size': { type: 'string', arg: 'SIZE', description: 'disk cache limit', default: '4G' },
     memory: { type: 'string', arg: 'SIZE', description: 'memory cache of decoded blocks (a file on /dev/shm where it is a tmpfs)', default: '256M' },
     soft: { type: 'boolean', description: 'reads fail (EIO) after --soft-timeout when every mirror fails (default: retry forever)' },
@@ -89,6 +89,9 @@ hfk umount MOUNTPOINT ends it.`,
       ...(str(ctx, 'prefetch') ? { prefetchBytes: parseSize(str(ctx, 'prefetch')!, '--prefetch') } : {}),
     };
 
+    // Said once, by the command the user ran (not again by the background reader it starts).
+    if (spec.cacheDir && readyFd === undefined) noteNewFolder(ctx.io, `--cache ${str(ctx, 'cache')}`, spec.cacheDir);
+
     if (flag(ctx, 'foreground')) {
       let mounted = false;
       const done = runReader(
@@ -117,6 +120,7 @@ hfk umount MOUNTPOINT ends it.`,
 
     // Background: the same command with --foreground, reporting on fd 3.
     const logFile = str(ctx, 'log') ?? `/run/hfk/mount-${createHash('sha256').update(spec.mountpoint).digest('hex').slice(0, 8)}.log`;
+    if (str(ctx, 'log')) noteNewFolder(ctx.io, `--log ${logFile}`, path.dirname(path.resolve(logFile)));
     fs.mkdirSync(path.dirname(logFile), { recursive: true });
     const logFd = fs.openSync(logFile, 'a', 0o600);
     const script = process.argv[1] ?? fileURLToPath(import.meta.url);
