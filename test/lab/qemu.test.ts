@@ -22,7 +22,7 @@ describe('qemuArgs', () => {
       '-name', 't1', '-machine', 'pc', '-accel', 'tcg', '-cpu', 'max', '-smp', '1', '-m', '1024',
       '-no-user-config', '-nodefaults', '-display', 'none', '-no-reboot', '-serial', 'stdio', '-monitor', 'none',
       '-kernel', '/boot/vmlinuz', '-initrd', '/tmp/initrd.img', '-append', 'console=ttyS0 panic=-1',
-      '-netdev', 'user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:80-cmd:socat - TCP:127.0.0.1:8080,guestfwd=tcp:10.0.2.101:80-cmd:socat - TCP:127.0.0.1:8081',
+      '-netdev', 'user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:80-cmd:socat - TCP:127.0.0.1:8080,,nodelay,guestfwd=tcp:10.0.2.101:80-cmd:socat - TCP:127.0.0.1:8081,,nodelay',
       '-device', 'virtio-net-pci,netdev=n0',
     ]);
   });
@@ -50,7 +50,7 @@ describe('qemuArgs', () => {
   });
 
   it('writes the guestfwd rule and a command line a shell runs as is', () => {
-    expect(guestfwdRule({ guestPort: 3128, hostPort: 40000 })).toBe('tcp:10.0.2.100:3128-cmd:socat - TCP:127.0.0.1:40000');
+    expect(guestfwdRule({ guestPort: 3128, hostPort: 40000 })).toBe('tcp:10.0.2.100:3128-cmd:socat - TCP:127.0.0.1:40000,nodelay');
     expect(shellQuote(['qemu', '-append', "console=ttyS0 x='y'", '-m', '512'])).toBe(`qemu -append 'console=ttyS0 x='\\''y'\\''' -m 512`);
   });
 });
