@@ -18,14 +18,15 @@
 // booted --runs times (methods taking turns, round by round) and the median
 // counts; every run is kept in the result.
 //
-// HFK_LAB_EXTRA='NAME=value …' adds kernel parameters to every boot, e.g.
-// the init's HFK_BOOT_READAHEAD_KB= and HFK_BOOT_PREFETCH_BYTES= (src/init/boot.ts).
+// HFK_LAB_EXTRA='NAME=value …' adds kernel parameters to every boot, and
+// HFK_LAB_CONFIG=FILE bakes an hfk.yaml into hfk's initramfs, e.g. one that
+// sets the boot reader's init.reader.readahead or .prefetch (config/hfk.yaml).
 
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { buildInitramfs } from '../mkinitrd/build.ts';
+import { buildInitramfs } from '../src/mkinitrd/build.ts';
 import { NODE, REPO } from '../test/helpers/cli.ts';
 import { startNginx } from '../test/helpers/mirrors.ts';
 import { buildInitrd, GUEST_MIRRORS, labAppend, loginAndReport, powerOff, publishedDebian, shellOutput } from '../test/lab/hfkboot.ts';

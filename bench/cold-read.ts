@@ -16,7 +16,6 @@
 // `hfk mount`; '' is the defaults. E.g.
 //   node bench/cold-read.ts '' 'NODE_OPTIONS=--max-semi-space-size=0'
 //   node bench/cold-read.ts '' '--verify-threads 2'
-//   node bench/cold-read.ts '' 'HFK_READER_JIT=full'
 //   node bench/cold-read.ts '' 'nginx:tcp_nopush=on'
 // Besides the reader's figures, the machine's idle time during the dd (both
 // cores, ticks of 10 ms from /proc/stat): time in which nothing was ready to

@@ -91,8 +91,11 @@ export abstract class SourceError extends HfkError {
 /** The source does not have the object (HTTP 404, ENOENT): try elsewhere. */
 export class MissingError extends SourceError {
   override name = 'MissingError';
-  constructor(source: string, message: string, options: HfkErrorOptions = {}) {
+  /** What is absent: an object (a block, a file), a whole image, or one version of an image. */
+  readonly absent: 'object' | 'image' | 'version';
+  constructor(source: string, message: string, options: HfkErrorOptions & { absent?: 'object' | 'image' | 'version' } = {}) {
     super('E_MISSING', source, message, options);
+    this.absent = options.absent ?? 'object';
   }
 }
 
@@ -118,10 +121,6 @@ export class AbortedError extends HfkError {
   constructor(message = 'operation aborted', options: HfkErrorOptions = {}) {
     super('E_ABORTED', message, options);
   }
-}
-
-export function isHfkError(e: unknown): e is HfkError {
-  return e instanceof HfkError;
 }
 
 /** Text for a person: the message, then the hint on its own line. */

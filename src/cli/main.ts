@@ -6,7 +6,7 @@ import { diffCommand } from './commands/diff.ts';
 import { gcCommand } from './commands/gc.ts';
 import { getCommand } from './commands/get.ts';
 import { keygen } from './commands/keygen.ts';
-import { mkinitrdCommand } from '../../mkinitrd/cli.ts';
+import { mkinitrdCommand } from './commands/mkinitrd.ts';
 import { mirrorsCommand } from './commands/mirrors.ts';
 import { mountCommand, umountCommand } from './commands/mount.ts';
 import { publishCommand } from './commands/publish.ts';

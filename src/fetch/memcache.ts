@@ -11,16 +11,14 @@
 // Why a file: every block a reader keeps is new memory, and on virtual
 // machines the first touch of a process's fresh pages (a page fault, zeroing,
 // a page-table update the hypervisor must follow) is the largest cost of a
-// cold read. Measured on this project's 2-core VM: touching 256 MiB of fresh
-// anonymous memory takes 0.6–1.1 s, writing the same into a tmpfs file
-// 0.05 s (the kernel hands out pages it already has, without zeroing them and
-// without mapping them into the process). A cold read of a 183 MB image spent
-// a third of its reader's time in clear_page before the blocks moved out of
-// the heap. The tmpfs file also keeps the cache out of the garbage
+// cold read; writing into a tmpfs file is an order of magnitude cheaper (the
+// kernel hands out pages it already has, without zeroing them and without
+// mapping them into the process: docs/PERFORMANCE.md). The tmpfs file also keeps the cache out of the garbage
 // collector's way, and its memory shows as shared memory (Shmem in
 // /proc/meminfo), not as the reader's heap.
 
 import * as fs from 'node:fs';
+import type { Reservation } from '../source/source.ts';
 
 export interface BlockMemory {
   /** Limit in bytes of block data. */
@@ -58,13 +56,7 @@ export interface BlockMemory {
   close(): void;
 }
 
-export interface Reservation {
-  readonly fd: number;
-  readonly offset: number;
-  commit(): void;
-  cancel(): void;
-  full(): void;
-}
+export type { Reservation };
 
 /** Blocks as Buffers on the process's heap. */
 export class HeapCache implements BlockMemory {
@@ -182,8 +174,7 @@ interface Slot {
  * replace the least recently used.
  *
  * Writes are synchronous: handing them to libuv's threads instead took the
- * reader's thread as long in bookkeeping as the copy itself (measured: the
- * same cold read, 0.96–1.07 s against 0.83–1.02 s).
+ * reader's thread as long in bookkeeping as the copy itself.
  */
 export class ShmCache implements BlockMemory {
   private readonly map = new Map<string, Slot>();

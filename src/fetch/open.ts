@@ -1,19 +1,44 @@
-// Putting the fetcher together for one image: mirrors → ranking → trusted
-// manifest → block fetcher with its caches. Used by `hfk mount`, `hfk get`,
-// and hfk-init.
+// Opening one image, in one place for every caller (hfk mount, hfk get,
+// the init's stages, its dry run, the reader process):
+//
+//   origins (one client per URL) → mirrors → ranking → trusted manifest
+//     → block source: ReadThroughCache → Retrying → MirrorGroup
+//     → BlockFetcher
+//
+// ImageOpener does it step by step (the init runs the steps as separate
+// stages, and its reader process starts from a manifest already checked);
+// openImage() runs them all.
 
 import type { LookupFunction } from 'node:net';
 import type { PublicKey } from '../format/keys.ts';
 import { decodeManifest, fromRuns, type Manifest } from '../format/manifest.ts';
-import { DiskCache } from './diskcache.ts';
+import { ReadThroughCache } from '../source/cache.ts';
+import { DiskCache } from '../source/diskcache.ts';
+import { MirrorGroup, type GroupOptions } from '../source/group.ts';
+import { Mirror } from '../source/mirror.ts';
+import { normalizeLocation, Origins } from '../source/origin.ts';
+import { Retrying, type RetryOptions } from '../source/retry.ts';
+import type { HealthOptions } from '../source/score.ts';
+import type { BlockSource } from '../source/source.ts';
+import { makeVerifier, type Verifier } from '../source/verifier.ts';
 import { BlockFetcher, type FetcherOptions } from './fetcher.ts';
 import { openMemoryCache } from './memcache.ts';
-import { MirrorSet, type MirrorOptions } from './mirror.ts';
-import { rankMirrors, type Ranking } from './rank.ts';
-import { makeVerifier } from './verifier.ts';
+import { rankMirrors, type RankOptions, type Ranking } from './rank.ts';
 import { type LoadedImage, loadImage, TrustState } from './trust.ts';
 
+export interface MirrorOptions {
+  /** Keep-alive connections per mirror (default 4). */
+  connections?: number;
+  /** Requests pipelined on each connection (default 8). */
+  pipelining?: number;
+  headersTimeoutMs?: number;
+  bodyTimeoutMs?: number;
+  connectTimeoutMs?: number;
+  health?: Partial<HealthOptions>;
+}
+
 export interface OpenImageOptions {
+  /** Mirror base URLs (or store folders), in the order to try before any ranking. */
   mirrors: readonly string[];
   proxy?: string | undefined;
   name: string;
@@ -29,36 +54,25 @@ export interface OpenImageOptions {
   trustFile?: string | undefined;
   mode?: 'hard' | 'soft';
   softTimeoutMs?: number;
-  rankDeadlineMs?: number;
+  rank?: Omit<RankOptions, 'name' | 'manifests'>;
   mirrorOptions?: MirrorOptions;
-  fetcher?: Partial<Pick<FetcherOptions, 'hedge' | 'readaheadBytes' | 'readaheadDisk' | 'profileGapBytes' | 'explore' | 'minHedgeMs'>>;
+  group?: Omit<GroupOptions, 'owns'>;
+  fetcher?: Partial<Pick<FetcherOptions, 'readaheadBytes' | 'readaheadDisk' | 'profileGapBytes'>>;
   /** Worker threads that decode and verify blocks (0: on the main thread). */
   verifyThreads?: number;
   lookup?: LookupFunction;
   log?: (line: string) => void;
 }
 
-export interface OpenedImage {
-  set: MirrorSet;
-  ranking: Ranking;
-  image: LoadedImage;
-  fetcher: BlockFetcher;
-  cache: DiskCache | undefined;
-  close(): Promise<void>;
-}
-
-type Common = Omit<OpenImageOptions, 'mirrors' | 'name' | 'version' | 'rankDeadlineMs' | 'key' | 'trustFile'>;
-
-function mirrorSet(urls: readonly string[], o: Common): MirrorSet {
-  return new MirrorSet(urls, { ...o.mirrorOptions, ...(o.proxy ? { proxy: o.proxy } : {}), ...(o.lookup ? { lookup: o.lookup } : {}) });
-}
-
-function openCache(o: Common): Promise<DiskCache | undefined> {
-  return o.cacheDir ? DiskCache.open(o.cacheDir, o.cacheBytes ?? 4 * 1024 ** 3, { holdMs: o.cacheHoldMs ?? 0 }) : Promise.resolve(undefined);
+/** What an earlier ranking measured, best first: the mirror order and health seeds. */
+export interface MirrorSeed {
+  url: string;
+  ttfbMs: number | null;
+  throughputMBps: number | null;
 }
 
 /**
- * A warm disk cache: it holds most of what a boot reads (half of the boot
+ * A warm disk cache holds most of what a boot reads (half of the boot
  * profile, or, without one, a good part of the image). Readahead then stays
  * off the network, so a warm boot fetches only what it really lacks.
  */
@@ -72,64 +86,202 @@ export function cacheIsWarm(cache: DiskCache | undefined, manifest: Manifest): b
   return profile ? have * 2 >= wanted.length : have >= Math.min(wanted.length, 256);
 }
 
-function makeFetcher(set: MirrorSet, manifest: Manifest, cache: DiskCache | undefined, o: Common): BlockFetcher {
+/** Mirrors for these URLs (or folders), each with its client from one Origins; close() releases them all. */
+export function openMirrors(
+  urls: readonly string[],
+  o: { proxy?: string | undefined; lookup?: LookupFunction | undefined; mirrorOptions?: MirrorOptions | undefined; verifier?: Verifier } = {},
+): { mirrors: Mirror[]; origins: Origins; close(): Promise<void> } {
+  const m = o.mirrorOptions ?? {};
+  const origins = new Origins({
+    proxy: o.proxy,
+    lookup: o.lookup,
+    ...(m.connections ? { connections: m.connections } : {}),
+    ...(m.pipelining ? { pipelining: m.pipelining } : {}),
+    ...(m.connectTimeoutMs ? { connectTimeoutMs: m.connectTimeoutMs } : {}),
+    ...(m.headersTimeoutMs ? { headersTimeoutMs: m.headersTimeoutMs } : {}),
+    ...(m.bodyTimeoutMs ? { bodyTimeoutMs: m.bodyTimeoutMs } : {}),
+  });
+  const capacity = (m.connections ?? 4) * (m.pipelining ?? 8);
+  const unique = [...new Set(urls.map((u) => normalizeLocation(u)))];
+  const mirrors = unique.map(
+    (u) => new Mirror(u, origins.open(u), { capacity, ...(o.verifier ? { verifier: o.verifier } : {}), ...(m.health ? { health: m.health } : {}) }),
+  );
+  return { mirrors, origins, close: () => origins.close() };
+}
+
+export interface SourceOptions extends Omit<GroupOptions, 'owns'>, Omit<RetryOptions, 'mode'> {
+  mirrors: readonly Mirror[];
+  /** A read-through disk cache in front of the mirrors. */
+  disk?: DiskCache | undefined;
+  mode?: 'hard' | 'soft';
+  /** Closed with the source (the mirrors' verifier and origins). */
+  owns?: { close(): Promise<void> }[];
+}
+
+/** The block source for one image: read-through disk cache → retries (hard or soft) → mirror group. */
+export function blockSource(o: SourceOptions): BlockSource {
+  const { mirrors, disk, mode, owns, hedge, minHedgeMs, explore, ...retry } = o;
+  const group = new MirrorGroup(mirrors, {
+    ...(hedge !== undefined ? { hedge } : {}),
+    ...(minHedgeMs !== undefined ? { minHedgeMs } : {}),
+    ...(explore !== undefined ? { explore } : {}),
+    ...(owns ? { owns } : {}),
+  });
+  const source = new Retrying(group, { mode: mode ?? 'hard', ...retry });
+  return disk ? new ReadThroughCache(disk, source) : source;
+}
+
+/** A fetcher over blockSource(o): what the image needs (manifest, memory cache, readahead) plus where blocks come from. */
+export function makeFetcher(o: SourceOptions & Omit<FetcherOptions, 'source' | 'profileGapBudget' | 'sharedMemory'> & { verifier?: Verifier }): BlockFetcher {
+  const { verifier, manifest, memory, readaheadBytes, readaheadNetwork, readaheadDisk, profileConcurrency, profileGapBytes, ...source } = o;
   return new BlockFetcher({
-    readaheadNetwork: !cacheIsWarm(cache, manifest),
-    mirrors: set,
+    source: blockSource({ ...source, owns: [...(source.owns ?? []), ...(verifier && !source.owns?.includes(verifier) ? [verifier] : [])] }),
     manifest,
-    memory: openMemoryCache({ limitBytes: o.memoryBytes ?? 256 << 20, blockSize: manifest.header.blockSize }),
-    disk: cache,
-    mode: o.mode ?? 'hard',
-    ...(o.softTimeoutMs ? { softTimeoutMs: o.softTimeoutMs } : {}),
-    ...o.fetcher,
-    verifier: makeVerifier(o.verifyThreads ?? 0),
+    memory,
+    ...(readaheadBytes !== undefined ? { readaheadBytes } : {}),
+    ...(readaheadNetwork !== undefined ? { readaheadNetwork } : {}),
+    ...(readaheadDisk !== undefined ? { readaheadDisk } : {}),
+    ...(profileConcurrency !== undefined ? { profileConcurrency } : {}),
+    ...(profileGapBytes !== undefined ? { profileGapBytes } : {}),
+    sharedMemory: verifier?.threads ?? false,
+    // Gap blocks only into a cache that outlives this reader, and at most half of it.
+    profileGapBudget: o.disk ? o.disk.limit / 2 : undefined,
     ...(o.log ? { log: o.log } : {}),
   });
 }
 
-function closer(fetcher: BlockFetcher, set: MirrorSet): () => Promise<void> {
-  return async () => {
-    await fetcher.close();
-    await set.close();
-  };
-}
+export class ImageOpener {
+  readonly origins: Origins;
+  /** Best first once ranked. */
+  mirrors: Mirror[];
+  ranking: Ranking | undefined;
+  image: LoadedImage | undefined;
+  cache: DiskCache | undefined;
+  private o: OpenImageOptions;
+  private readonly verifier: Verifier;
+  private readonly manifests = new Map<string, Buffer>();
+  private handedOver = false;
 
-export async function openImage(o: OpenImageOptions): Promise<OpenedImage> {
-  const set = mirrorSet(o.mirrors, o);
-  try {
-    const cache = await openCache(o);
-    const trustFile = o.trustFile ?? (cache ? `${cache.dir}/trust.json` : undefined);
-    const trust = trustFile ? await TrustState.open(trustFile) : TrustState.memory();
-    const manifests = new Map<string, Buffer>();
-    const ranking = await rankMirrors(set, {
-      name: o.name,
-      manifests,
-      viaProxy: Boolean(o.proxy),
-      // A warm cache means few blocks will come from mirrors: do not spend any on probing.
-      blocks: !cache || cache.stats().objects === 0,
-      ...(o.rankDeadlineMs ? { deadlineMs: o.rankDeadlineMs } : {}),
+  constructor(o: OpenImageOptions) {
+    this.o = o;
+    this.verifier = makeVerifier(o.verifyThreads ?? 0);
+    const opened = openMirrors(o.mirrors, { proxy: o.proxy, lookup: o.lookup, mirrorOptions: o.mirrorOptions, verifier: this.verifier });
+    this.origins = opened.origins;
+    this.mirrors = opened.mirrors;
+  }
+
+  /** Puts the mirrors in an order measured before (the init's ranking), seeding their health. */
+  seed(seeds: readonly MirrorSeed[]): void {
+    const rank = (u: string) => {
+      const i = seeds.findIndex((s) => s.url === u);
+      return i < 0 ? seeds.length : i;
+    };
+    this.mirrors.sort((a, b) => rank(a.url) - rank(b.url));
+    for (const s of seeds) {
+      const m = this.mirrors.find((x) => x.url === s.url);
+      if (m && s.ttfbMs !== null) m.health.seed(s.ttfbMs, s.throughputMBps !== null ? s.throughputMBps * 1000 : undefined);
+    }
+  }
+
+  /** Measures the mirrors (netselect) and orders them best first. */
+  async rank(options: Omit<RankOptions, 'name' | 'manifests'> = {}): Promise<Ranking> {
+    this.ranking = await rankMirrors(this.mirrors, {
+      name: this.o.name,
+      manifests: this.manifests,
+      viaProxy: Boolean(this.o.proxy),
+      ...this.o.rank,
+      ...options,
     });
-    const ranked = ranking.mirrors.map((r) => set.mirrors.find((m) => m.url === r.url)!);
-    const image = await loadImage({ name: o.name, version: o.version, key: o.key, mirrors: ranked, trust, cache, known: manifests, ...(o.log ? { log: o.log } : {}) });
-    const fetcher = makeFetcher(set, image.manifest, cache, o);
-    return { set, ranking, image, fetcher, cache, close: closer(fetcher, set) };
-  } catch (e) {
-    await set.close();
-    throw e;
+    const order = new Map(this.ranking.mirrors.map((r, i) => [r.url, i]));
+    this.mirrors.sort((a, b) => order.get(a.url)! - order.get(b.url)!);
+    return this.ranking;
+  }
+
+  /** Sets the disk cache folder once it is known (the init mounts it after ranking). */
+  useCache(dir: string, maxBytes?: number): void {
+    if (this.cache) throw new Error('ImageOpener.useCache: the cache is open already');
+    this.o = { ...this.o, cacheDir: dir, ...(maxBytes !== undefined ? { cacheBytes: maxBytes } : {}) };
+  }
+
+  async openCache(): Promise<DiskCache | undefined> {
+    if (!this.cache && this.o.cacheDir) this.cache = await DiskCache.open(this.o.cacheDir, this.o.cacheBytes ?? 4 * 1024 ** 3, { holdMs: this.o.cacheHoldMs ?? 0 });
+    return this.cache;
+  }
+
+  /** The manifest to use: signed by the key, not older than seen (see trust.ts), from the best mirror that has it. */
+  async load(): Promise<LoadedImage> {
+    const cache = await this.openCache();
+    const trustFile = this.o.trustFile ?? (cache ? `${cache.dir}/trust.json` : undefined);
+    const trust = trustFile ? await TrustState.open(trustFile) : TrustState.memory();
+    this.image = await loadImage({
+      name: this.o.name,
+      version: this.o.version,
+      key: this.o.key,
+      mirrors: this.mirrors,
+      trust,
+      cache,
+      known: this.manifests,
+      ...(this.o.log ? { log: this.o.log } : {}),
+    });
+    return this.image;
+  }
+
+  /**
+   * The block fetcher for `manifest` (default: the one loaded). It takes
+   * over the mirrors, origins and cache: closing it closes them.
+   */
+  async fetcher(manifest: Manifest | undefined = this.image?.manifest): Promise<BlockFetcher> {
+    if (!manifest) throw new Error('ImageOpener.fetcher: no manifest loaded');
+    const cache = await this.openCache();
+    this.handedOver = true;
+    return makeFetcher({
+      mirrors: this.mirrors,
+      disk: cache,
+      owns: [this.verifier, this.origins],
+      verifier: this.verifier,
+      mode: this.o.mode ?? 'hard',
+      ...(this.o.softTimeoutMs ? { softTimeoutMs: this.o.softTimeoutMs } : {}),
+      ...this.o.group,
+      manifest,
+      memory: openMemoryCache({ limitBytes: this.o.memoryBytes ?? 256 << 20, blockSize: manifest.header.blockSize }),
+      readaheadNetwork: !cacheIsWarm(cache, manifest),
+      ...this.o.fetcher,
+      ...(this.o.log ? { log: this.o.log } : {}),
+    });
+  }
+
+  /** Closes what no fetcher took over. Idempotent. */
+  async close(): Promise<void> {
+    if (this.handedOver) return;
+    this.handedOver = true;
+    await Promise.all([...this.mirrors.map((m) => m.close()), this.origins.close(), this.verifier.close()]);
+    await this.cache?.flush();
   }
 }
 
-export interface MirrorSeed {
-  url: string;
-  ttfbMs: number | null;
-  throughputMBps: number | null;
+export interface OpenedImage {
+  mirrors: readonly Mirror[];
+  ranking: Ranking;
+  image: LoadedImage;
+  fetcher: BlockFetcher;
+  cache: DiskCache | undefined;
+  close(): Promise<void>;
 }
 
-export interface OpenFromManifestOptions extends Omit<OpenImageOptions, 'name' | 'version' | 'rankDeadlineMs'> {
-  /** The manifest file as already fetched (it is verified again here). */
-  manifestBytes: Buffer;
-  /** What an earlier ranking measured, best first: the mirror order and health seeds. */
-  seeds?: readonly MirrorSeed[];
+/** Ranks the mirrors, loads the trusted manifest and makes the fetcher. */
+export async function openImage(o: OpenImageOptions): Promise<OpenedImage> {
+  const opener = new ImageOpener(o);
+  try {
+    const cache = await opener.openCache();
+    // A warm cache means few blocks will come from mirrors: do not spend any on probing.
+    const ranking = await opener.rank({ blocks: !cache || cache.stats().objects === 0 });
+    const image = await opener.load();
+    const fetcher = await opener.fetcher();
+    return { mirrors: opener.mirrors, ranking, image, fetcher, cache, close: () => fetcher.close() };
+  } catch (e) {
+    await opener.close();
+    throw e;
+  }
 }
 
 /**
@@ -137,20 +289,15 @@ export interface OpenFromManifestOptions extends Omit<OpenImageOptions, 'name' |
  * init, before it handed the work to the long-lived reader process): no
  * second ranking, no second manifest download.
  */
-export async function openFromManifest(o: OpenFromManifestOptions): Promise<Omit<OpenedImage, 'ranking' | 'image'> & { manifest: Manifest }> {
+export async function openFromManifest(o: Omit<OpenImageOptions, 'name' | 'version'> & { manifestBytes: Buffer; seeds?: readonly MirrorSeed[] | undefined }): Promise<{ fetcher: BlockFetcher; manifest: Manifest; close(): Promise<void> }> {
   const manifest = decodeManifest(o.manifestBytes, o.key, 'the manifest handed to the reader');
-  const order = o.seeds?.length ? [...o.seeds.map((x) => x.url), ...o.mirrors.filter((u) => !o.seeds!.some((x) => x.url === u))] : o.mirrors;
-  const set = mirrorSet(order, o);
-  for (const seed of o.seeds ?? []) {
-    const m = set.mirrors.find((x) => x.url === seed.url);
-    if (m && seed.ttfbMs !== null) m.health.seed(seed.ttfbMs, seed.throughputMBps !== null ? seed.throughputMBps * 1000 : undefined);
-  }
+  const opener = new ImageOpener({ ...o, name: manifest.header.name, version: manifest.header.version });
   try {
-    const cache = await openCache(o);
-    const fetcher = makeFetcher(set, manifest, cache, o);
-    return { set, fetcher, cache, manifest, close: closer(fetcher, set) };
+    if (o.seeds?.length) opener.seed(o.seeds);
+    const fetcher = await opener.fetcher(manifest);
+    return { fetcher, manifest, close: () => fetcher.close() };
   } catch (e) {
-    await set.close();
+    await opener.close();
     throw e;
   }
 }

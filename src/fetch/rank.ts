@@ -13,8 +13,9 @@ import { HfkError } from '../errors.ts';
 import { blockPath, manifestPath, pointerPath } from '../format/layout.ts';
 import { decodeManifest, decodePointer, type Manifest } from '../format/manifest.ts';
 import type { RequestTiming } from '../store/store.ts';
-import type { Mirror, MirrorSet } from './mirror.ts';
-import { median } from './score.ts';
+import type { Mirror } from '../source/mirror.ts';
+import { median } from '../source/score.ts';
+import { isUrl } from '../store/store.ts';
 
 export interface RankOptions {
   /** Image whose pointer and manifest are probed. */
@@ -144,7 +145,7 @@ async function probe(
 ): Promise<void> {
   const connects: number[] = [];
   const ttfbs: number[] = [];
-  const connectJob = o.viaProxy
+  const connectJob = o.viaProxy || !isUrl(m.url)
     ? Promise.resolve()
     : (async () => {
         for (let i = 0; i < o.rounds && !signal.aborted; i++) {
@@ -218,11 +219,11 @@ async function probe(
 }
 
 /**
- * Ranks all mirrors of a set, best first, and seeds their health with what
+ * Ranks mirrors, best first, and seeds their health with what
  * was measured. Returns within about `deadlineMs` even if some never answer,
  * and much sooner once no mirror still probing can beat the best one.
  */
-export async function rankMirrors(set: MirrorSet, options: RankOptions): Promise<Ranking> {
+export async function rankMirrors(mirrors: readonly Mirror[], options: RankOptions): Promise<Ranking> {
   const o = {
     rounds: options.rounds ?? 3,
     deadlineMs: options.deadlineMs ?? 1500,
@@ -233,7 +234,7 @@ export async function rankMirrors(set: MirrorSet, options: RankOptions): Promise
   };
   const t0 = performance.now();
   const ac = new AbortController();
-  const lives = set.mirrors.map(
+  const lives = mirrors.map(
     (m): MirrorRank => ({
       url: m.url,
       connectMs: null,
@@ -281,7 +282,7 @@ export async function rankMirrors(set: MirrorSet, options: RankOptions): Promise
     recheck = setTimeout(evaluate, 10);
   };
   const decoded = new Map<string, { bytes: Buffer; manifest: Manifest }>();
-  const jobs = set.mirrors.map((m, i) => probe(m, o, lives[i]!, progress[i]!, ac.signal, evaluate, decoded).catch(() => {}));
+  const jobs = mirrors.map((m, i) => probe(m, o, lives[i]!, progress[i]!, ac.signal, evaluate, decoded).catch(() => {}));
   const deadline = setTimeout(finish, o.deadlineMs);
   void Promise.all(jobs).then(() => finish());
   await finished;
@@ -301,7 +302,7 @@ export async function rankMirrors(set: MirrorSet, options: RankOptions): Promise
   const newest = Math.max(0, ...lives.map((r) => r.version ?? 0));
   const klass = (r: MirrorRank) =>
     r.ok === 0 ? (r.partial ? 2 : 4) : r.version !== null && r.version < newest ? 3 : r.partial ? 1 : 0;
-  const order = lives.map((r, i) => ({ r, m: set.mirrors[i]! }));
+  const order = lives.map((r, i) => ({ r, m: mirrors[i]! }));
   order.sort((a, b) => klass(a.r) - klass(b.r) || a.r.score - b.r.score);
   for (const { r, m } of order) {
     if (r.ttfbMs !== null) m.health.seed(r.ttfbMs, r.throughputMBps !== null ? r.throughputMBps * 1000 : undefined);

@@ -11,8 +11,8 @@ import { BrokenError, HfkError, MissingError, RollbackError, SignatureError } fr
 import type { PublicKey } from '../format/keys.ts';
 import { decodeManifest, ImageName, type Manifest, manifestDigest, Sha256Hex } from '../format/manifest.ts';
 import { readManifest } from '../store/images.ts';
-import type { DiskCache } from './diskcache.ts';
-import type { Mirror } from './mirror.ts';
+import type { DiskCache } from '../source/diskcache.ts';
+import type { Mirror } from '../source/mirror.ts';
 
 const TrustFile = z.strictObject({
   format: z.literal('hfk-trust/1'),
@@ -158,7 +158,7 @@ function summarize(name: string, count: number, failures: HfkError[]): HfkError 
   }
   if (all('E_MISSING')) {
     // The image is there, only not that version: say so (its hint names the command that lists versions).
-    if (failures.every((e) => / has no version \d+ /.test(e.message))) {
+    if (failures.every((e) => e instanceof MissingError && e.absent === 'version')) {
       return new MissingError('(all mirrors)', `no mirror has the manifest for '${name}': ${detail}`, failures[0]!.hint ? { hint: failures[0]!.hint } : {});
     }
     return new MissingError('(all mirrors)', `no mirror has image '${name}': ${detail}`, {

@@ -111,11 +111,6 @@ export function blockLength(header: Pick<ManifestHeader, 'imageSize' | 'blockSiz
   return Math.min(header.blockSize, header.imageSize - index * header.blockSize);
 }
 
-/** Distinct block hashes of a manifest (no zero blocks). */
-export function uniqueBlocks(m: Manifest): string[] {
-  return [...m.objectSizes.keys()];
-}
-
 export function manifestDigest(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
 }

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it, vi } from 'vitest';
-import { AbortedError, MissingError } from '../errors.ts';
+import { AbortedError, BrokenError, InvalidError, MissingError } from '../errors.ts';
 import { FuseErrnoError, FuseProtocolError } from './errors.ts';
 import { type Entry, type FileSystem, S_IFDIR, S_IFLNK, S_IFREG } from './fs.ts';
 import {
@@ -521,32 +521,54 @@ describe('dispatch', () => {
     expect(parse(await c.dispatch(request(Op.FSYNC, 40, 2, Buffer.alloc(16)))).error).toBe(0);
   });
 
-  it('maps filesystem failures to errno, EIO by default', async () => {
-    const onFsError = vi.fn();
-    const failing = (e: unknown) => testFs({ getattr: () => Promise.reject(e) });
-    const cases: Array<[unknown, number]> = [
-      [new FuseErrnoError(Errno.ENOENT, 'gone'), Errno.ENOENT],
-      [Object.assign(new Error('x'), { code: 'EACCES' }), Errno.EACCES],
-      [new MissingError('http://m', 'not there'), Errno.EIO],
-      [new Error('boom'), Errno.EIO],
-      ['a string', Errno.EIO],
-    ];
-    for (const [err, errno] of cases) {
-      const c = new Connection(failing(err), {}, { onFsError });
-      await c.dispatch(request(Op.INIT, 1, 0, initBody(7, 37, FLAGS_6_1)));
-      expect(parse(await c.dispatch(request(Op.GETATTR, 41, 2, Buffer.alloc(16)))).error).toBe(-errno);
-    }
-    expect(onFsError).toHaveBeenCalledTimes(4); // not for FuseErrnoError
+  // Golden cases of errnoOf: only what hfk raises on purpose keeps its errno.
+  const nodeError = (code: string) => Object.assign(new Error(`connect ${code} 10.0.2.2:8080`), { code });
+  const ERRNO_CASES: Array<[string, unknown, number]> = [
+    ['FuseErrnoError ENOENT (a missing name)', new FuseErrnoError(Errno.ENOENT, 'gone'), Errno.ENOENT],
+    ['FuseErrnoError ERANGE', new FuseErrnoError(Errno.ERANGE, 'x'), Errno.ERANGE],
+    ['FuseErrnoError with a negative errno', new FuseErrnoError(-3, 'bad errno'), Errno.EIO],
+    ['FuseErrnoError with an errno beyond 4095', new FuseErrnoError(5000, 'bad errno'), Errno.EIO],
+    ['AbortedError (an interrupt)', new AbortedError('request interrupted by the kernel'), Errno.EINTR],
+    ['BrokenError from a fetch', new BrokenError('http://m/', 'connection refused'), Errno.EIO],
+    ['InvalidError from a fetch', new InvalidError('http://m/', 'hash mismatch'), Errno.EIO],
+    ['MissingError from a fetch', new MissingError('http://m/', 'not there'), Errno.EIO],
+    ["a fetch's Error with code ECONNREFUSED", nodeError('ECONNREFUSED'), Errno.EIO],
+    ["a fetch's Error with code ENOENT", nodeError('ENOENT'), Errno.EIO],
+    ['an Error with code EACCES', nodeError('EACCES'), Errno.EIO],
+    ['an Error with code E_MISSING', nodeError('E_MISSING'), Errno.EIO],
+    ["a DOMException AbortError (not hfk's)", new DOMException('stop', 'AbortError'), Errno.EIO],
+    ['FuseProtocolError', new FuseProtocolError('bad bytes'), Errno.EIO],
+    ['a plain Error', new Error('boom'), Errno.EIO],
+    ['a string', 'a string', Errno.EIO],
+    ['undefined', undefined, Errno.EIO],
+  ];
+
+  it.each(ERRNO_CASES)('errnoOf: %s', (_name, error, errno) => {
+    expect(errnoOf(error)).toBe(errno);
   });
 
-  it('errnoOf: one mapping, EIO by default', () => {
-    expect(errnoOf(new FuseErrnoError(Errno.ERANGE, 'x'))).toBe(Errno.ERANGE);
-    expect(errnoOf(new FuseErrnoError(-3, 'bad errno'))).toBe(Errno.EIO);
-    expect(errnoOf(new AbortedError())).toBe(Errno.EINTR);
-    expect(errnoOf(new DOMException('stop', 'AbortError'))).toBe(Errno.EINTR);
-    expect(errnoOf(Object.assign(new Error('x'), { code: 'ENOENT' }))).toBe(Errno.ENOENT);
-    expect(errnoOf(Object.assign(new Error('x'), { code: 'E_MISSING' }))).toBe(Errno.EIO);
-    expect(errnoOf(undefined)).toBe(Errno.EIO);
+  it.each(ERRNO_CASES)('a filesystem that throws %s is answered with the same errno', async (_name, error, errno) => {
+    const onFsError = vi.fn();
+    const c = new Connection(testFs({ getattr: () => Promise.reject(error), read: () => Promise.reject(error) }), {}, { onFsError });
+    await c.dispatch(request(Op.INIT, 1, 0, initBody(7, 37, FLAGS_6_1)));
+    expect(parse(await c.dispatch(request(Op.GETATTR, 41, 2, Buffer.alloc(16)))).error).toBe(-errno);
+    expect(parse(await c.dispatch(request(Op.READ, 42, 2, readIn(0, 0, 4096)))).error).toBe(-errno);
+    // Reported unless it was a deliberate errno.
+    expect(onFsError).toHaveBeenCalledTimes(error instanceof FuseErrnoError ? 0 : 2);
+  });
+
+  it('an interrupted READ is EINTR even when the cancelled fetch fails with something else', async () => {
+    const c = await initialized(
+      testFs({
+        read: (_i, _o, _s, signal) =>
+          new Promise<Buffer>((_resolve, reject) => {
+            signal.addEventListener('abort', () => reject(Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' })));
+          }),
+      }),
+    );
+    const pending = c.dispatch(request(Op.READ, 110, 2, readIn(0, 0, 4096)));
+    await c.dispatch(request(Op.INTERRUPT, 111, 0, u64(110)));
+    expect(parse(await pending).error).toBe(-Errno.EINTR);
   });
 
   it('answers malformed requests with EIO and reports them', async () => {

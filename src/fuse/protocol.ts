@@ -22,7 +22,6 @@ export const FUSE_MIN_KERNEL_MINOR = 13;
 
 export const IN_HEADER_SIZE = 40;
 export const OUT_HEADER_SIZE = 16;
-export const ATTR_SIZE = 88;
 export const ENTRY_OUT_SIZE = 128;
 export const ATTR_OUT_SIZE = 104;
 export const OPEN_OUT_SIZE = 16;
@@ -147,9 +146,6 @@ export const OpenFlag = {
 /** getattr_in.getattr_flags: `fh` is valid (fstat on an open file). */
 export const GETATTR_FH = 1 << 0;
 
-/** The low bit of `unique` marks an INTERRUPT request. */
-export const INT_REQ_BIT = 1;
-
 /** Linux errno values the protocol layer and filesystems answer with. */
 export const Errno = {
   EPERM: 1,
@@ -180,11 +176,7 @@ export const Errno = {
   EPROTO: 71,
   EOVERFLOW: 75,
   EOPNOTSUPP: 95,
-  ECONNREFUSED: 111,
-  ETIMEDOUT: 110,
 } as const;
-
-export type ErrnoName = keyof typeof Errno;
 
 const O_ACCMODE = 3;
 const O_RDONLY = 0;
@@ -785,25 +777,21 @@ export function negotiateInit(kernel: InitIn, options: ProtocolOptions | Resolve
 // ---------------------------------------------------------------------------
 // Errors → errno
 
-const ERRNO_BY_NAME: ReadonlyMap<string, number> = new Map(Object.entries(Errno));
-
 /**
- * The errno a thrown value answers with: FuseErrnoError's own, EINTR for an
- * abort, the errno of a Node system error (ENOENT, EACCES, …), else EIO.
+ * The one place a thrown value becomes the errno of a reply. Only what hfk
+ * raises on purpose keeps its meaning: a FuseErrnoError its own errno
+ * (ENOENT for a missing name, ENOTDIR, ERANGE, …) and an AbortedError
+ * EINTR (the kernel interrupted the request, or the reader is closing).
+ * Everything else is EIO: a block the fetcher could not get (BrokenError,
+ * InvalidError, MissingError), a bug, and any Node error, whose `code`
+ * (ENOENT of a cache file, ECONNREFUSED of a mirror) says what failed
+ * inside hfk, not what the caller did wrong.
  */
 export function errnoOf(e: unknown): number {
   if (e instanceof FuseErrnoError) {
     return Number.isInteger(e.errno) && e.errno > 0 && e.errno < 4096 ? e.errno : Errno.EIO;
   }
   if (e instanceof AbortedError) return Errno.EINTR;
-  if (e instanceof Error && e.name === 'AbortError') return Errno.EINTR;
-  if (e instanceof Error && !(e instanceof FuseProtocolError)) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (typeof code === 'string') {
-      const n = ERRNO_BY_NAME.get(code);
-      if (n !== undefined) return n;
-    }
-  }
   return Errno.EIO;
 }
 
@@ -1108,6 +1096,9 @@ export class Connection {
         throw new FuseProtocolError(`filesystem read returned ${data.length} bytes, asked for at most ${r.size}`);
       }
       return data.length === 0 ? replyOk(h.unique) : replyOk(h.unique, data);
+    } catch (e) {
+      // Interrupted: EINTR (the abort's reason), whatever the cancelled work threw.
+      throw ac.signal.aborted ? ac.signal.reason : e;
     } finally {
       this.pending.delete(h.unique);
     }

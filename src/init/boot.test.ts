@@ -1,19 +1,17 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import { blockCacheHoldMs, blockCacheLimit, bootPrefetchBytes, bootPrefetchCached, bootProfileGapBytes } from './boot.ts';
+import { describe, expect, it } from 'vitest';
+import { defaultConfig, parseConfig } from '../config/config.ts';
+import { BOOT_PREFETCH_CACHED, blockCacheHoldMs, blockCacheLimit, bootPrefetchBytes, bootProfileGapBytes, bootReadAheadKb } from './boot.ts';
 
 describe('the reader settings of a boot', () => {
-  afterEach(() => {
-    delete process.env.HFK_BOOT_PREFETCH_BYTES;
-    delete process.env.HFK_BOOT_CACHE_HOLD_MS;
-    delete process.env.HFK_BOOT_PREFETCH_CACHED;
-  });
-
   it('holds the tmpfs block cache writes until the boot has gone quiet; a cache partition is written at once', () => {
     expect(blockCacheHoldMs({ kind: 'tmpfs' })).toBe(5000);
     expect(blockCacheHoldMs({ kind: 'label', label: 'hfk-cache' })).toBe(0);
-    process.env.HFK_BOOT_CACHE_HOLD_MS = '0';
-    expect(blockCacheHoldMs({ kind: 'tmpfs' })).toBe(0);
     expect(blockCacheHoldMs({ kind: 'uuid', uuid: 'x' })).toBe(0);
+  });
+
+  it('sets the kernel readahead of the image from init.reader.readahead, 512 KiB by default', () => {
+    expect(bootReadAheadKb(defaultConfig().init.reader)).toBe(512);
+    expect(bootReadAheadKb(parseConfig('init:\n  reader:\n    readahead: 2M\n', '/etc/hfk/hfk.yaml').init.reader)).toBe(2048);
   });
 
   it('reads ahead only where what it fetches is kept for the next boot (a cache partition)', () => {
@@ -28,19 +26,16 @@ describe('the reader settings of a boot', () => {
     expect(bootProfileGapBytes({ kind: 'device', path: '/dev/vdb' })).toBe(1 << 20);
   });
 
-  it('does not read ahead from the cache partition (only to fill it), unless HFK_BOOT_PREFETCH_CACHED=1', () => {
-    expect(bootPrefetchCached()).toBe(false);
-    process.env.HFK_BOOT_PREFETCH_CACHED = '1';
-    expect(bootPrefetchCached()).toBe(true);
-    process.env.HFK_BOOT_PREFETCH_CACHED = 'yes';
-    expect(bootPrefetchCached()).toBe(false);
+  it('does not read ahead from the cache partition (only to fill it)', () => {
+    expect(BOOT_PREFETCH_CACHED).toBe(false);
   });
 
-  it('HFK_BOOT_PREFETCH_BYTES= overrides both; anything but a count is ignored', () => {
-    process.env.HFK_BOOT_PREFETCH_BYTES = '65536';
-    expect(bootPrefetchBytes({ kind: 'tmpfs' })).toBe(65536);
-    process.env.HFK_BOOT_PREFETCH_BYTES = '1M';
-    expect(bootPrefetchBytes({ kind: 'tmpfs' })).toBe(0);
+  it('init.reader.prefetch replaces the readahead of either cache, 0 included', () => {
+    const prefetch = parseConfig('init:\n  reader:\n    prefetch: 64K\n', '/etc/hfk/hfk.yaml').init.reader.prefetch;
+    expect(bootPrefetchBytes({ kind: 'tmpfs' }, prefetch)).toBe(65536);
+    expect(bootPrefetchBytes({ kind: 'label', label: 'hfk-cache' }, prefetch)).toBe(65536);
+    expect(bootPrefetchBytes({ kind: 'label', label: 'hfk-cache' }, 0)).toBe(0);
+    expect(bootPrefetchBytes({ kind: 'tmpfs' }, defaultConfig().init.reader.prefetch)).toBe(0);
   });
 
   it('keeps the tmpfs block cache to a quarter of its tmpfs (/run, which the booted system needs)', () => {

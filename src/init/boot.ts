@@ -12,80 +12,64 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { HfkError } from '../errors.ts';
-import { DiskCache } from '../fetch/diskcache.ts';
-import { MirrorSet } from '../fetch/mirror.ts';
-import { formatRanking, rankMirrors, type Ranking } from '../fetch/rank.ts';
-import { type LoadedImage, loadImage, TrustState } from '../fetch/trust.ts';
+import { ImageOpener } from '../fetch/open.ts';
+import { formatRanking, type Ranking } from '../fetch/rank.ts';
+import type { LoadedImage } from '../fetch/trust.ts';
 import { detectFilesystem, FSTYPE_PROBE_BYTES, type Filesystem } from '../format/fstype.ts';
-import { loadPublicKey, type PublicKey, resolvePublicKey } from '../format/keys.ts';
+import { parsePublicKey, PUBLIC_KEY_PREFIX, type PublicKey } from '../format/keys.ts';
 import type { LaunchedReader } from '../reader/launch.ts';
-import type { ReaderSpec } from '../reader/reader.ts';
+import type { ReaderSpec } from '../reader/spec.ts';
 import { preloadHttpClient } from '../store/http.ts';
-import { type BootSettings, parseCmdline, resolveBootSettings } from './cmdline.ts';
-import { formatMountSource, loadConfig, type MountSource, parseMirrorList } from './config.ts';
+import { type BootSettings, parseCmdline, resolveBootSettings } from '../config/cmdline.ts';
+import { defaultConfig, formatMountSource, type InitReader, type MountSource, parseConfig } from '../config/config.ts';
+import { readMirrorList } from '../config/mirrorlist.ts';
 import { ModuleDb } from './modalias.ts';
-import { bringUpNetwork, formatNetworkReport, type NetworkReport } from './network.ts';
+import { formatNetworkReport, type NetworkOptions, type NetworkReport } from './network.ts';
 import { formatProbeReport, modprobeBatchLoader, modprobeLoader, probeHardware, type ProbeReport } from './probe.ts';
 import { type CommandRunner, commandFailure, type Logger, step, type Step } from './steps.ts';
 
-/** A non-negative integer from the environment (the kernel passes unknown `NAME=value` parameters to init there), else `fallback`. */
-function envCount(name: string, fallback: number): number {
-  const v = process.env[name];
-  return v !== undefined && /^\d+$/.test(v) ? Number(v) : fallback;
+// The settings of the boot's block reader: init.reader in hfk.yaml (see
+// InitReader in src/config/config.ts, where the defaults live), and the
+// defaults that depend on what backs the block cache.
+
+/**
+ * Kernel readahead (KiB) of the root image during a boot: init.reader.readahead
+ * (default 512K). A boot reads many small files: modest readahead (the boot
+ * bench's figures for other values are in docs/PERFORMANCE.md).
+ */
+export function bootReadAheadKb(reader: InitReader): number {
+  return Math.round(reader.readahead / 1024);
 }
 
 /**
- * Kernel readahead (KiB) of the root image during a boot; for experiments,
- * HFK_BOOT_READAHEAD_KB= on the kernel command line. A boot reads many small
- * files: modest readahead. Measured with the boot bench (QEMU TCG, 2 vCPUs,
- * loopback, no fetcher readahead, one run each): 128 / 512 / 1024 KiB gave
- * 43.1 / 38.7 / 40.5 s to login, 18.4 / 23.9 / 25.7 MB fetched.
- */
-export const BOOT_READAHEAD_KB = envCount('HFK_BOOT_READAHEAD_KB', 512);
-
-/**
- * The fetcher's own readahead (bytes) during a boot, by where the block cache
- * is (HFK_BOOT_PREFETCH_BYTES= overrides both). With a tmpfs cache, none: it
+ * The fetcher's own readahead (bytes) during a boot: init.reader.prefetch
+ * when set, else by where the block cache is. With a tmpfs cache, none: it
  * fetches blocks nobody asks for, and every block costs CPU on a small
- * machine (boot bench, same settings: 1 MiB gave 43.5 s and 34.1 MB, 417
- * blocks beyond the boot profile; none 38.7 s and 23.9 MB). With a persistent
- * cache partition, 1 MiB: what it fetches stays on the partition, and the
- * next boot, whose reads differ a little (the kernel's readahead windows, the
- * order services start in), finds those blocks there instead of fetching
- * them (without it, a warm boot fetched 25 blocks its fill boot had not).
+ * machine. With a persistent cache partition, 1 MiB: what it fetches stays on
+ * the partition, and the next boot, whose reads differ a little (the kernel's
+ * readahead windows, the order services start in), finds those blocks there.
  */
-export function bootPrefetchBytes(cache: MountSource): number {
-  return envCount('HFK_BOOT_PREFETCH_BYTES', cache.kind === 'tmpfs' ? 0 : 1 << 20);
+export function bootPrefetchBytes(cache: MountSource, configured?: number): number {
+  return configured ?? (cache.kind === 'tmpfs' ? 0 : 1 << 20);
 }
 
 /**
  * Gaps between the boot profile's blocks that the profile prefetch also
- * fetches, bytes (HFK_BOOT_PROFILE_GAP_BYTES= overrides). With a cache
- * partition, up to 1 MiB (the readahead above): the next boot then finds
- * there what it reads that this one did not. Boot bench, slow link, a
- * partition filled by one boot: the first warm boot fetched 2 blocks, both
- * in a 1 MiB gap between profile blocks (udev's hwdb.bin, read through page
- * faults whose readahead windows differ from boot to boot); filling such gaps
- * costs 184 blocks, 4.6 MB, once, and the warm boots of the next bench run
- * (six) fetched none. With the tmpfs cache, none: every boot would pay for
- * them.
+ * fetches, bytes. With a cache partition, up to 1 MiB (the default readahead
+ * above): the next boot then finds there what it reads that this one did not
+ * (paid once). With the tmpfs cache, none: every boot would pay for them.
  */
 export function bootProfileGapBytes(cache: MountSource): number {
-  return envCount('HFK_BOOT_PROFILE_GAP_BYTES', cache.kind === 'tmpfs' ? 0 : 1 << 20);
+  return cache.kind === 'tmpfs' ? 0 : 1 << 20;
 }
 
 /**
  * Whether the fetcher's readahead also reads blocks the cache partition
- * already holds (HFK_BOOT_PREFETCH_CACHED=1 turns it on, for experiments).
- * Off: the readahead is there to fill the partition for the next boot, and
- * in a warm boot reading ahead from the partition only decodes and verifies
- * blocks early, many never used (470 in one warm boot of the boot bench,
- * whose reader handled 1258 blocks from the partition against the 911 a
- * cold boot fetches), and every block costs CPU on a small machine.
+ * already holds: no. The readahead is there to fill the partition for the
+ * next boot; in a warm boot it would only decode and verify blocks early,
+ * many never used, and every block costs CPU on a small machine.
  */
-export function bootPrefetchCached(): boolean {
-  return envCount('HFK_BOOT_PREFETCH_CACHED', 0) > 0;
-}
+export const BOOT_PREFETCH_CACHED = false;
 
 /**
  * The block cache's size limit: as configured, and at most a share of the
@@ -105,14 +89,12 @@ export function blockCacheLimit(cache: MountSource, configured: number, fsBytes:
 /**
  * Write-behind of the block cache during a boot: with the tmpfs cache (RAM
  * like the reader's memory cache, gone at the next boot), objects are
- * written once the boot has gone quiet, not while it waits: in a QEMU (TCG)
- * boot the cache's writes were the largest cost of the reader's main thread
- * (about 3 of its 18 s of CPU). A cache partition is written at once: the
- * next boot depends on it, and a machine may be switched off soon after
- * this one is up.
+ * written once the boot has gone quiet, not while it waits. A cache
+ * partition is written at once: the next boot depends on it, and a machine
+ * may be switched off soon after this one is up.
  */
 export function blockCacheHoldMs(cache: MountSource): number {
-  return cache.kind === 'tmpfs' ? envCount('HFK_BOOT_CACHE_HOLD_MS', 5000) : 0;
+  return cache.kind === 'tmpfs' ? 5000 : 0;
 }
 
 function fsBytes(dir: string): number | undefined {
@@ -142,14 +124,40 @@ export const PATHS = {
   udhcpc: '/etc/udhcpc/default.script',
 } as const;
 
-/** The edges the boot needs; the real ones are in main.ts. */
+/**
+ * The edges the boot needs. The steps run on one of two: the machine's own
+ * (src/init/system.ts: PID 1 boots with it) and a recording one
+ * (src/init/dryrun.ts) that reads, ranks and fetches for real but only
+ * records what would change the machine: `hfk-init --dry-run`.
+ */
 export interface System {
+  /** Runs a command that changes the machine (mount, modprobe). */
   run: CommandRunner;
+  /** Runs a command that only looks (findfs). */
+  query: CommandRunner;
   log: Logger;
   /** `uname -r`. */
   kernelRelease(): string;
-  /** Starts the long-lived reader process, which waits for its spec (see reader.ts). */
+  /** The kernel command line. */
+  cmdline(): string;
+  /** A file the boot reads (its config, its key): its bytes and where they came from; undefined when absent. */
+  readFile(file: string): { data: Buffer; from: string } | undefined;
+  /** Whether a path exists (a device node, a folder). */
+  exists(file: string): boolean;
+  /** The kernel's module tree: /lib/modules/RELEASE. */
+  modulesDir(): string;
+  mkdir(dir: string): void;
+  writeFile(file: string, data: string | Uint8Array): void;
+  /** Brings up the network as the settings say. */
+  network(options: Omit<NetworkOptions, 'run' | 'root' | 'log'>): Promise<NetworkReport>;
+  /** The folder the block cache may use (the boot's), or undefined when nothing may be written (a dry run). */
+  cacheDir(dir: string): string | undefined;
+  /** Starts the long-lived reader process, which waits for its spec (see src/reader/spec.ts). */
   launchReader(): LaunchedReader;
+  /** Bytes of a file the boot made (the image the reader serves), for checks before mounting it. */
+  readAt(file: string, offset: number, length: number): Promise<Buffer>;
+  /** Whether `file` (a path in the new root) is an executable file, symlinks followed. */
+  isExecutable(file: string): Promise<boolean>;
   /** Replaces this process (PID 1) with switch_root; never returns on success. */
   execSwitchRoot(newRoot: string, init: string, args: readonly string[]): never;
   /** Seconds since the kernel started. */
@@ -163,6 +171,8 @@ export interface BootState {
   /** The reader process, started early so its start-up overlaps the other stages. */
   launched?: LaunchedReader;
   cmdline?: string;
+  /** Where the config came from: a file, or '(defaults)'. */
+  configFrom?: string;
   warnings: string[];
   settings?: BootSettings;
   key?: PublicKey;
@@ -170,8 +180,8 @@ export interface BootState {
   network?: NetworkReport;
   mirrors?: string[];
   ranking?: Ranking;
-  /** Manifests the ranking fetched (store path → bytes): the manifest stage does not fetch them again. */
-  rankedManifests?: Map<string, Buffer>;
+  /** The image being opened: mirrors ranked in the mirrors stage, the manifest loaded in the manifest stage. */
+  opener?: ImageOpener;
   cacheDir?: string;
   image?: LoadedImage;
   reader?: { pid: number; mountpoint: string };
@@ -206,28 +216,41 @@ export const earlyMounts: Step<BootContext, void> = step('early', 'mount /proc, 
     ['tmpfs', 'tmpfs', '/run', 'mode=0755,nosuid,nodev'],
   ];
   for (const [type, src, dir, opts] of mounts) {
-    fs.mkdirSync(dir, { recursive: true });
-    if (dir === '/proc' ? fs.existsSync('/proc/self') : isMountpoint(dir)) continue;
+    sys.mkdir(dir);
+    if (dir === '/proc' ? sys.exists('/proc/self') : isMountpoint(dir)) continue;
     await must(sys, ['mount', '-t', type, '-o', opts, src, dir], `cannot mount ${dir}`);
   }
-  fs.mkdirSync('/dev/pts', { recursive: true });
+  sys.mkdir('/dev/pts');
   if (!isMountpoint('/dev/pts')) await sys.run(['mount', '-t', 'devpts', '-o', 'gid=5,mode=620', 'devpts', '/dev/pts']);
-  fs.mkdirSync(PATHS.run, { recursive: true });
+  sys.mkdir(PATHS.run);
 });
 
+/** The public key a setting names: inline (base64 or a .pub line), or a file the System reads. */
+function keyFrom(sys: System, value: string, what: string): PublicKey {
+  const t = value.trim();
+  if (/^[A-Za-z0-9+/]{43}=$/.test(t) || t.startsWith(`${PUBLIC_KEY_PREFIX} `)) return parsePublicKey(t, what);
+  const file = sys.readFile(t);
+  if (!file) throw new HfkError('E_KEY', `${what}: the key file ${t} does not exist`, { hint: 'give the key inline (hfk.key=BASE64 from PREFIX.pub) or pack the file into the initrd (hfk mkinitrd --key)' });
+  return parsePublicKey(file.data.toString('utf8'), `public key file ${file.from}`);
+}
+
 export const readConfig: Step<BootContext, void> = step('config', 'read the kernel command line and /etc/hfk/hfk.yaml', async ({ sys, state }) => {
-  const text = fs.readFileSync('/proc/cmdline', 'utf8');
+  const text = sys.cmdline();
   state.cmdline = text.trim();
   const parsed = parseCmdline(text);
   for (const w of parsed.warnings) {
     state.warnings.push(w);
     sys.log.warn(w);
   }
-  const config = loadConfig(PATHS.config, { optional: true });
-  const settings = resolveBootSettings(parsed, config, PATHS.config);
+  const file = sys.readFile(PATHS.config);
+  state.configFrom = file?.from ?? '(defaults)';
+  const config = file ? parseConfig(file.data.toString('utf8'), file.from) : defaultConfig();
+  const settings = resolveBootSettings(parsed, config, file?.from ?? PATHS.config);
   state.settings = settings;
-  if (settings.key) state.key = resolvePublicKey(settings.key, settings.origin.key === 'cmdline' ? 'hfk.key' : `key in ${PATHS.config}`);
-  else if (fs.existsSync(PATHS.key)) state.key = loadPublicKey(PATHS.key);
+  if (state.key) {
+    // given from outside (hfk-init --dry-run --key)
+  } else if (settings.key) state.key = keyFrom(sys, settings.key, settings.origin.key === 'cmdline' ? 'hfk.key' : `key in ${state.configFrom}`);
+  else if (sys.exists(PATHS.key) || sys.readFile(PATHS.key)) state.key = keyFrom(sys, PATHS.key, PATHS.key);
   else {
     throw new HfkError('E_KEY', `no public key to verify the manifest with: neither hfk.key= nor ${PATHS.key}`, {
       hint: 'add hfk.key=BASE64 (from PREFIX.pub) to the kernel command line, or build the initrd with hfk mkinitrd --key PREFIX.pub',
@@ -237,8 +260,8 @@ export const readConfig: Step<BootContext, void> = step('config', 'read the kern
 });
 
 export const probe: Step<BootContext, void> = step('probe', 'probe hardware: load modules for every device (modalias), then hfk\'s', async ({ sys, state }) => {
-  const dir = `/lib/modules/${sys.kernelRelease()}`;
-  if (!fs.existsSync(path.join(dir, 'modules.dep'))) {
+  const dir = sys.modulesDir();
+  if (!sys.exists(path.join(dir, 'modules.dep'))) {
     throw new HfkError('E_MODULES', `${dir}/modules.dep is missing: this initrd was built for another kernel`, {
       hint: `rebuild it for this kernel: hfk mkinitrd --modules /lib/modules/${sys.kernelRelease()} …`,
     });
@@ -260,14 +283,11 @@ export const network: Step<BootContext, void> = step('network', 'bring up the ne
   const s = state.settings!;
   // HTTPS mirrors or a proxy need undici and the CA bundle: loaded while the network comes up, not in the ranking's time.
   const preload = preloadHttpClient(s.mirrors, s.proxy).catch(() => false);
-  state.network = await bringUpNetwork({
-    root: '/',
+  state.network = await sys.network({
     ip: s.ip,
-    run: sys.run,
     timeoutMs: s.timeout * 1000,
     udhcpcScript: PATHS.udhcpc,
     loadedModules: state.probe?.loaded.map((l) => l.module) ?? [],
-    log: sys.log,
   });
   sys.log.info(formatNetworkReport(state.network).split('\n')[0]!);
   await preload;
@@ -277,26 +297,25 @@ export const mirrors: Step<BootContext, void> = step('mirrors', 'measure the mir
   const s = state.settings!;
   const list = [...s.mirrors];
   if (s.mirrorlist) {
-    const { request } = await import('undici');
     try {
-      const res = await request(s.mirrorlist, { headersTimeout: s.timeout * 1000, bodyTimeout: s.timeout * 1000 });
-      if (res.statusCode !== 200) throw new Error(`HTTP ${res.statusCode}`);
-      list.push(...parseMirrorList(await res.body.text(), s.mirrorlist));
+      list.push(...(await readMirrorList(s.mirrorlist, { proxy: s.proxy, timeoutMs: s.timeout * 1000 })));
     } catch (e) {
-      if (list.length === 0) throw new HfkError('E_MIRRORLIST', `cannot fetch the mirror list ${s.mirrorlist}: ${(e as Error).message}`, { hint: 'check hfk.mirrorlist= and the network' });
-      sys.log.warn(`cannot fetch the mirror list ${s.mirrorlist} (${(e as Error).message}); using the ${list.length} mirrors given directly`);
+      if (list.length === 0) throw new HfkError('E_MIRRORLIST', (e as Error).message, { hint: 'check hfk.mirrorlist= and the network' });
+      sys.log.warn(`${(e as Error).message}; using the ${list.length} mirrors given directly`);
     }
   }
   state.mirrors = [...new Set(list)];
-  const set = new MirrorSet(state.mirrors, s.proxy ? { proxy: s.proxy } : {});
-  try {
-    // One mirror: nothing to choose between, only check that it answers.
-    const single = state.mirrors.length === 1;
-    state.rankedManifests = new Map();
-    state.ranking = await rankMirrors(set, { name: s.image.name, viaProxy: Boolean(s.proxy), rounds: single ? 1 : 2, blocks: !single, manifests: state.rankedManifests });
-  } finally {
-    await set.close();
-  }
+  state.opener = new ImageOpener({
+    mirrors: state.mirrors,
+    proxy: s.proxy,
+    name: s.image.name,
+    version: s.image.version,
+    key: state.key!,
+    log: (l) => sys.log.warn(l),
+  });
+  // One mirror: nothing to choose between, only check that it answers.
+  const single = state.mirrors.length === 1;
+  state.ranking = await state.opener.rank({ rounds: single ? 1 : 2, blocks: !single });
   for (const line of formatRanking(state.ranking).trimEnd().split('\n')) sys.log.info(line);
   if (!state.ranking.mirrors.some((m) => m.ok > 0)) {
     if (state.ranking.mirrors.every((m) => m.errorCode === 'E_MISSING')) {
@@ -312,21 +331,27 @@ export const mirrors: Step<BootContext, void> = step('mirrors', 'measure the mir
   }
 });
 
+/** The device a mount source names (a path, LABEL= or UUID=), checked to exist; undefined for tmpfs. */
+async function findDevice(sys: System, src: MountSource, what: string): Promise<string | undefined> {
+  if (src.kind === 'tmpfs') return undefined;
+  if (src.kind === 'device') {
+    if (!sys.exists(src.path)) throw new HfkError('E_DEVICE', `the ${what} device ${src.path} does not exist`, { hint: `check hfk.${what}= (ls -l /dev/disk/by-label), or use hfk.${what}=tmpfs` });
+    return src.path;
+  }
+  const spec = src.kind === 'label' ? `LABEL=${src.label}` : `UUID=${src.uuid}`;
+  const r = await sys.query(['findfs', spec]);
+  if (r.code !== 0 || !r.stdout.trim()) {
+    throw new HfkError('E_DEVICE', `no partition has ${spec} for the ${what}`, { hint: `check the label/UUID (blkid lists them), or use hfk.${what}=tmpfs` });
+  }
+  return r.stdout.trim();
+}
+
 async function mountSource(sys: System, src: MountSource, dir: string, what: string): Promise<void> {
-  fs.mkdirSync(dir, { recursive: true });
-  if (src.kind === 'tmpfs') {
+  sys.mkdir(dir);
+  const device = await findDevice(sys, src, what);
+  if (device === undefined) {
     await must(sys, ['mount', '-t', 'tmpfs', '-o', 'mode=0755', 'tmpfs', dir], `cannot mount a tmpfs for the ${what}`);
     return;
-  }
-  let device: string;
-  if (src.kind === 'device') device = src.path;
-  else {
-    const spec = src.kind === 'label' ? `LABEL=${src.label}` : `UUID=${src.uuid}`;
-    const r = await sys.run(['findfs', spec]);
-    if (r.code !== 0 || !r.stdout.trim()) {
-      throw new HfkError('E_DEVICE', `no partition has ${spec} for the ${what}`, { hint: `check the label/UUID (blkid lists them), or use hfk.${what}=tmpfs` });
-    }
-    device = r.stdout.trim();
   }
   await must(sys, ['mount', device, dir], `cannot mount ${device} for the ${what}`, `check that ${device} holds a filesystem this kernel mounts (ext4), or use hfk.${what}=tmpfs`);
 }
@@ -334,45 +359,34 @@ async function mountSource(sys: System, src: MountSource, dir: string, what: str
 export const cache: Step<BootContext, void> = step('cache', 'set up the block cache', async ({ sys, state }) => {
   const src = state.settings!.cache;
   if (src.kind === 'tmpfs') {
-    fs.mkdirSync(PATHS.cacheTmpfs, { recursive: true });
+    sys.mkdir(PATHS.cacheTmpfs);
     state.cacheDir = PATHS.cacheTmpfs; // on /run: it moves into the new root with it
   } else {
     await mountSource(sys, src, PATHS.cacheDev, 'cache');
     state.cacheDir = path.join(PATHS.cacheDev, 'hfk-cache');
-    fs.mkdirSync(state.cacheDir, { recursive: true });
+    sys.mkdir(state.cacheDir);
   }
   sys.log.info(`block cache: ${formatMountSource(src)} (${state.cacheDir})`);
 });
 
 export const manifest: Step<BootContext, void> = step('manifest', 'fetch the manifest and verify its signature and version', async ({ sys, state }) => {
-  const s = state.settings!;
-  const set = new MirrorSet(state.ranking!.mirrors.map((m) => m.url), s.proxy ? { proxy: s.proxy } : {});
+  const opener = state.opener!;
+  const cacheDir = sys.cacheDir(state.cacheDir!);
+  if (cacheDir) opener.useCache(cacheDir, state.settings!.config.cache.maxSize);
   try {
-    const disk = await DiskCache.open(state.cacheDir!, s.config.cache.maxSize);
-    const trust = await TrustState.open(path.join(state.cacheDir!, 'trust.json'));
-    state.image = await loadImage({
-      name: s.image.name,
-      version: s.image.version,
-      key: state.key!,
-      mirrors: set.mirrors,
-      trust,
-      cache: disk,
-      log: (l) => sys.log.warn(l),
-      ...(state.rankedManifests ? { known: state.rankedManifests } : {}),
-    });
-    await disk.flush();
+    state.image = await opener.load();
   } finally {
-    await set.close();
+    await opener.close(); // the reader process fetches the blocks
   }
   const h = state.image.manifest.header;
-  fs.writeFileSync(PATHS.manifest, state.image.raw);
+  sys.writeFile(PATHS.manifest, state.image.raw);
   sys.log.info(`${h.name} v${h.version}: ${h.filesystem}, ${(h.imageSize / 1e6).toFixed(0)} MB in ${h.blockCount} blocks of ${h.blockSize / 1024} KiB, signed by ${h.keyId}, from ${state.image.from}`);
 });
 
 export const fuse: Step<BootContext, void> = step('fuse', 'start the block reader (FUSE) as its own long-lived process', async ({ sys, state }) => {
   const s = state.settings!;
   const h = state.image!.manifest.header;
-  fs.mkdirSync(PATHS.fuse, { recursive: true });
+  sys.mkdir(PATHS.fuse);
   const spec: ReaderSpec = {
     mountpoint: PATHS.fuse,
     name: h.name,
@@ -391,18 +405,17 @@ export const fuse: Step<BootContext, void> = step('fuse', 'start the block reade
     softTimeoutMs: s.config.fetch.softTimeout * 1000,
     mountCommand: ['mount'],
     umountCommand: ['umount'],
-    // A boot reads many small files: modest readahead (see BOOT_READAHEAD_KB).
-    readAheadKb: BOOT_READAHEAD_KB,
-    prefetchBytes: bootPrefetchBytes(s.cache),
+    // A boot reads many small files: modest readahead (see bootReadAheadKb).
+    readAheadKb: bootReadAheadKb(s.config.init.reader),
+    prefetchBytes: bootPrefetchBytes(s.cache, s.config.init.reader.prefetch),
     profileGapBytes: bootProfileGapBytes(s.cache),
-    prefetchCached: bootPrefetchCached(),
-    // Verification on the reader's main thread (HFK_BOOT_VERIFY_THREADS= for experiments): with object
-    // digests a worker thread costs more than it saves on two emulated CPUs (boot bench settings, three
-    // boots each: 21.8–23.1 s to login without, 22.1–23.9 s with one thread).
-    verifyThreads: envCount('HFK_BOOT_VERIFY_THREADS', 0),
+    prefetchCached: BOOT_PREFETCH_CACHED,
+    // On the reader's main thread by default: with object digests a worker thread costs more than it saves on small machines.
+    verifyThreads: s.config.init.reader.verifyThreads,
+    cpuProfile: s.config.init.reader.cpuProfile,
     info: { bootRanking: state.ranking, manifestFrom: state.image!.from },
   };
-  fs.writeFileSync(PATHS.readerSpec, JSON.stringify(spec));
+  sys.writeFile(PATHS.readerSpec, JSON.stringify(spec));
   const r = await (state.launched ?? sys.launchReader()).handOver(spec);
   if (!r.message.ready) {
     const e = r.message.error;
@@ -410,7 +423,7 @@ export const fuse: Step<BootContext, void> = step('fuse', 'start the block reade
   }
   // The root filesystem depends on it: never let the OOM killer pick it.
   try {
-    fs.writeFileSync(`/proc/${r.pid}/oom_score_adj`, '-1000\n');
+    sys.writeFile(`/proc/${r.pid}/oom_score_adj`, '-1000\n');
   } catch (e) {
     sys.log.warn(`cannot protect the reader from the OOM killer: ${(e as Error).message}`);
   }
@@ -421,49 +434,37 @@ export const fuse: Step<BootContext, void> = step('fuse', 'start the block reade
 export const rootfs: Step<BootContext, void> = step('rootfs', 'loop-mount the root image read-only', async ({ sys, state }) => {
   const h = state.image!.manifest.header;
   const img = path.join(PATHS.fuse, `${h.name}.img`);
-  let type = h.filesystem;
-  if (type === 'unknown') {
-    // Recorded as unknown by the publisher: look at the superblock ourselves.
-    const fd = fs.openSync(img, 'r');
-    try {
-      const head = Buffer.alloc(Math.min(FSTYPE_PROBE_BYTES, h.imageSize));
-      fs.readSync(fd, head, 0, head.length, 0);
-      type = detectFilesystem(head);
-    } finally {
-      fs.closeSync(fd);
-    }
-  }
+  // The superblock, read through the reader: the filesystem to mount as, and proof that the image reads.
+  const type = detectFilesystem(await sys.readAt(img, 0, Math.min(FSTYPE_PROBE_BYTES, h.imageSize)));
   if (type === 'unknown') {
     throw new HfkError('E_FORMAT', `image ${h.name} v${h.version} holds no filesystem this init can mount (squashfs, ext4, iso9660, erofs)`, {
       hint: 'publish a filesystem image (mksquashfs, mkfs.ext4, an ISO), not a partitioned disk',
     });
   }
-  const kernelType = type === 'iso9660' ? 'iso9660' : type;
-  fs.mkdirSync(PATHS.ro, { recursive: true });
-  await must(sys, ['mount', '-t', kernelType, '-o', 'loop,ro', img, PATHS.ro], `cannot mount the ${type} image`, `the kernel needs the ${type} and loop modules (hfk.debug shows the probe)`);
+  sys.mkdir(PATHS.ro);
+  await must(sys, ['mount', '-t', type, '-o', 'loop,ro', img, PATHS.ro], `cannot mount the ${type} image`, `the kernel needs the ${type} and loop modules (hfk.debug shows the probe)`);
   state.filesystem = type;
 });
+
+/** Where the root image's init may be, in the order tried. */
+export const ROOT_INITS = ['/sbin/init', '/lib/systemd/systemd', '/usr/lib/systemd/systemd', '/bin/init'] as const;
 
 export const overlay: Step<BootContext, void> = step('overlay', 'put a writable overlay on top', async ({ sys, state }) => {
   await mountSource(sys, state.settings!.overlay, PATHS.rw, 'overlay');
   const upper = path.join(PATHS.rw, 'upper');
   const work = path.join(PATHS.rw, 'work');
-  fs.mkdirSync(upper, { recursive: true });
-  fs.mkdirSync(work, { recursive: true });
-  fs.mkdirSync(PATHS.newroot, { recursive: true });
+  sys.mkdir(upper);
+  sys.mkdir(work);
+  sys.mkdir(PATHS.newroot);
   await must(sys, ['mount', '-t', 'overlay', '-o', `lowerdir=${PATHS.ro},upperdir=${upper},workdir=${work}`, 'overlay', PATHS.newroot], 'cannot mount the overlay', 'the kernel needs the overlay module');
-  const candidates = ['/sbin/init', '/lib/systemd/systemd', '/usr/lib/systemd/systemd', '/bin/init'];
-  state.rootInit = candidates.find((c) => {
-    try {
-      fs.accessSync(path.join(PATHS.newroot, c), fs.constants.X_OK);
-      return true;
-    } catch {
-      // a dangling symlink (usrmerge) is checked by the kernel later; try the next
-      return false;
+  for (const c of ROOT_INITS) {
+    if (await sys.isExecutable(path.join(PATHS.newroot, c))) {
+      state.rootInit = c;
+      break;
     }
-  });
+  }
   if (!state.rootInit) {
-    throw new HfkError('E_NOINIT', `the root image has no init: none of ${candidates.join(', ')} is executable in it`, {
+    throw new HfkError('E_NOINIT', `the root image has no init: none of ${ROOT_INITS.join(', ')} is executable in it`, {
       hint: 'the image must be a whole root filesystem (debootstrap with systemd-sysv, or busybox)',
     });
   }
@@ -483,7 +484,7 @@ export const BOOT_STEPS: Step<BootContext, void>[] = [readConfig, probe, network
 export async function moveMounts(sys: System): Promise<void> {
   for (const dir of ['/dev', '/proc', '/sys', '/run']) {
     const target = path.join(PATHS.newroot, dir);
-    fs.mkdirSync(target, { recursive: true });
+    sys.mkdir(target);
     await must(sys, ['mount', '-o', 'move', dir, target], `cannot move ${dir} into the new root`);
   }
 }

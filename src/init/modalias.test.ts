@@ -1,9 +1,9 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
+import { findModules } from '../../test/lab/qemu.ts';
 import {
   AliasIndex,
-  fnmatch,
   globToRegExp,
   ModuleDb,
   moduleName,
@@ -15,10 +15,8 @@ import {
 } from './modalias.ts';
 
 const FIXTURE = new URL('./testdata/modules', import.meta.url).pathname;
-const REAL = '/lib/modules/6.1.0-56-cloud-amd64';
-const haveReal = existsSync(join(REAL, 'modules.alias'));
 
-describe('fnmatch', () => {
+describe('globToRegExp matches as fnmatch(3)', () => {
   const table: [string, string, boolean][] = [
     ['abc', 'abc', true],
     ['abc', 'abd', false],
@@ -56,7 +54,7 @@ describe('fnmatch', () => {
     ['scsi:t-0x0[05]*', 'scsi:t-0x01', false],
   ];
   test.each(table)('fnmatch(%j, %j) = %s', (pattern, text, expected) => {
-    expect(fnmatch(pattern, text)).toBe(expected);
+    expect(globToRegExp(pattern).test(text)).toBe(expected);
   });
 });
 
@@ -143,10 +141,19 @@ describe('ModuleDb on fixture files', () => {
   });
 });
 
-describe.skipIf(!haveReal)(`ModuleDb on the real ${REAL}`, () => {
-  const db = haveReal ? ModuleDb.fromDir(REAL) : (undefined as unknown as ModuleDb);
+describe("ModuleDb on the lab kernel's real modules (the newest installed: findModules)", () => {
+  // No kernel installed: every test here fails with findModules' message, naming the package to install.
+  let real: { dir: string; db: ModuleDb } | undefined;
+  const kernel = () => {
+    if (!real) {
+      const dir = findModules().modulesDir;
+      real = { dir, db: ModuleDb.fromDir(dir) };
+    }
+    return real;
+  };
 
   test('virtio devices resolve to their drivers; a made-up device to nothing', () => {
+    const { db } = kernel();
     expect(db.resolve('virtio:d00000001v00001AF4').modules).toEqual(['virtio_net']);
     expect(db.resolve('virtio:d00000002v00001AF4').modules).toEqual(['virtio_blk']);
     expect(db.resolve('pci:v00001AF4d00001041sv00001AF4sd00001041bc02sc00i00').modules).toEqual(['virtio_pci']);
@@ -155,16 +162,23 @@ describe.skipIf(!haveReal)(`ModuleDb on the real ${REAL}`, () => {
   });
 
   test('load orders put dependencies first and leave built-ins out', () => {
-    expect(db.loadOrder('virtio_net')).toEqual(['virtio_ring', 'virtio', 'failover', 'net_failover', 'virtio_net']);
-    expect(db.loadOrder('virtio_pci')).toEqual(['virtio_ring', 'virtio', 'virtio_pci_modern_dev', 'virtio_pci_legacy_dev', 'virtio_pci']);
-    expect(db.loadOrder('isofs')).toEqual(['cdrom', 'isofs']);
-    expect(db.loadOrder('erofs')).toEqual(['libcrc32c', 'erofs']);
+    const { db } = kernel();
+    // what a version adds to these orders varies; these dependencies do not
+    const before = (order: string[], deps: string[], last: string) => {
+      expect(order.at(-1)).toBe(last);
+      for (const d of deps) expect(order.indexOf(d), `${d} in ${order.join(' ')}`).toBeGreaterThanOrEqual(0);
+    };
+    before(db.loadOrder('virtio_net'), ['virtio_ring', 'virtio', 'net_failover'], 'virtio_net');
+    before(db.loadOrder('virtio_pci'), ['virtio_ring', 'virtio'], 'virtio_pci');
+    before(db.loadOrder('isofs'), ['cdrom'], 'isofs');
+    before(db.loadOrder('erofs'), [], 'erofs');
     expect(db.status('ext4')).toBe('builtin');
     expect(db.loadOrder('ext4')).toEqual([]);
     for (const m of ['fuse', 'loop', 'squashfs', 'overlay']) expect(db.loadOrder(m)).toEqual([m]);
   });
 
   test('every module in modules.dep has a load order that ends with it and lists each module once', () => {
+    const { db } = kernel();
     for (const name of db.dep.keys()) {
       const order = db.loadOrder(name);
       expect(order.at(-1)).toBe(name);
@@ -177,7 +191,7 @@ describe.skipIf(!haveReal)(`ModuleDb on the real ${REAL}`, () => {
   });
 
   test('the index finds exactly what trying every pattern finds', () => {
-    const entries = parseModulesAlias(readFileSync(join(REAL, 'modules.alias'), 'latin1'));
+    const entries = parseModulesAlias(readFileSync(join(kernel().dir, 'modules.alias'), 'latin1'));
     const index = new AliasIndex(entries);
     const compiled = entries.map((e) => ({ re: globToRegExp(e.pattern), module: e.module }));
     const brute = (s: string): string[] => [...new Set(compiled.filter((e) => e.re.test(s)).map((e) => e.module))];

@@ -77,10 +77,6 @@ export function globToRegExp(pattern: string): RegExp {
   return new RegExp(`^${re}$`);
 }
 
-export function fnmatch(pattern: string, text: string): boolean {
-  return globToRegExp(pattern).test(text);
-}
-
 // ---------------------------------------------------------------------------
 // modules.alias
 

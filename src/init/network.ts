@@ -9,7 +9,7 @@
 import { mkdirSync, readdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { HfkError } from '../errors.ts';
-import type { IpConfig } from './cmdline.ts';
+import type { IpConfig } from '../config/cmdline.ts';
 import { type CommandRunner, commandFailure, type Logger } from './steps.ts';
 
 export const UDHCPC_SCRIPT = '/usr/share/udhcpc/default.script';

@@ -2,12 +2,11 @@
 // and the order of the boot; the steps themselves are in boot.ts. main.ts
 // loads this module only when it runs as the init.
 
-import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { describeError, HfkError } from '../errors.ts';
-import { launchReader } from '../reader/launch.ts';
 import { BOOT_STEPS, type BootContext, type BootState, earlyMounts, moveMounts, PATHS, type System } from './boot.ts';
 import { makeReport, writeReport } from './report.ts';
+import { kernelRelease, machineSystem, SYSTEM_PATH, uptime } from './system.ts';
 import {
   breakShell,
   consoleShell,
@@ -18,19 +17,13 @@ import {
   kmsgSink,
   openKmsg,
   runStep,
+  runSteps,
   spawnRunner,
   type StageFailure,
+  type Step,
   type StepRecord,
   type StepRuntime,
 } from './steps.ts';
-
-function uptime(): number {
-  try {
-    return Number(fs.readFileSync('/proc/uptime', 'utf8').split(' ')[0]);
-  } catch {
-    return process.uptime();
-  }
-}
 
 /**
  * The kernel's uptime when it ran /init: now, less this process's age (Node's
@@ -40,12 +33,21 @@ function initStartUptime(): number {
   return Math.max(0, uptime() - process.uptime());
 }
 
-function kernelRelease(): string {
-  try {
-    return fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim();
-  } catch {
-    return execFileSync('uname', ['-r']).toString().trim();
-  }
+/**
+ * Runs the boot's steps in order. Debug lines follow hfk.debug as the config
+ * step parsed it (cmdline.ts, the one parser of the command line): off
+ * before that step, and off when the command line does not parse.
+ */
+export function runBootSteps(
+  steps: readonly Step<BootContext, unknown>[],
+  ctx: BootContext,
+  log: { debugEnabled: boolean },
+  runtime: () => StepRuntime,
+): Promise<void> {
+  return runSteps(steps, ctx, () => {
+    log.debugEnabled = ctx.state.settings?.debug ?? false;
+    return runtime();
+  });
 }
 
 /** PID 1: boot, and never return. */
@@ -53,7 +55,7 @@ export async function boot(bundleStart: number): Promise<never> {
   const bootStart = performance.now();
   const state: BootState = { startedUptime: 0, warnings: [] }; // set once /proc is mounted
   const records: StepRecord[] = [];
-  process.env.PATH = '/usr/sbin:/usr/bin:/sbin:/bin';
+  process.env.PATH = SYSTEM_PATH;
   const run = spawnRunner({ env: { PATH: process.env.PATH } });
   const write = (t: string) => process.stdout.write(t);
   const shell = consoleShell();
@@ -74,28 +76,7 @@ export async function boot(bundleStart: number): Promise<never> {
     }
     return emergencyShell(failure, { write, spawnShell: shell, where: { logFile: PATHS.log, reportFile: PATHS.report } });
   };
-  const sys: System = {
-    run,
-    get log() {
-      return log;
-    },
-    kernelRelease,
-    uptime,
-    launchReader: () => {
-      fs.mkdirSync(PATHS.run, { recursive: true });
-      const logFd = fs.openSync(PATHS.readerLog, 'a');
-      try {
-        // '@' as argv[0]: systemd's mark of a root-storage daemon, spared at shutdown.
-        return launchReader({ argv: [process.execPath, process.argv[1]!, '--reader', '-'], argv0: '@hfk-reader', logFd, timeoutMs: 300_000 });
-      } finally {
-        fs.closeSync(logFd); // the child has its own copy
-      }
-    },
-    execSwitchRoot: (newRoot, init, args) => {
-      const execve = (process as unknown as { execve: (file: string, args: string[], env: NodeJS.ProcessEnv) => never }).execve;
-      return execve('/bin/busybox', ['switch_root', newRoot, init, ...args], { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', TERM: 'linux' });
-    },
-  };
+  const sys: System = machineSystem({ run, log: () => log });
   const ctx: BootContext = { sys, state };
   const runtime = (): StepRuntime => ({
     log,
@@ -120,12 +101,11 @@ export async function boot(bundleStart: number): Promise<never> {
   } catch {
     // locked by printk.devkmsg=
   }
-  const debug = /(^|\s)hfk\.debug(\s|=|$)/.test(fs.readFileSync('/proc/cmdline', 'utf8'));
-  log = initLogger([consoleSink(), ...(kmsg ? [kmsgSink(kmsg)] : []), fileSink(PATHS.log)], { debug });
+  log = initLogger([consoleSink(), ...(kmsg ? [kmsgSink(kmsg)] : []), fileSink(PATHS.log)]);
   // Where Node's start went: its own bootstrap, loading the bundle, loading the boot's modules.
   const sec = (ms: number) => (ms / 1000).toFixed(2);
   log.info(`hfk-init: kernel ${kernelRelease()}, started at ${state.startedUptime.toFixed(2)} s of uptime, node ${process.version} (ready ${sec(performance.nodeTiming.bootstrapComplete)} s, bundle ${sec(bundleStart)} s, boot code ${sec(bootStart)} s after the start)`);
-  for (const s of BOOT_STEPS) await runStep(s, ctx, runtime());
+  await runBootSteps(BOOT_STEPS, ctx, log, runtime);
 
   // switch_root: the last step cannot report its own end (the process is
   // replaced), so it is timed and written into the report before it runs.

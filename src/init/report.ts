@@ -4,6 +4,7 @@
 
 import * as fs from 'node:fs';
 import { z } from 'zod';
+import { writeFileAtomicSync } from '../util/atomic.ts';
 import type { BootState } from './boot.ts';
 import type { StepRecord } from './steps.ts';
 
@@ -91,7 +92,5 @@ export function makeReport(
 }
 
 export function writeReport(file: string, r: BootReport): void {
-  const tmp = `${file}.tmp`;
-  fs.writeFileSync(tmp, `${JSON.stringify(r, null, 2)}\n`);
-  fs.renameSync(tmp, file);
+  writeFileAtomicSync(file, `${JSON.stringify(r, null, 2)}\n`);
 }

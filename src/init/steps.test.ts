@@ -2,6 +2,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
+import { isStageName, STAGES, type StageName } from '../config/stages.ts';
 import { HfkError } from '../errors.ts';
 import {
   breakShell,
@@ -13,7 +14,6 @@ import {
   formatCommand,
   formatFailure,
   initLogger,
-  isStageName,
   kmsgRecord,
   kmsgSink,
   type LogLevel,
@@ -23,7 +23,6 @@ import {
   spawnRunner,
   STAGE_HINTS,
   type StageFailure,
-  STAGES,
   step,
   type StepRecord,
   type StepRuntime,
@@ -68,11 +67,12 @@ describe('stages', () => {
 });
 
 describe('runSteps', () => {
-  test('runs steps in order, times and logs each, returns the records', async () => {
-    const { rt, lines, shells, advance } = runtime();
+  test('runs steps in order, times, logs and records each', async () => {
+    const records: StepRecord[] = [];
+    const { rt, lines, shells, advance } = runtime({ records });
     const ran: string[] = [];
     const ctx = { n: 0 };
-    const records = await runSteps(
+    await runSteps(
       [
         step('early', 'mount /proc, /sys, /dev', async (c: typeof ctx) => {
           ran.push('early');
@@ -85,7 +85,7 @@ describe('runSteps', () => {
         }),
       ],
       ctx,
-      rt,
+      () => rt,
     );
     expect(ran).toEqual(['early', 'network']);
     expect(shells).toEqual([]);
@@ -99,6 +99,17 @@ describe('runSteps', () => {
       { stage: 'early', description: 'mount /proc, /sys, /dev', ok: true, elapsedMs: 12 },
       { stage: 'network', description: 'bring up the network (n=1)', ok: true, elapsedMs: 1500.4 },
     ]);
+  });
+
+  test('the runtime is asked before each step: what a step learns applies to the next', async () => {
+    const { rt, shells } = runtime();
+    const learnt: { breakAt?: StageName } = {};
+    await runSteps(
+      [step('config', 'read the config', async () => void (learnt.breakAt = 'network')), step('network', 'bring up eth0', async () => {})],
+      undefined,
+      () => ({ ...rt, breakAt: learnt.breakAt }),
+    );
+    expect(shells).toEqual(["hfk.break=network: stopped before stage 'network' (bring up eth0); exit the shell to continue the boot"]);
   });
 
   test('runStep returns the value of the step', async () => {
@@ -118,7 +129,7 @@ describe('runSteps', () => {
     await runSteps(
       [step('probe', 'load drivers', async () => void order.push('probe')), step('network', 'bring up eth0', async () => void order.push('network'))],
       undefined,
-      rt,
+      () => rt,
     );
     expect(order).toEqual([
       'probe',
@@ -142,7 +153,7 @@ describe('runSteps', () => {
         step('mirrors', 'rank mirrors', async () => void ran.push('mirrors')),
       ],
       undefined,
-      rt,
+      () => rt,
     );
     const halted = await p.then(
       () => undefined,

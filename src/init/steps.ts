@@ -11,34 +11,11 @@
 import { spawn } from 'node:child_process';
 import { appendFileSync, closeSync, constants, existsSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { z } from 'zod';
+import type { StageName } from '../config/stages.ts';
 import { errnoCode, HfkError } from '../errors.ts';
 
 // ---------------------------------------------------------------------------
-// Stages
-
-/** The stages of hfk-init, in boot order. `hfk.break=STAGE` names one of them. */
-export const STAGES = [
-  'early', // mount /proc, /sys, /dev, /run; open the log
-  'config', // read /proc/cmdline and /etc/hfk/hfk.yaml
-  'probe', // load drivers for the hardware found in /sys, then hfk's own modules
-  'network', // bring up an interface: DHCP or ip=
-  'mirrors', // read the mirror list, rank the mirrors
-  'cache', // set up the block cache (tmpfs or a disk)
-  'manifest', // fetch and verify the image's pointer and manifest
-  'fuse', // start the FUSE block reader: NAME.img
-  'rootfs', // loop-mount the image read-only
-  'overlay', // overlay a writable layer on it
-  'switchroot', // move the mounts and switch_root into the image's init
-] as const;
-
-export type StageName = (typeof STAGES)[number];
-
-export const StageName = z.enum(STAGES);
-
-export function isStageName(text: string): text is StageName {
-  return (STAGES as readonly string[]).includes(text);
-}
+// Stages (their names, in boot order: STAGES in src/config/stages.ts)
 
 /** What to try when a stage fails and its error carries no hint of its own. */
 export const STAGE_HINTS: Readonly<Record<StageName, string>> = {
@@ -184,12 +161,13 @@ export async function runStep<C, T>(s: Step<C, T>, ctx: C, rt: StepRuntime): Pro
   return value;
 }
 
-/** Runs steps in order over one shared context; returns what ran. */
-export async function runSteps<C>(steps: readonly Step<C, unknown>[], ctx: C, rt: StepRuntime): Promise<StepRecord[]> {
-  const records = rt.records ?? [];
-  const runtime: StepRuntime = { ...rt, records };
-  for (const s of steps) await runStep(s, ctx, runtime);
-  return records;
+/**
+ * Runs steps in order over one shared context. `runtime` is asked again
+ * before each step, so what a step learns (hfk.break, hfk.debug) applies to
+ * the steps after it.
+ */
+export async function runSteps<C>(steps: readonly Step<C, unknown>[], ctx: C, runtime: () => StepRuntime): Promise<void> {
+  for (const s of steps) await runStep(s, ctx, runtime());
 }
 
 // ---------------------------------------------------------------------------
@@ -279,27 +257,6 @@ export function fileSink(path: string): LogSink {
     }
     appendFileSync(path, `${level.padEnd(5)} ${line}\n`);
   };
-}
-
-/**
- * The logger PID 1 uses: console, /dev/kmsg (when it opens) and, if given,
- * a log file. By default the kernel rate-limits /dev/kmsg writers (10 lines
- * per 5 s); `kmsgUnlimited` writes "on" to /proc/sys/kernel/printk_devkmsg
- * first, as systemd does, unless the command line pinned it.
- */
-export function defaultInitLogger(options: { debug?: boolean; logFile?: string; kmsgPath?: string; kmsgUnlimited?: boolean } = {}): Logger & { debugEnabled: boolean } {
-  if (options.kmsgUnlimited) {
-    try {
-      appendFileSync('/proc/sys/kernel/printk_devkmsg', 'on\n');
-    } catch {
-      // locked by printk.devkmsg= on the command line, or not Linux
-    }
-  }
-  const sinks: LogSink[] = [consoleSink()];
-  const kmsg = openKmsg(options.kmsgPath);
-  if (kmsg) sinks.push(kmsgSink(kmsg));
-  if (options.logFile) sinks.push(fileSink(options.logFile));
-  return initLogger(sinks, { debug: options.debug ?? false });
 }
 
 // ---------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import { FormatError } from '../errors.ts';
 import { blockPath, manifestPath } from '../format/layout.ts';
 import { decodeManifest } from '../format/manifest.ts';
 import { readPointer } from '../store/images.ts';
-import type { LocalStore } from '../store/local.ts';
+import type { StoreWriter } from '../store/store.ts';
 import { MissingError } from '../errors.ts';
 
 export interface GcOptions {
@@ -26,7 +26,7 @@ export interface GcReport {
   temporariesRemoved: number;
 }
 
-export async function gcStore(store: LocalStore, o: GcOptions = {}): Promise<GcReport> {
+export async function gcStore(store: StoreWriter, o: GcOptions = {}): Promise<GcReport> {
   const unlock = await store.lock('gc');
   try {
     const keepRels: string[] = [];

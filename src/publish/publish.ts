@@ -13,7 +13,6 @@ import { rmdir } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import type { Worker } from 'node:worker_threads';
 import { type Codec, DEFAULT_LEVEL, isValidBlockSize, LEVEL_RANGE } from '../format/codec.ts';
 import { MissingError, StoreError, UsageError } from '../errors.ts';
 import { detectFilesystem, FSTYPE_PROBE_BYTES, type Filesystem } from '../format/fstype.ts';
@@ -21,14 +20,15 @@ import type { PrivateKey } from '../format/keys.ts';
 import { blockPath, manifestFile, manifestPath, pointerPath } from '../format/layout.ts';
 import { blockCountFor, type BootProfile, encodeManifest, encodePointer, fromRuns, type Manifest, ManifestHeader, manifestDigest, toRuns } from '../format/manifest.ts';
 import { readManifest } from '../store/images.ts';
-import type { LocalStore } from '../store/local.ts';
+import type { StoreWriter } from '../store/store.ts';
 import { chunkSizeFor, openImage } from './source.ts';
 import { BufferPool } from '../util/bufpool.ts';
-import { type ChunkJob, type ChunkReply, startPublishWorker } from './worker.ts';
+import { transferable } from '../util/worker.ts';
+import { publishPool } from './worker.ts';
 
 export interface PublishOptions {
   image: string;
-  store: LocalStore;
+  store: StoreWriter;
   name: string;
   key: PrivateKey;
   blockSize: number;
@@ -104,69 +104,6 @@ function defaultCreated(): Date {
   return new Date();
 }
 
-/** A pool of publish workers fed round-robin, at most `depth` chunks each. */
-class WorkerPool {
-  private readonly workers: Worker[];
-  private readonly inFlight: number[];
-  private readonly waiting = new Map<number, { resolve: (r: ChunkReply) => void; reject: (e: Error) => void; worker: number }>();
-  private slotWaiters: (() => void)[] = [];
-  private nextId = 0;
-  private readonly depth: number;
-
-  constructor(n: number, depth: number, config: Parameters<typeof startPublishWorker>[0]) {
-    this.depth = depth;
-    this.workers = Array.from({ length: n }, () => startPublishWorker(config));
-    this.inFlight = this.workers.map(() => 0);
-    this.workers.forEach((w, i) => {
-      w.on('message', (r: ChunkReply) => {
-        const job = this.waiting.get(r.id);
-        if (!job) return;
-        this.waiting.delete(r.id);
-        this.inFlight[i]!--;
-        this.slotWaiters.shift()?.();
-        job.resolve(r);
-      });
-      w.on('error', (e) => this.failAll(i, e));
-      w.on('exit', (code) => this.failAll(i, new Error(`publish worker exited with status ${code}`)));
-    });
-  }
-
-  private failAll(worker: number, e: Error): void {
-    for (const [id, job] of this.waiting) {
-      if (job.worker !== worker) continue;
-      this.waiting.delete(id);
-      this.inFlight[worker]!--;
-      this.slotWaiters.shift()?.();
-      job.reject(e);
-    }
-  }
-
-  /** Waits for a free slot, then hands `data` to the least busy worker (`data` is detached). */
-  async submit(data: Uint8Array): Promise<{ reply: Promise<ChunkReply> }> {
-    for (;;) {
-      let best = 0;
-      for (let i = 1; i < this.workers.length; i++) if (this.inFlight[i]! < this.inFlight[best]!) best = i;
-      if (this.inFlight[best]! < this.depth) {
-        const id = this.nextId++;
-        this.inFlight[best]!++;
-        const reply = new Promise<ChunkReply>((resolve, reject) => this.waiting.set(id, { resolve, reject, worker: best }));
-        // Hand the bytes over without copying when the chunk owns its memory.
-        const owned =
-          data.byteOffset === 0 && data.buffer instanceof ArrayBuffer && data.byteLength === data.buffer.byteLength
-            ? data
-            : new Uint8Array(data);
-        this.workers[best]!.postMessage({ id, data: owned } satisfies ChunkJob, [owned.buffer as ArrayBuffer]);
-        return { reply };
-      }
-      await new Promise<void>((r) => this.slotWaiters.push(r));
-    }
-  }
-
-  async close(): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.terminate()));
-  }
-}
-
 async function syncFilesystem(dir: string): Promise<void> {
   // syncfs(2) through coreutils: one call flushes every object just written.
   await promisify(execFile)('sync', ['-f', dir]).catch(() => promisify(execFile)('sync', []).catch(() => {}));
@@ -206,7 +143,7 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
     let done = 0;
     let lastReport = 0;
     let firstError: unknown;
-    const pool = new WorkerPool(Math.max(1, o.workers ?? availableParallelism()), 2, {
+    const pool = publishPool(Math.max(1, o.workers ?? availableParallelism()), {
       root: o.store.root,
       codec: o.codec,
       level,
@@ -221,7 +158,8 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
         if (index === 0) filesystem = detectFilesystem(chunk.subarray(0, FSTYPE_PROBE_BYTES));
         const first = index;
         index += Math.ceil(chunk.length / o.blockSize);
-        const { reply } = await pool.submit(chunk);
+        const data = transferable(chunk); // handed over without a copy when the chunk owns its memory
+        const { reply } = await pool.submit({ data }, [data.buffer as ArrayBuffer]);
         const length = chunk.length;
         replies.push(
           reply.then(
@@ -302,9 +240,9 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
     const bytes = encodeManifest(manifest, o.key);
     const digest = manifestDigest(bytes);
     await syncFilesystem(o.store.root);
-    await o.store.writeAtomic(manifestPath(o.name, version), bytes, { fsync: true });
+    await o.store.write(manifestPath(o.name, version), bytes, { fsync: true });
     created.push(manifestPath(o.name, version));
-    await o.store.writeAtomic(
+    await o.store.write(
       pointerPath(o.name),
       encodePointer({ format: 'hfk-pointer/1', name: o.name, version, manifest: manifestFile(version), sha256: digest, size: bytes.length }),
       { fsync: true },

@@ -11,11 +11,11 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { isMainThread, parentPort, type Worker, workerData } from 'node:worker_threads';
+import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { blockHash, type Codec, decodeBlockSync, encodeBlock, isZeroBlock, objectDigest } from '../format/codec.ts';
 import { blockPath } from '../format/layout.ts';
-import { TMP_PREFIX } from '../store/local.ts';
-import { startWorker } from '../util/worker.ts';
+import { writeFileAtomicSync } from '../util/atomic.ts';
+import { startWorker, WorkerPool } from '../util/worker.ts';
 
 const ROLE = 'hfk-publish-worker';
 
@@ -64,8 +64,17 @@ class ChunkError extends Error {
   }
 }
 
-export function startPublishWorker(config: Omit<WorkerConfig, 'role'>): Worker {
-  return startWorker('publish', new URL(import.meta.url), { ...config, role: ROLE } satisfies WorkerConfig);
+/**
+ * `threads` publish threads, each given at most two chunks at a time: one
+ * it works on, one waiting, so a thread never waits for the reader.
+ */
+export function publishPool(threads: number, config: Omit<WorkerConfig, 'role'>): WorkerPool<Omit<ChunkJob, 'id'>, ChunkReply> {
+  return new WorkerPool({
+    threads,
+    depth: 2,
+    what: 'publish worker',
+    start: () => startWorker('publish', new URL(import.meta.url), { ...config, role: ROLE } satisfies WorkerConfig),
+  });
 }
 
 function processChunk(cfg: WorkerConfig, seen: Map<string, BlockOutcome>, madeDirs: Set<string>, job: ChunkJob, createdDirs: string[]): BlockOutcome[] {
@@ -118,14 +127,7 @@ function blocksOf(
         }
         madeDirs.add(dir);
       }
-      const tmp = path.join(dir, `${TMP_PREFIX}${hash}.${process.pid}.${Math.random().toString(16).slice(2, 10)}`);
-      try {
-        fs.writeFileSync(tmp, object, { flag: 'wx', mode: 0o644 });
-        fs.renameSync(tmp, dest);
-      } catch (e) {
-        fs.rmSync(tmp, { force: true });
-        throw e;
-      }
+      writeFileAtomicSync(dest, object, { mode: 0o644 });
       written.push(hash);
       outcome = { state: 'written', hash, size: object.length, digest: objectDigest(object) };
     }

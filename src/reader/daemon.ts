@@ -4,7 +4,7 @@
 
 import * as fs from 'node:fs';
 import { describeError } from '../errors.ts';
-import { errorMessage, reportReady } from './launch.ts';
+import { errorMessage, ReaderSpec, reportReady } from './spec.ts';
 import { runReader } from './reader.ts';
 
 /** The reader process: serve until the image is unmounted (normally: never). SPEC is a file, or '-' for stdin. */
@@ -12,7 +12,6 @@ export async function readerDaemon(specFile: string): Promise<void> {
   const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
   // Shutdown signals are not for us: the root filesystem needs us to the end.
   for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(sig, () => log(`reader: ignoring ${sig}`));
-  if (process.env.HFK_READER_CPUPROF) await startProfiler(log);
   try {
     const text = specFile === '-' ? await new Promise<string>((resolve, reject) => {
       let t = '';
@@ -22,7 +21,8 @@ export async function readerDaemon(specFile: string): Promise<void> {
       process.stdin.on('error', reject);
     }) : fs.readFileSync(specFile, 'utf8');
     if (!text.trim()) return; // the boot ended before it needed us
-    const spec = JSON.parse(text);
+    const spec = ReaderSpec.parse(JSON.parse(text));
+    if (spec.cpuProfile) await startProfiler(log);
     await runReader(spec, (m) => reportReady(3, m), log);
   } catch (e) {
     reportReady(3, errorMessage(e));
@@ -32,11 +32,12 @@ export async function readerDaemon(specFile: string): Promise<void> {
 }
 
 /**
- * For developers: HFK_READER_CPUPROF=1 on the kernel command line makes the
- * boot's reader profile its main thread from the start; `kill -USR2` writes
- * the profile so far to reader.cpuprofile in its working folder (the block
- * cache: /run/hfk/cache after a tmpfs boot), for Chrome's DevTools or any
- * .cpuprofile reader. See docs/DEVELOPING.md.
+ * For developers: with `cpuProfile` in its spec (init.reader.cpuProfile in
+ * hfk.yaml) the boot's reader profiles its main thread from the moment it
+ * is handed its work; `kill -USR2` writes the profile so far to
+ * reader.cpuprofile in its working folder (the block cache: /run/hfk/cache
+ * after a tmpfs boot), for Chrome's DevTools or any .cpuprofile reader.
+ * See docs/DEVELOPING.md.
  */
 async function startProfiler(log: (line: string) => void): Promise<void> {
   const { Session } = await import('node:inspector/promises');

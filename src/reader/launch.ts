@@ -1,36 +1,16 @@
-// Starting a block reader as its own process, and what it reports back: a
+// Starting a block reader as its own process and waiting for its report: a
 // small module of its own, so that the init (PID 1), which starts the reader
 // and waits for its word, does not load the reader's code itself.
 //
 // A reader started in the background reports on a pipe (fd 3) once the
 // mount is up, or why it failed, so the parent can exit with the right
-// message and nothing is left mounted.
+// message and nothing is left mounted. What it is handed and what it
+// reports: spec.ts.
 
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import { HfkError, UsageError } from '../errors.ts';
-import type { Ranking } from '../fetch/rank.ts';
 import { viaUndici } from '../store/http.ts';
-import type { ReaderSpec } from './reader.ts';
-
-export type ReadyMessage =
-  | { ready: true; pid: number; mountpoint: string; image: string; version: number; size: number; ranking?: Ranking }
-  | { ready: false; error: { code: string; message: string; hint?: string } };
-
-export function errorMessage(e: unknown): ReadyMessage {
-  if (e instanceof HfkError) return { ready: false, error: { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) } };
-  return { ready: false, error: { code: 'E_INTERNAL', message: e instanceof Error ? e.message : String(e) } };
-}
-
-/** Writes the ready message to the pipe the parent gave as fd `fd`, and closes it. */
-export function reportReady(fd: number, m: ReadyMessage): void {
-  try {
-    fs.writeSync(fd, `${JSON.stringify(m)}\n`);
-    fs.closeSync(fd);
-  } catch {
-    // the parent is gone; nothing to tell
-  }
-}
+import type { ReaderSpec, ReadyMessage } from './spec.ts';
 
 export interface SpawnReaderOptions {
   /** The command: [node, script, args…] (the reader's Node options, readerNodeFlags, go in after node). */
@@ -41,7 +21,7 @@ export interface SpawnReaderOptions {
   logFd?: number;
   /** Give up waiting after this long (the reader is then killed). */
   timeoutMs?: number;
-  /** The JIT to run the reader with (default 'full'; HFK_READER_JIT overrides it). */
+  /** The JIT to run the reader with (default 'full'). */
   jit?: ReaderJit;
   env?: NodeJS.ProcessEnv;
 }
@@ -64,12 +44,8 @@ export const EMULATED_GLIBC_HWCAPS = 'glibc.cpu.hwcaps=-AVX_Fast_Unaligned_Load,
 /**
  * Whether this CPU is emulated instruction by instruction (QEMU's TCG, whose
  * "max" CPU names itself "QEMU TCG CPU"), from /proc/cpuinfo's text.
- * HFK_EMULATED_CPU=1 or 0 in the environment decides instead (another
- * emulated model, or to measure without the tuning).
  */
-export function emulatedCpu(cpuinfo: string, env: NodeJS.ProcessEnv = {}): boolean {
-  if (env.HFK_EMULATED_CPU === '1') return true;
-  if (env.HFK_EMULATED_CPU === '0') return false;
+export function emulatedCpu(cpuinfo: string): boolean {
   return /^model name\s*:.*\bQEMU TCG CPU\b/m.test(cpuinfo);
 }
 
@@ -107,7 +83,7 @@ export function readerEnv(env: NodeJS.ProcessEnv, cpuinfo: () => string = procCp
   const add = (tunable: string) => (out.GLIBC_TUNABLES = out.GLIBC_TUNABLES ? `${out.GLIBC_TUNABLES}:${tunable}` : tunable);
   const has = (name: string) => new RegExp(`(?:^|:)${name.replace(/\./g, '\\.')}=`).test(env.GLIBC_TUNABLES ?? '');
   if (!has('glibc.malloc.hugetlb')) add('glibc.malloc.hugetlb=1');
-  if (emulatedCpu(env.HFK_EMULATED_CPU === undefined ? cpuinfo() : '', env)) {
+  if (emulatedCpu(cpuinfo())) {
     if (!has('glibc.cpu.hwcaps')) add(EMULATED_GLIBC_HWCAPS);
     if (out.OPENSSL_ia32cap === undefined) out.OPENSSL_ia32cap = EMULATED_OPENSSL_CAPS;
   }
@@ -124,44 +100,14 @@ export function readerEnv(env: NodeJS.ProcessEnv, cpuinfo: () => string = procCp
  * take CPU from the verify thread, nginx and the kernel on a small machine,
  * and they keep at it after the reader is warm (V8's helper threads took
  * 6–12 ticks on a second read of the image by the same reader, against 2–5
- * with Sparkplug only). undici's client
- * (HTTPS mirrors, a proxy) runs far more JavaScript per request, and there
- * the optimized code pays. So `hfk mount` picks by its mirrors
- * (jitForMirrors); the init's reader, started before the mirrors are known,
- * keeps V8's own tiers: cold boots measured the same either way (`node
- * bench/boot.ts --links loopback --methods hfk --runs 1`, three of each,
- * taking turns, 'baseline' through HFK_LAB_EXTRA='HFK_READER_JIT=baseline':
- * login at 27.8, 28.7, 29.3 s against 28.2, 27.5, 28.3 s).
- *
- * Measured on this project's 2-core VM, `node bench/cold-read.ts --runs 12 ''
- * 'HFK_READER_JIT=full'` (a cold dd of the mount bench's 183 MB image through
- * a fresh `hfk mount` from plain-HTTP nginx; medians of 12, taking turns;
- * CPU in ticks of 10 ms: the main thread, V8's helper threads, the workers):
- *
- *   baseline   295 MB/s   87 ticks (main 41, V8 4, workers 41)    3,529 page faults
- *   full       277 MB/s   93 ticks (main 40, V8 15, workers 39)   4,916
- *
- * (three earlier rounds, 10–12 runs each, one of them without this flag
- * set and two with `--always-sparkplug` added to it, which made no
- * difference of its own: 317 / 297, 320 / 292 and 326 / 311 MB/s). Through
- * undici (the same image from nginx over HTTPS, a reader with a 32 MiB
- * memory cache reading it twice, two runs each), the main thread
- * took 90–106 ticks with 'baseline' against 59–66 with 'full' on the first
- * read, and 87–106 against 41–44 on the second, which went at 166–200
- * against 280–300 MB/s.
- *
- * HFK_READER_JIT=baseline|full in the environment overrides the choice
- * (V8 takes these flags only on the command line, not in NODE_OPTIONS).
+ * with Sparkplug only). undici's client (HTTPS mirrors, a proxy) runs far
+ * more JavaScript per request, and there the optimized code pays. So `hfk
+ * mount` picks by its mirrors (jitForMirrors); the init's reader, started
+ * before the mirrors are known, keeps V8's own tiers: cold boots measured
+ * the same either way. docs/PERFORMANCE.md has the measurements. (V8 takes
+ * these flags only on the command line, not in NODE_OPTIONS.)
  */
 export type ReaderJit = 'baseline' | 'full';
-
-/** The JIT a reader runs with: HFK_READER_JIT when set, else `preferred`. */
-export function readerJit(env: NodeJS.ProcessEnv, preferred: ReaderJit): ReaderJit {
-  const v = env.HFK_READER_JIT;
-  if (v === undefined || v === '') return preferred;
-  if (v === 'baseline' || v === 'full') return v;
-  throw new UsageError(`HFK_READER_JIT must be 'baseline' or 'full', not '${v}'`, { hint: 'unset it to let hfk choose' });
-}
 
 /** The JIT a reader of these mirrors should run with (see ReaderJit). */
 export function jitForMirrors(mirrors: readonly string[], proxy?: string): ReaderJit {
@@ -193,7 +139,7 @@ export function jitForMirrors(mirrors: readonly string[], proxy?: string): Reade
  * before. A setting the user made in NODE_OPTIONS is kept.
  */
 export function readerNodeFlags(env: NodeJS.ProcessEnv, jit: ReaderJit = 'full'): string[] {
-  const flags: string[] = readerJit(env, jit) === 'baseline' ? [...BASELINE_JIT_FLAGS] : [];
+  const flags: string[] = jit === 'baseline' ? [...BASELINE_JIT_FLAGS] : [];
   if (!/(?:^|\s)--max-semi-space-size(?:[=\s]|$)/.test(env.NODE_OPTIONS ?? '')) flags.push('--max-semi-space-size=8');
   return flags;
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { BASELINE_JIT_FLAGS, EMULATED_GLIBC_HWCAPS, EMULATED_OPENSSL_CAPS, emulatedCpu, jitForMirrors, readerEnv, readerJit, readerNodeFlags } from './launch.ts';
+import { BASELINE_JIT_FLAGS, EMULATED_GLIBC_HWCAPS, EMULATED_OPENSSL_CAPS, emulatedCpu, jitForMirrors, readerEnv, readerNodeFlags } from './launch.ts';
 
 const HARDWARE = 'processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse2 avx avx2 sha_ni\n';
 const TCG = 'processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: QEMU TCG CPU version 2.5+\nflags\t\t: fpu sse2 avx avx2\n';
@@ -26,12 +26,9 @@ describe('readerEnv', () => {
     expect(readerEnv({}, hardware).OPENSSL_ia32cap).toBeUndefined();
   });
 
-  it('HFK_EMULATED_CPU=1/0 decides instead of /proc/cpuinfo, which is then not read', () => {
-    const unread = () => {
-      throw new Error('cpuinfo read');
-    };
-    expect(readerEnv({ HFK_EMULATED_CPU: '1' }, unread).OPENSSL_ia32cap).toBe(EMULATED_OPENSSL_CAPS);
-    expect(readerEnv({ HFK_EMULATED_CPU: '0' }, unread).OPENSSL_ia32cap).toBeUndefined();
+  it('reads the CPU from /proc/cpuinfo, not from the environment', () => {
+    expect(readerEnv({ HFK_EMULATED_CPU: '1' }, hardware).OPENSSL_ia32cap).toBeUndefined();
+    expect(readerEnv({ HFK_EMULATED_CPU: '0' }, tcg).OPENSSL_ia32cap).toBe(EMULATED_OPENSSL_CAPS);
   });
 });
 
@@ -44,15 +41,13 @@ describe('readerNodeFlags', () => {
     expect(readerNodeFlags({ NODE_OPTIONS: '--max-semi-space-sizes=1' })).toEqual(['--max-semi-space-size=8']);
   });
 
-  it("runs the 'baseline' JIT with Sparkplug only, and HFK_READER_JIT overrides the choice", () => {
+  it("runs the 'baseline' JIT with Sparkplug only, and V8's own tiers by default", () => {
     expect(readerNodeFlags({}, 'baseline')).toEqual([...BASELINE_JIT_FLAGS, '--max-semi-space-size=8']);
     expect(BASELINE_JIT_FLAGS).toEqual(expect.arrayContaining(['--no-maglev', '--no-turbofan']));
     expect(readerNodeFlags({}, 'full')).toEqual(['--max-semi-space-size=8']);
-    expect(readerNodeFlags({ HFK_READER_JIT: 'full' }, 'baseline')).toEqual(['--max-semi-space-size=8']);
-    expect(readerNodeFlags({ HFK_READER_JIT: 'baseline', NODE_OPTIONS: '--max-semi-space-size=4' }, 'full')).toEqual([...BASELINE_JIT_FLAGS]);
-    expect(readerNodeFlags({ HFK_READER_JIT: '' }, 'baseline')).toEqual([...BASELINE_JIT_FLAGS, '--max-semi-space-size=8']);
-    expect(() => readerNodeFlags({ HFK_READER_JIT: 'turbo' })).toThrow("HFK_READER_JIT must be 'baseline' or 'full', not 'turbo'");
-    expect(readerJit({}, 'full')).toBe('full');
+    expect(readerNodeFlags({})).toEqual(['--max-semi-space-size=8']);
+    expect(readerNodeFlags({ NODE_OPTIONS: '--max-semi-space-size=4' }, 'baseline')).toEqual([...BASELINE_JIT_FLAGS]);
+    expect(readerNodeFlags({ HFK_READER_JIT: 'baseline' }, 'full')).toEqual(['--max-semi-space-size=8']); // no longer an override
   });
 
   it("gives readers of plain-HTTP mirrors the 'baseline' JIT, and readers that use undici (HTTPS, a proxy) the full one", () => {
@@ -68,7 +63,5 @@ describe('emulatedCpu', () => {
     expect(emulatedCpu(HARDWARE)).toBe(false);
     expect(emulatedCpu('model name\t: QEMU Virtual CPU version 2.5+\n')).toBe(false); // qemu64, also under KVM
     expect(emulatedCpu('')).toBe(false);
-    expect(emulatedCpu(HARDWARE, { HFK_EMULATED_CPU: '1' })).toBe(true);
-    expect(emulatedCpu(TCG, { HFK_EMULATED_CPU: '0' })).toBe(false);
   });
 });

@@ -3,19 +3,18 @@
 // and hfk-init starts it as its own long-lived process that outlives the
 // switch_root ('@' argv[0], out of the OOM killer's reach).
 //
-// Starting one as a process, and its report back: launch.ts.
+// Starting one as a process: launch.ts; what it is handed and what it
+// reports back: spec.ts.
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { z } from 'zod';
 import { BlockFs } from '../blockfs/blockfs.ts';
 import type { BlockFetcher } from '../fetch/fetcher.ts';
 import { openFromManifest, openImage } from '../fetch/open.ts';
 import type { Ranking } from '../fetch/rank.ts';
 import { publicKeyFromRaw } from '../format/keys.ts';
-import { ImageName } from '../format/manifest.ts';
 import { type FuseMount, mount, unmountOnSignals } from '../fuse/mount.ts';
-import type { ReadyMessage } from './launch.ts';
+import { ReaderSpec, type ReadyMessage } from './spec.ts';
 
 export interface ServeOptions {
   fetcher: BlockFetcher;
@@ -46,45 +45,6 @@ export async function serveImage(o: ServeOptions): Promise<FuseMount> {
     ...(o.onError ? { onError: o.onError } : {}),
   });
 }
-
-/** Everything a background reader needs, handed over as a JSON file. */
-export const ReaderSpec = z.strictObject({
-  mountpoint: z.string().min(1),
-  name: ImageName,
-  version: z.number().int().positive().optional(),
-  mirrors: z.array(z.string()).min(1),
-  proxy: z.string().optional(),
-  /** The pinned public key, base64 of its 32 bytes. */
-  key: z.string(),
-  /** A manifest file already fetched and checked (the init's): no second ranking or download. */
-  manifestFile: z.string().optional(),
-  seeds: z.array(z.strictObject({ url: z.string(), ttfbMs: z.number().nullable(), throughputMBps: z.number().nullable() })).optional(),
-  cacheDir: z.string().optional(),
-  cacheBytes: z.number().int().positive().optional(),
-  /** Write-behind of the block cache, ms (see DiskCacheOptions.holdMs). */
-  cacheHoldMs: z.number().int().nonnegative().optional(),
-  memoryBytes: z.number().int().positive().optional(),
-  trustFile: z.string().optional(),
-  mode: z.enum(['hard', 'soft']).default('hard'),
-  softTimeoutMs: z.number().int().positive().optional(),
-  mountCommand: z.array(z.string()).optional(),
-  umountCommand: z.array(z.string()).optional(),
-  /** Kernel readahead of the mount, KiB (the FUSE layer's default is 4096, for big sequential reads). */
-  readAheadKb: z.number().int().nonnegative().optional(),
-  /** The fetcher's own readahead window for sequential reads, bytes. */
-  prefetchBytes: z.number().int().nonnegative().optional(),
-  /** Gaps between the boot profile's blocks the profile prefetch also fetches, bytes (FetcherOptions.profileGapBytes). */
-  profileGapBytes: z.number().int().nonnegative().optional(),
-  /** Whether that readahead also reads blocks the disk cache holds (default true; a boot turns it off). */
-  prefetchCached: z.boolean().optional(),
-  /** Worker threads that decode and verify blocks (0: the main thread does it). */
-  verifyThreads: z.number().int().nonnegative().max(16).optional(),
-  /** Keep-alive connections (requests in flight) per mirror. */
-  connections: z.number().int().positive().max(256).optional(),
-  /** Extra facts for stats.json (e.g. the init's ranking). */
-  info: z.record(z.string(), z.unknown()).optional(),
-});
-export type ReaderSpec = z.input<typeof ReaderSpec>;
 
 /**
  * Runs a reader to the end: opens the image, mounts it, reports `ready`,

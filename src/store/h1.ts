@@ -4,14 +4,10 @@
 // proxies go through undici, src/store/http.ts).
 //
 // Why not undici here: a block costs the reader one request, and on a small
-// or emulated machine the request's CPU is most of what a block costs.
-// Measured with the same 300–600 block objects from nginx, pipelined 8 deep
-// on one connection: on this project's VM 0.12–0.33 ms of CPU per object
-// through undici's dispatcher, 0.03–0.06 ms here; inside the QEMU (TCG)
-// guest at boot, 2.4–6.4 ms against 1.2–1.7 ms. What makes the difference:
-// each socket read lands in one reused buffer (net's `onread`, no stream
-// machinery), the parser (h1parse.ts) is plain JavaScript working on slices
-// of it, and the body is copied once, into the caller's buffer.
+// or emulated machine the request's CPU is most of what a block costs (a
+// fraction of undici's per object: docs/PERFORMANCE.md). Each socket read
+// lands in one reused buffer (net's `onread`, no streams), the parser
+// (h1parse.ts) works on slices of it, and the body is copied once.
 //
 // Behaviour the fetcher relies on:
 // - Answers are classified as the other store readers do: 404/410 →
@@ -25,7 +21,8 @@
 // - Requests made in one turn of the event loop leave in one write.
 
 import * as net from 'node:net';
-import { AbortedError, BrokenError, errnoCode, InvalidError, MissingError, UsageError } from '../errors.ts';
+import { AbortedError, BrokenError, errnoCode, UsageError } from '../errors.ts';
+import { declaredSizeError, endError, overrunError, preallocate, statusError } from './response.ts';
 import { type ResponseHead, ResponseParser } from './h1parse.ts';
 import type { ReadOptions, RequestTiming, StoreReader } from './store.ts';
 
@@ -46,8 +43,6 @@ export interface H1Options {
   lookup?: net.LookupFunction;
 }
 
-/** Largest body given its buffer up front when no expected size says how large it must be. */
-const PREALLOCATE_MAX = 4 << 20;
 /** How often stalled connections are looked for. */
 const WATCH_MS = 250;
 /** Paths written into the request as they are (anything else goes through URL encoding). */
@@ -164,15 +159,11 @@ class Connection {
     if (h.close) this.reusable = false;
     if (ex.settled) return; // cancelled: its body is read and dropped
     const origin = this.pool.origin;
-    if (h.status === 404 || h.status === 410) return this.pool.settle(ex, new MissingError(origin, `${ex.url}: HTTP ${h.status}`));
-    if (h.status !== 200) return this.pool.settle(ex, new BrokenError(origin, `${ex.url}: HTTP ${h.status}`));
     const declared = h.contentLength;
     ex.declared = declared;
-    if (ex.expectedSize !== undefined && declared !== undefined && declared !== ex.expectedSize) {
-      return this.pool.settle(ex, new InvalidError(origin, `${ex.url}: ${declared} bytes, the manifest says ${ex.expectedSize}`));
-    }
-    // The body's buffer up front when its size is known and sane (a hostile length is never allocated).
-    if (declared !== undefined && (declared === ex.expectedSize || declared <= PREALLOCATE_MAX)) ex.body = ex.alloc(declared);
+    const bad = statusError(origin, ex.url, h.status) ?? declaredSizeError(origin, ex.url, declared, ex.expectedSize);
+    if (bad) return this.pool.settle(ex, bad);
+    if (preallocate(declared, ex.expectedSize)) ex.body = ex.alloc(declared);
   }
 
   private onData(buf: Buffer, start: number, end: number): void {
@@ -180,9 +171,8 @@ class Connection {
     if (!ex || ex.settled) return;
     const n = end - start;
     ex.received += n;
-    if (ex.expectedSize !== undefined && ex.received > ex.expectedSize) {
-      return this.pool.settle(ex, new InvalidError(this.pool.origin, `${ex.url}: more than ${ex.expectedSize} bytes, the manifest says ${ex.expectedSize}`));
-    }
+    const over = overrunError(this.pool.origin, ex.url, ex.received, ex.expectedSize);
+    if (over) return this.pool.settle(ex, over);
     if (ex.body) buf.copy(ex.body, ex.received - n, start, end);
     else ex.chunks.push(Buffer.from(buf.subarray(start, end))); // the read buffer is reused
   }
@@ -191,9 +181,9 @@ class Connection {
     const ex = this.sent.shift()!;
     this.answered++;
     if (!ex.settled) {
-      if (ex.expectedSize !== undefined && ex.received !== ex.expectedSize) {
-        this.pool.settle(ex, new InvalidError(this.pool.origin, `${ex.url}: ${ex.received} bytes, the manifest says ${ex.expectedSize}`));
-      } else {
+      const bad = endError(this.pool.origin, ex.url, ex.received, ex.declared, ex.expectedSize);
+      if (bad) this.pool.settle(ex, bad);
+      else {
         if (ex.timing) {
           ex.timing.ttfbMs = ex.t1 - ex.t0;
           ex.timing.bodyMs = performance.now() - ex.t1;

@@ -6,7 +6,8 @@
 import { readFileSync } from 'node:fs';
 import * as tls from 'node:tls';
 import type { Dispatcher } from 'undici';
-import { AbortedError, BrokenError, errnoCode, InvalidError, MissingError, UsageError } from '../errors.ts';
+import { AbortedError, BrokenError, errnoCode, UsageError } from '../errors.ts';
+import { declaredSizeError, endError, overrunError, preallocate, statusError } from './response.ts';
 import type { ReadOptions, StoreReader } from './store.ts';
 
 export interface HttpOriginOptions {
@@ -15,7 +16,7 @@ export interface HttpOriginOptions {
   /**
    * HTTP/1.1 requests sent ahead on each connection before the first answer
    * (default 1). Block objects are small: pipelining them cuts the cost per
-   * request severalfold (measured: 4k → 12k requests/s against nginx).
+   * request severalfold.
    */
   pipelining?: number;
   /** Time to wait for a connection (default 5000 ms). */
@@ -90,10 +91,7 @@ export async function makeDispatcher(options: HttpOriginOptions = {}): Promise<D
  * Makes a socket send everything written to it in one turn of the event
  * loop with one system call: the first write corks it, a tick later it is
  * uncorked. undici writes each request on its own; when a read brings in
- * several pipelined answers, their next requests then leave together. On
- * loopback every send runs the receiver's network stack too: measured on
- * this project's VM, a cold read of 2800 block objects spent 0.24 s of its
- * 1 s in request writes one by one.
+ * several pipelined answers, their next requests then leave together.
  */
 export function coalesceWrites(s: import('node:net').Socket): void {
   const write = s.write;
@@ -112,8 +110,6 @@ export function coalesceWrites(s: import('node:net').Socket): void {
   } as typeof s.write;
 }
 
-/** Largest body given its buffer before it arrives when no expected size says how large it must be. */
-const PREALLOCATE_MAX = 4 << 20;
 
 export class HttpOrigin implements StoreReader {
   readonly location: string;
@@ -136,9 +132,7 @@ export class HttpOrigin implements StoreReader {
   /**
    * GETs one file. Speaks undici's dispatcher interface directly rather than
    * through `request()`: no body stream per response, the chunks are copied
-   * once into a buffer of their own. Measured on 2140 block objects from
-   * nginx on loopback: 0.24–0.34 s of user CPU with `request()` and
-   * `body.arrayBuffer()`, 0.10–0.14 s this way.
+   * once into a buffer of their own (less than half the CPU of `request()`).
    */
   async read(rel: string, options: ReadOptions = {}): Promise<Buffer> {
     return this.readWith(await this.dispatcher, rel, options);
@@ -202,25 +196,19 @@ export class HttpOrigin implements StoreReader {
             onResponseStart(c, statusCode, headers) {
               t1 = performance.now();
               // An error answer: its (small) body is read and dropped, so the connection stays open.
-              if (statusCode === 404 || statusCode === 410) return done(new MissingError(location, `${url}: HTTP ${statusCode}`));
-              if (statusCode !== 200) return done(new BrokenError(location, `${url}: HTTP ${statusCode}`));
+              const status = statusError(location, url, statusCode);
+              if (status) return done(status);
               const cl = headers['content-length'];
               if (typeof cl === 'string') declared = Number(cl);
-              if (expectedSize !== undefined && declared !== undefined && declared !== expectedSize) {
-                // A whole response of the wrong size: the mirror serves a wrong object.
-                return fail(c, new InvalidError(location, `${url}: ${declared} bytes, the manifest says ${expectedSize}`));
-              }
-              // The body's buffer up front when its size is known and sane (a hostile length is never allocated).
-              if (declared !== undefined && Number.isSafeInteger(declared) && declared >= 0 && (declared === expectedSize || declared <= PREALLOCATE_MAX)) {
-                body = alloc(declared);
-              }
+              const wrong = declaredSizeError(location, url, declared, expectedSize);
+              if (wrong) return fail(c, wrong);
+              if (preallocate(declared, expectedSize)) body = alloc(declared);
             },
             onResponseData(c, chunk) {
               if (settled) return; // an error answer's body, or one already given up on
               received += chunk.length;
-              if (expectedSize !== undefined && received > expectedSize) {
-                return fail(c, new InvalidError(location, `${url}: more than ${expectedSize} bytes, the manifest says ${expectedSize}`));
-              }
+              const over = overrunError(location, url, received, expectedSize);
+              if (over) return fail(c, over);
               if (body) {
                 if (received > body.length) return fail(c, new BrokenError(location, `${url}: more than the ${body.length} bytes declared`));
                 chunk.copy(body, received - chunk.length);
@@ -228,12 +216,8 @@ export class HttpOrigin implements StoreReader {
             },
             onResponseEnd() {
               if (settled) return;
-              if (declared !== undefined && declared !== received) {
-                return done(new BrokenError(location, `${url}: response cut short: ${received} of ${declared} bytes`));
-              }
-              if (expectedSize !== undefined && received !== expectedSize) {
-                return done(new InvalidError(location, `${url}: ${received} bytes, the manifest says ${expectedSize}`));
-              }
+              const bad = endError(location, url, received, declared, expectedSize);
+              if (bad) return done(bad);
               if (timing) {
                 timing.ttfbMs = t1 - t0;
                 timing.bodyMs = performance.now() - t1;
@@ -308,7 +292,7 @@ export function trustMachineCAs(env: NodeJS.ProcessEnv = process.env): number {
 /**
  * Whether undici carries the requests to a mirror: HTTPS, or any mirror
  * behind a proxy. Plain HTTP without a proxy goes through hfk's own client
- * (h1.ts). MirrorSet picks each mirror's client by this.
+ * (h1.ts). Origins (src/source/origin.ts) picks each client by this.
  */
 export function viaUndici(url: string, proxy?: string): boolean {
   return Boolean(proxy) || !/^http:/i.test(url);
@@ -321,10 +305,8 @@ export function viaUndici(url: string, proxy?: string): boolean {
  * mirrors without a proxy go through hfk's own client (h1.ts) and need
  * neither: then nothing is loaded and false is returned.
  *
- * The init calls it while the network comes up. Under QEMU's TCG, loading
- * undici and the bundle and then the first TLS handshake took 1.2–1.3 s,
- * longer than the mirror ranking waits (1.5 s for everything), so an
- * HTTPS mirror was reported as not answering.
+ * The init calls it while the network comes up, so that on a slow (emulated)
+ * CPU the loading does not count against the mirror ranking's deadline.
  */
 export async function preloadHttpClient(urls: readonly string[], proxy?: string): Promise<boolean> {
   if (!urls.some((u) => viaUndici(u, proxy))) return false;

@@ -8,23 +8,23 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { errnoCode, MissingError, StoreError } from '../errors.ts';
 import { BLOCKS_DIR, IMAGES_DIR, imageDir, parseManifestFile } from '../format/layout.ts';
-import type { ReadOptions, StoreReader } from './store.ts';
+import type { ReadOptions, StoreWriter, WriteOptions } from './store.ts';
 
 export const TMP_PREFIX = '.tmp.';
 const LOCK_FILE = '.hfk-lock';
 
-export interface WriteOptions {
-  /** fsync the file before the rename (manifests and pointers). */
-  fsync?: boolean;
-}
-
-export class LocalStore implements StoreReader {
+export class LocalStore implements StoreWriter {
   readonly root: string;
   readonly location: string;
 
   private constructor(root: string) {
     this.root = root;
     this.location = root;
+  }
+
+  /** A store folder as given, unchecked: a read of a missing folder is a MissingError like any absent file. */
+  static at(root: string): LocalStore {
+    return new LocalStore(path.resolve(root));
   }
 
   /** Opens a store folder for reading; it must exist. */
@@ -105,7 +105,7 @@ export class LocalStore implements StoreReader {
   }
 
   /** Writes a file atomically: temporary name, optional fsync, rename. */
-  async writeAtomic(rel: string, data: Uint8Array, options: WriteOptions = {}): Promise<void> {
+  async write(rel: string, data: Uint8Array, options: WriteOptions = {}): Promise<void> {
     const dest = this.abs(rel);
     const dir = path.dirname(dest);
     const tmp = path.join(dir, `${TMP_PREFIX}${path.basename(dest)}.${process.pid}.${randomBytes(4).toString('hex')}`);

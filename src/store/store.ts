@@ -1,6 +1,7 @@
-// The one interface every reader of a store implements: a local folder, one
-// HTTP origin, or (in the fetcher) a failover group of mirrors. Decorators
-// keep this shape, so commands compose them freely.
+// The interfaces of a store's clients: StoreReader reads files of the
+// store's layout by path (a local folder, one HTTP origin); StoreWriter is
+// what the publisher and gc write through (a local folder). Blocks by digest,
+// verified, come from the block-source layer (src/source/) on top of readers.
 //
 // read() reports failures by kind (src/errors.ts): MissingError (the object
 // is not there), BrokenError (transport), InvalidError (bad bytes).
@@ -32,6 +33,28 @@ export interface StoreReader {
   readonly location: string;
   read(relPath: string, options?: ReadOptions): Promise<Buffer>;
   close(): Promise<void>;
+}
+
+export interface WriteOptions {
+  /** fsync the file (and its folder) before it counts as written: manifests and pointers. */
+  fsync?: boolean;
+}
+
+/** A store that can be written: every file appears whole or not at all. */
+export interface StoreWriter extends StoreReader {
+  /** The store's folder: the publisher's worker threads write block objects into its layout directly. */
+  readonly root: string;
+  write(rel: string, data: Uint8Array, options?: WriteOptions): Promise<void>;
+  /** A file's size, or undefined when it does not exist. */
+  size(rel: string): Promise<number | undefined>;
+  remove(rel: string): Promise<void>;
+  listImages(): Promise<string[]>;
+  /** Versions with a manifest, ascending. */
+  listVersions(name: string): Promise<number[]>;
+  /** Every block object, and every leftover temporary file. */
+  listBlockFiles(): Promise<{ hashes: string[]; temporaries: string[] }>;
+  /** Takes the store-wide writer lock; resolves to its release. */
+  lock(purpose: string): Promise<() => Promise<void>>;
 }
 
 /** A store location as typed by the user: a URL or a folder. */

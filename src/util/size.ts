@@ -38,12 +38,6 @@ export function formatBytes(n: number): string {
   return `${v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2)} ${units[i]}`;
 }
 
-/** Bytes per second as MB/s (decimal, as dd and most benchmarks print it). */
-export function formatRate(bytes: number, seconds: number): string {
-  if (seconds <= 0) return '∞ MB/s';
-  return `${(bytes / seconds / 1e6).toFixed(1)} MB/s`;
-}
-
 /** Milliseconds, human: 850 ms, 12.3 s, 2 min 5 s. */
 export function formatDuration(ms: number): string {
   if (ms < 1000) return `${Math.round(ms)} ms`;

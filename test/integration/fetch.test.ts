@@ -6,14 +6,14 @@ import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFi
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from 'vitest';
 import { AbortedError, BrokenError, MissingError, RollbackError, SignatureError } from '../../src/errors.ts';
-import { DiskCache } from '../../src/fetch/diskcache.ts';
-import { BlockFetcher, RECENT_FETCHES } from '../../src/fetch/fetcher.ts';
+import { type BlockFetcher, RECENT_FETCHES } from '../../src/fetch/fetcher.ts';
 import { HeapCache, ShmCache } from '../../src/fetch/memcache.ts';
-import { MirrorSet } from '../../src/fetch/mirror.ts';
-import { openImage } from '../../src/fetch/open.ts';
+import { makeFetcher, openImage, openMirrors } from '../../src/fetch/open.ts';
 import { rankMirrors } from '../../src/fetch/rank.ts';
-import { makeVerifier } from '../../src/fetch/verifier.ts';
 import { loadImage, TrustState } from '../../src/fetch/trust.ts';
+import { DiskCache } from '../../src/source/diskcache.ts';
+import type { Verifier } from '../../src/source/verifier.ts';
+import { makeVerifier } from '../../src/source/verifier.ts';
 import { generateKeyPair, loadPublicKey, parsePublicKey } from '../../src/format/keys.ts';
 import { blockHash, encodeBlock } from '../../src/format/codec.ts';
 import { blockPath, manifestPath } from '../../src/format/layout.ts';
@@ -54,13 +54,31 @@ async function mirror(fault: Parameters<typeof startFaultyMirror>[1] = { kind: '
   return m;
 }
 
-/** A fetcher over `urls` for t's latest version, without ranking (the order given is the order used). */
-async function fetcherFor(urls: string[], opts: Partial<ConstructorParameters<typeof BlockFetcher>[0]> = {}, timeouts = { headersTimeoutMs: 2000, bodyTimeoutMs: 1000 }) {
-  const set = new MirrorSet(urls, timeouts);
+type FetcherOptions = Partial<Omit<Parameters<typeof makeFetcher>[0], 'mirrors'>>;
+type MirrorSet = ReturnType<typeof openMirrors>;
+
+/** Mirrors for `urls` (closed when the test ends); blocks are verified by `verifier` (default: this thread). */
+function mirrorsFor(urls: string[], mirrorOptions: NonNullable<Parameters<typeof openMirrors>[1]>['mirrorOptions'] = {}, verifier?: Verifier): MirrorSet {
+  const set = openMirrors(urls, { mirrorOptions, ...(verifier ? { verifier } : {}) });
   onTestFinished(() => set.close());
-  const loaded = await loadImage({ name: 't', version: undefined, key: key(), mirrors: set.mirrors, trust: TrustState.memory() });
-  const f = new BlockFetcher({ mirrors: set, manifest: loaded.manifest, memory: new HeapCache(64 << 20), ...opts });
+  return set;
+}
+
+/**
+ * A fetcher over `set`'s mirrors (closed when the test ends). It takes them over: closing it closes
+ * them. A verifier in `opts` must be the one the mirrors verify with (mirrorsFor's).
+ */
+function fetcherOver(set: MirrorSet, manifest: BlockFetcher['manifest'], opts: FetcherOptions = {}): BlockFetcher {
+  const f = makeFetcher({ mirrors: set.mirrors, manifest, memory: new HeapCache(64 << 20), ...opts });
   onTestFinished(() => f.close());
+  return f;
+}
+
+/** A fetcher over `urls` for t's latest version, without ranking (the order given is the order used). */
+async function fetcherFor(urls: string[], opts: FetcherOptions = {}, timeouts = { headersTimeoutMs: 2000, bodyTimeoutMs: 1000 }) {
+  const set = mirrorsFor(urls, timeouts, opts.verifier);
+  const loaded = await loadImage({ name: 't', version: undefined, key: key(), mirrors: set.mirrors, trust: TrustState.memory() });
+  const f = fetcherOver(set, loaded.manifest, opts);
   return { set, f };
 }
 
@@ -79,9 +97,8 @@ describe('ranking (netselect for HTTP)', () => {
     const decoy = await mirror({ kind: 'throttle', bytesPerSecond: 100_000 }); // accepts at once, serves slowly
     const stale = await mirror({ kind: 'ok' }, storeV1);
     const dead = await deadUrl();
-    const set = new MirrorSet([dead, slow.url, decoy.url, stale.url, nginx.url]);
-    onTestFinished(() => set.close());
-    const r = await rankMirrors(set, { name: 't', rounds: 3, deadlineMs: 3000 });
+    const set = mirrorsFor([dead, slow.url, decoy.url, stale.url, nginx.url]);
+    const r = await rankMirrors(set.mirrors, { name: 't', rounds: 3, deadlineMs: 3000 });
     const order = r.mirrors.map((m) => m.url);
     expect(order[0]).toBe(nginx.url);
     expect(new Set(order.slice(1, 3))).toEqual(new Set([slow.url, decoy.url]));
@@ -217,8 +234,7 @@ describe('boot profiles', () => {
     expect(byBlock(f.stats().recentFetches)).toEqual([0, 6, 42, 43, 44, 45].map((block) => ({ block, why: 'read' })));
     const { set, loaded, m: m2 } = await everyBlockProfiled(profile);
     expect(loaded.manifest.header.profile).toEqual(profile);
-    const f2 = new BlockFetcher({ mirrors: set, manifest: loaded.manifest, memory: new HeapCache(64 << 20), hedge: false, readaheadBytes: 0 });
-    onTestFinished(() => f2.close());
+    const f2 = fetcherOver(set, loaded.manifest, { hedge: false, readaheadBytes: 0 });
     await f2.prefetchProfile();
     const before = m2.blockRequests;
     const blocks = profile.reduce((n, [, count]) => n + count, 0);
@@ -278,16 +294,15 @@ function newRun(hashes: readonly (string | null)[], length: number): number {
   return run!;
 }
 
-/** The test image published with a boot profile (default: every block), served by a mirror. */
-async function everyBlockProfiled(runs?: [number, number][]): Promise<{ blocks: number; set: MirrorSet; loaded: Awaited<ReturnType<typeof loadImage>>; m: FaultyMirror }> {
+/** The test image published with a boot profile (default: every block), served by a mirror (its blocks verified by `verifier`). */
+async function everyBlockProfiled(runs?: [number, number][], verifier?: Verifier): Promise<{ blocks: number; set: MirrorSet; loaded: Awaited<ReturnType<typeof loadImage>>; m: FaultyMirror }> {
   const dir = tempDir();
   const blocks = Math.ceil(image.length / 16384);
   writeFileSync(join(dir, 'stats.json'), JSON.stringify({ profile: runs ?? [[0, blocks]] }));
   const store2 = join(dir, 'store');
   await hfkJson(['publish', join(work, 'v2.sqfs'), '--store', store2, '--name', 't', '--key', join(work, 'k.key'), '--block-size', '16K', '--profile', join(dir, 'stats.json')]);
   const m = await mirror({ kind: 'ok' }, store2);
-  const set = new MirrorSet([m.url]);
-  onTestFinished(() => set.close());
+  const set = mirrorsFor([m.url], {}, verifier);
   const loaded = await loadImage({ name: 't', version: undefined, key: key(), mirrors: set.mirrors, trust: TrustState.memory() });
   return { blocks, set, loaded, m };
 }
@@ -296,13 +311,12 @@ describe('the gaps of the boot profile (a cache partition)', () => {
   it('fetches the small gaps between profile blocks into the disk cache once; a warm reader neither fetches nor reads them', async () => {
     // Where every block is new (usr/random.bin): profile blocks r, r+1, r+5, r+6, r+30.
     const r = newRun((await fetcherFor([(await mirror()).url])).f.manifest.blocks, 40);
-    const { set, loaded, m } = await everyBlockProfiled([[r, 2], [r + 5, 2], [r + 30, 1]]);
+    const { loaded, m } = await everyBlockProfiled([[r, 2], [r + 5, 2], [r + 30, 1]]);
     const dir = tempDir();
+    // Each reader has mirrors of its own (a fetcher closes the mirrors it was given).
     const open = async (gapBytes: number) => {
       const disk = await DiskCache.open(join(dir, 'c'), 1 << 30);
-      const f = new BlockFetcher({ mirrors: set, manifest: loaded.manifest, memory: new HeapCache(64 << 20), disk, hedge: false, readaheadBytes: 0, profileGapBytes: gapBytes });
-      onTestFinished(() => f.close());
-      return f;
+      return fetcherOver(mirrorsFor([m.url]), loaded.manifest, { disk, hedge: false, readaheadBytes: 0, profileGapBytes: gapBytes });
     };
     // Gaps of at most 4 blocks: r+2..r+4 (3 blocks) is one, r+7..r+29 (23) is not.
     const fill = await open(4 * 16384);
@@ -323,13 +337,11 @@ describe('the gaps of the boot profile (a cache partition)', () => {
     for (const b of [r + 2, r + 3, r + 4]) expect((await warm.read(b * 16384, 16384)).equals(image.subarray(b * 16384, (b + 1) * 16384))).toBe(true);
     expect(m.blockRequests).toBe(before); // the gap blocks were on the disk
     // A disk cache too small to hold the profile and its gaps twice over: the profile alone.
-    const small = new BlockFetcher({ mirrors: set, manifest: loaded.manifest, memory: new HeapCache(64 << 20), disk: await DiskCache.open(join(dir, 'small'), 8 * 16384), hedge: false, readaheadBytes: 0, profileGapBytes: 4 * 16384 });
-    onTestFinished(() => small.close());
+    const small = fetcherOver(mirrorsFor([m.url]), loaded.manifest, { disk: await DiskCache.open(join(dir, 'small'), 8 * 16384), hedge: false, readaheadBytes: 0, profileGapBytes: 4 * 16384 });
     await small.prefetchProfile();
     expect(small.stats().profilePrefetch).toMatchObject({ total: 5, done: 5 });
     // Without the option, or without a disk cache, the profile alone.
-    const plain = new BlockFetcher({ mirrors: set, manifest: loaded.manifest, memory: new HeapCache(64 << 20), hedge: false, readaheadBytes: 0, profileGapBytes: 4 * 16384 });
-    onTestFinished(() => plain.close());
+    const plain = fetcherOver(mirrorsFor([m.url]), loaded.manifest, { hedge: false, readaheadBytes: 0, profileGapBytes: 4 * 16384 });
     await plain.prefetchProfile();
     expect(plain.stats().profilePrefetch).toMatchObject({ total: 5, done: 5 });
     expect(plain.stats().recentFetches.every((x) => x.why === 'profile')).toBe(true);
@@ -338,13 +350,13 @@ describe('the gaps of the boot profile (a cache partition)', () => {
 
 describe('the profile prefetch leaves room for reads', () => {
   it('verifies its blocks one per turn of the event loop, and reads made meanwhile get exact bytes at once', async () => {
-    const { blocks, set, loaded } = await everyBlockProfiled();
     // Count verifications per turn of the event loop (a turn ends at our setImmediate).
     const inline = makeVerifier(0);
     let inTurn = 0;
     let most = 0;
     let verified = 0;
     const verifier = { ...inline, verify: (...a: Parameters<typeof inline.verify>) => (inTurn++, verified++, inline.verify(...a)) };
+    const { blocks, set, loaded } = await everyBlockProfiled(undefined, verifier);
     let ticking = true;
     const tick = () => {
       most = Math.max(most, inTurn);
@@ -352,8 +364,7 @@ describe('the profile prefetch leaves room for reads', () => {
       if (ticking) setImmediate(tick);
     };
     setImmediate(tick);
-    const f = new BlockFetcher({ mirrors: set, manifest: loaded.manifest, memory: new HeapCache(64 << 20), hedge: false, readaheadBytes: 0, verifier });
-    onTestFinished(() => f.close());
+    const f = fetcherOver(set, loaded.manifest, { hedge: false, readaheadBytes: 0, verifier });
     const prefetch = f.prefetchProfile(24);
     await vi.waitFor(() => expect(verified).toBeGreaterThan(10));
     ticking = false;
@@ -380,8 +391,7 @@ describe('the profile prefetch leaves room for reads', () => {
       if (ticking) setImmediate(tick);
     };
     setImmediate(tick);
-    const f = new BlockFetcher({ mirrors: set, manifest: loaded.manifest, memory: new HeapCache(64 << 20), hedge: false, readaheadBytes: 0 });
-    onTestFinished(() => f.close());
+    const f = fetcherOver(set, loaded.manifest, { hedge: false, readaheadBytes: 0 });
     await f.prefetchProfile(24);
     ticking = false;
     const counts = [...perTurn.values()];
@@ -421,7 +431,7 @@ describe('when every mirror fails', () => {
     const retrying = new Promise<void>((r) => (sawRetry = r));
     const { f } = await fetcherFor([a.url, b.url], {
       hedge: false,
-      maxRetryDelayMs: 200,
+      maxDelayMs: 200,
       log: (l) => {
         logs.push(l);
         if (/retrying/.test(l)) sawRetry();
@@ -431,7 +441,7 @@ describe('when every mirror fails', () => {
     b.fault = { kind: 'reset' };
     const reading = readAll(f);
     await retrying;
-    expect(logs[0]).toMatch(/WARNING: all 2 mirrors failed for block \d+ .*retrying in/);
+    expect(logs[0]).toMatch(/WARNING: every mirror failed for block \d+ .*retrying in/);
     b.fault = { kind: 'ok' };
     expect((await reading).equals(image)).toBe(true);
     expect(f.stats().retryRounds).toBeGreaterThan(0);
@@ -439,7 +449,7 @@ describe('when every mirror fails', () => {
 
   it('soft mode returns an error after its time limit', async () => {
     const a = await mirror({ kind: 'ok' });
-    const { f } = await fetcherFor([a.url], { mode: 'soft', softTimeoutMs: 400, maxRetryDelayMs: 100, hedge: false });
+    const { f } = await fetcherFor([a.url], { mode: 'soft', softTimeoutMs: 400, maxDelayMs: 100, hedge: false });
     a.fault = { kind: '500' };
     const i = f.manifest.blocks.findIndex((x) => x !== null);
     await expect(f.getBlock(i)).rejects.toThrow(/every mirror failed for block \d+ .*HTTP 500/);
@@ -448,11 +458,9 @@ describe('when every mirror fails', () => {
   it('a mirror that failed is retried later and comes back when it recovers', async () => {
     const flaky = await mirror();
     const other = await mirror({ kind: 'slow', delayMs: 30 });
-    const set = new MirrorSet([flaky.url, other.url], { health: { backoffBaseMs: 50 } });
-    onTestFinished(() => set.close());
+    const set = mirrorsFor([flaky.url, other.url], { health: { backoffBaseMs: 50 } });
     const loaded = await loadImage({ name: 't', version: undefined, key: key(), mirrors: set.mirrors, trust: TrustState.memory() });
-    const f = new BlockFetcher({ mirrors: set, manifest: loaded.manifest, memory: new HeapCache(1), hedge: false, explore: 0 });
-    onTestFinished(() => f.close());
+    const f = fetcherOver(set, loaded.manifest, { memory: new HeapCache(1), hedge: false, explore: 0 });
     flaky.fault = { kind: '500' };
     await f.read(0, 50_000);
     expect(set.mirrors[0]!.health.failures).toBeGreaterThan(0);
@@ -470,8 +478,7 @@ describe('trust', () => {
     const stale = await mirror({ kind: 'ok' }, storeV1);
     const fresh = await mirror();
     const trust = TrustState.memory();
-    const set = new MirrorSet([stale.url, fresh.url]);
-    onTestFinished(() => set.close());
+    const set = mirrorsFor([stale.url, fresh.url]);
     // First this machine sees v2…
     const a = await loadImage({ name: 't', version: undefined, key: key(), mirrors: [set.mirrors[1]!], trust });
     expect(a.manifest.header.version).toBe(2);
@@ -493,15 +500,13 @@ describe('trust', () => {
   it('refuses manifests signed by another key', async () => {
     const m = await mirror();
     const other = parsePublicKey(generateKeyPair().publicLine, 'x');
-    const set = new MirrorSet([m.url]);
-    onTestFinished(() => set.close());
+    const set = mirrorsFor([m.url]);
     await expect(loadImage({ name: 't', version: undefined, key: other, mirrors: set.mirrors, trust: TrustState.memory() })).rejects.toThrow(SignatureError);
   });
 
   it('reports an unknown image as missing on every mirror', async () => {
     const m = await mirror();
-    const set = new MirrorSet([m.url]);
-    onTestFinished(() => set.close());
+    const set = mirrorsFor([m.url]);
     await expect(loadImage({ name: 'nope', version: undefined, key: key(), mirrors: set.mirrors, trust: TrustState.memory() })).rejects.toThrow(MissingError);
     await expect(loadImage({ name: 'nope', version: undefined, key: key(), mirrors: set.mirrors, trust: TrustState.memory() })).rejects.toThrow(/no mirror has image 'nope'/);
   });
@@ -509,8 +514,7 @@ describe('trust', () => {
   it("logs a mirror's failure when another mirror is tried next, and leaves the last one's to the error", async () => {
     const a = await mirror();
     const b = await mirror();
-    const set = new MirrorSet([a.url, b.url]);
-    onTestFinished(() => set.close());
+    const set = mirrorsFor([a.url, b.url]);
     const lines: string[] = [];
     const log = (l: string) => lines.push(l);
     await expect(loadImage({ name: 'nope', version: undefined, key: key(), mirrors: set.mirrors, trust: TrustState.memory(), log })).rejects.toThrow(
@@ -613,14 +617,13 @@ describe('HTTPS mirrors', () => {
 describe('loading the image', () => {
   it('fetches the manifest once: the bytes the mirror ranking fetched are used when the pointer names them', async () => {
     const m = await mirror();
-    const o = await openImage({ mirrors: [m.url], name: 't', key: key(), memoryBytes: 1 << 20, rankDeadlineMs: 1000 });
+    const o = await openImage({ mirrors: [m.url], name: 't', key: key(), memoryBytes: 1 << 20, rank: { deadlineMs: 1000 } });
     onTestFinished(() => o.close());
     const manifests = () => m.paths.filter((p) => p.endsWith('.hfkm'));
     expect(manifests()).toEqual([manifestPath('t', o.image.manifest.header.version)]);
     expect(m.paths.filter((p) => p.endsWith('latest.json')).length).toBeGreaterThanOrEqual(2); // ranking rounds, then loadImage's own
     // Bytes the pointer does not name are not used: the manifest is fetched.
-    const set = new MirrorSet([m.url]);
-    onTestFinished(() => set.close());
+    const set = mirrorsFor([m.url]);
     const known = new Map([[manifests()[0]!, Buffer.from('not the manifest')]]);
     const again = await loadImage({ name: 't', version: undefined, key: key(), mirrors: set.mirrors, trust: TrustState.memory(), known });
     expect(again.digest).toBe(o.image.digest);
@@ -665,7 +668,7 @@ describe('disk cache', () => {
     onTestFinished(() => nginx.stop());
     const cacheDir = join(dir, 'cache');
     const run = async (mirrors: string[]) => {
-      const o = await openImage({ mirrors, name: 't', key: key(), cacheDir, memoryBytes: 1 << 20, rankDeadlineMs: 500, mode: 'soft', softTimeoutMs: 1000 });
+      const o = await openImage({ mirrors, name: 't', key: key(), cacheDir, memoryBytes: 1 << 20, rank: { deadlineMs: 500 }, mode: 'soft', softTimeoutMs: 1000 });
       try {
         const data = await readAll(o.fetcher);
         return { data, stats: o.fetcher.stats(), from: o.image.from };
@@ -773,7 +776,7 @@ describe('through a real Squid caching proxy', () => {
     const squid = await startSquid(dir);
     onTestFinished(() => squid.stop());
     const run = async (version?: number) => {
-      const o = await openImage({ mirrors: [nginx.url], proxy: squid.url, name: 't', version, key: key(), memoryBytes: 1 << 20, mode: 'soft', softTimeoutMs: 2000, rankDeadlineMs: 1000 });
+      const o = await openImage({ mirrors: [nginx.url], proxy: squid.url, name: 't', version, key: key(), memoryBytes: 1 << 20, mode: 'soft', softTimeoutMs: 2000, rank: { deadlineMs: 1000 } });
       try {
         return await readAll(o.fetcher);
       } finally {
@@ -885,7 +888,7 @@ describe('concurrency', () => {
       ms.map((m) => m.url),
       {
         memory: memory === 'heap' ? new HeapCache(64 * 1024) : new ShmCache(64 * 1024, 16384, '/dev/shm'),
-        maxRetryDelayMs: 50,
+        maxDelayMs: 50,
         minHedgeMs: 10,
         ...(threads ? { verifier: makeVerifier(threads) } : {}),
       },

@@ -16,6 +16,7 @@ import { FileBlockDevice } from '../../src/blockfs/device.ts';
 import { MountpointError } from '../../src/fuse/errors.ts';
 import { type FuseMount, mount, parseMountinfo } from '../../src/fuse/mount.ts';
 import { copiesForNobody } from '../helpers/cli.ts';
+import { requireTool } from '../helpers/images.ts';
 
 interface Run {
   code: number | null;
@@ -61,9 +62,29 @@ function sha256(path: string): string {
   return createHash('sha256').update(readFileSync(path)).digest('hex');
 }
 
-const tools = ['mksquashfs', 'mkfs.ext4', 'mount', 'umount', 'losetup', 'diff', 'find', 'busybox', 'setpriv'];
-const haveTools = tools.every((t) => ['/usr/bin', '/usr/sbin', '/bin', '/sbin'].some((d) => existsSync(join(d, t))));
-const canMount = process.getuid?.() === 0 && existsSync('/dev/fuse') && haveTools;
+/** The tools the suite runs, with their Debian packages. */
+const TOOLS: ReadonlyArray<[tool: string, pkg: string]> = [
+  ['mksquashfs', 'squashfs-tools'],
+  ['mkfs.ext4', 'e2fsprogs'],
+  ['mount', 'mount'],
+  ['umount', 'mount'],
+  ['losetup', 'mount'],
+  ['diff', 'diffutils'],
+  ['find', 'findutils'],
+  ['busybox', 'busybox-static'],
+  ['setpriv', 'util-linux'],
+];
+
+/**
+ * What the suite needs, all of which .ci/run provides (it runs as root and
+ * installs the packages): anything missing fails the suite, saying what.
+ */
+function requireMountPrerequisites(): void {
+  const uid = process.getuid?.();
+  if (uid !== 0) throw new Error(`FUSE mounts need root: running as uid ${uid}; run the tests as root, as .ci/run does`);
+  if (!existsSync('/dev/fuse')) throw new Error('/dev/fuse is missing: modprobe fuse (in a container, pass --device /dev/fuse)');
+  for (const [tool, pkg] of TOOLS) requireTool(tool, pkg);
+}
 
 // ---------------------------------------------------------------------------
 // Fixture: a tree with files of many sizes, modes and symlinks.
@@ -113,7 +134,7 @@ async function listing(dir: string): Promise<string[]> {
 
 // ---------------------------------------------------------------------------
 
-describe.skipIf(!canMount)('FUSE mounts of blockfs (root)', () => {
+describe('FUSE mounts of blockfs (root)', () => {
   const work = mkdtempSync(join(tmpdir(), 'hfk-fuse-it-'));
   const src = join(work, 'src');
   const cleanups: Array<() => Promise<unknown>> = [];
@@ -133,6 +154,7 @@ describe.skipIf(!canMount)('FUSE mounts of blockfs (root)', () => {
   }
 
   beforeAll(async () => {
+    requireMountPrerequisites();
     mkdirSync(src);
     makeTree(src);
   });

@@ -61,6 +61,8 @@ export interface InitrdOptions {
   modules?: string[];
   /** The CA bundle to pack (mkinitrd --ca-certs). */
   caCerts?: string;
+  /** A base hfk.yaml to bake in (mkinitrd --config); default HFK_LAB_CONFIG, for experiments (e.g. init.reader settings). */
+  config?: string;
 }
 
 /** `hfk mkinitrd` for the lab kernel, through the real CLI. */
@@ -71,13 +73,15 @@ export function buildInitrd(o: InitrdOptions): string {
   if (o.compileCache !== false) args.push('--compile-cache');
   for (const m of o.modules ?? []) args.push('--module', m);
   if (o.caCerts) args.push('--ca-certs', o.caCerts);
+  const config = o.config ?? process.env.HFK_LAB_CONFIG;
+  if (config) args.push('--config', config);
   execFileSync(NODE, [HFK, ...args], { stdio: ['ignore', 'ignore', 'inherit'] });
   return o.out;
 }
 
 /** The kernel command line for a lab boot: serial console, no reboot loops. */
 export function labAppend(extra = ''): string {
-  // HFK_LAB_EXTRA: kernel parameters added to every lab boot, for experiments (e.g. HFK_BOOT_PREFETCH_BYTES=…).
+  // HFK_LAB_EXTRA: kernel parameters added to every lab boot, for experiments (e.g. hfk.timeout=…).
   return ['console=ttyS0 panic=-1 loglevel=4', process.env.HFK_LAB_EXTRA, extra].filter(Boolean).join(' ');
 }
 

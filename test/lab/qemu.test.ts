@@ -2,7 +2,8 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ConsoleLog, findKernel, guestfwdRule, liveVmCount, qemuArgs, shellQuote, startVm, VmError } from './qemu.ts';
+import { InputError } from '../../src/errors.ts';
+import { ConsoleLog, findKernel, findModules, guestfwdRule, KERNEL_PACKAGE, liveVmCount, qemuArgs, shellQuote, startVm, VmError } from './qemu.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'hfk-qemu-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
@@ -69,6 +70,32 @@ describe('findKernel', () => {
     expect(findKernel({ HFK_KERNEL: join(boot, 'vmlinuz-6.1.0-9'), HFK_MODULES: join(mods, '6.1.0-9') }).version).toBe('6.1.0-9');
     expect(() => findKernel({ HFK_KERNEL: 'x' })).toThrow(/HFK_KERNEL and HFK_MODULES go together/);
     expect(() => findKernel({}, { boot: join(work, 'none'), modules: mods })).toThrow(/no kernel to boot/);
+  });
+});
+
+describe('findModules', () => {
+  it('picks the newest module folder that has modules.dep, whatever its version, or HFK_MODULES', () => {
+    const mods = join(work, 'lib-modules');
+    for (const v of ['6.1.0-56-cloud-amd64', '6.1.0-57-cloud-amd64', '6.12.0-1-cloud-amd64']) {
+      mkdirSync(join(mods, v), { recursive: true });
+      if (v !== '6.12.0-1-cloud-amd64') writeFileSync(join(mods, v, 'modules.dep'), ''); // 6.12 has no index
+    }
+    expect(findModules({}, mods)).toEqual({ version: '6.1.0-57-cloud-amd64', modulesDir: join(mods, '6.1.0-57-cloud-amd64') });
+    expect(findModules({ HFK_MODULES: join(mods, '6.1.0-56-cloud-amd64/') }, mods).version).toBe('6.1.0-56-cloud-amd64');
+    expect(() => findModules({ HFK_MODULES: join(mods, '6.12.0-1-cloud-amd64') }, mods)).toThrow(/modules\.dep does not exist \(from HFK_MODULES\)/);
+  });
+
+  it('fails, naming the package to install, when no kernel has modules', () => {
+    const e = (() => {
+      try {
+        return findModules({}, join(work, 'no-modules'));
+      } catch (x) {
+        return x as InputError;
+      }
+    })();
+    expect(e).toBeInstanceOf(InputError);
+    expect((e as InputError).message).toMatch(/^no kernel modules installed: expected .*no-modules\/VERSION\/modules\.dep$/);
+    expect((e as InputError).hint).toContain(`apt-get install ${KERNEL_PACKAGE}`);
   });
 });
 

@@ -59,10 +59,37 @@ export function findKernel(env: NodeJS.ProcessEnv = process.env, roots = { boot:
   const version = versions[0];
   if (!version) {
     throw new InputError(`no kernel to boot: expected ${roots.boot}/vmlinuz-VERSION with ${roots.modules}/VERSION/modules.dep`, {
-      hint: 'apt-get install linux-image-cloud-amd64, or set HFK_KERNEL and HFK_MODULES',
+      hint: `apt-get install ${KERNEL_PACKAGE}, or set HFK_KERNEL and HFK_MODULES`,
     });
   }
   return { version, kernel: join(roots.boot, `vmlinuz-${version}`), modulesDir: join(roots.modules, version) };
+}
+
+/** The package that brings the lab's kernel and its modules. */
+export const KERNEL_PACKAGE = 'linux-image-cloud-amd64';
+
+/**
+ * The module folder of the lab's kernel, for tests that read a real depmod
+ * index: HFK_MODULES (/lib/modules/VERSION) if set, else the newest
+ * /lib/modules/VERSION that has a modules.dep — whatever its version. When
+ * there is none this throws, naming the package to install: such tests
+ * fail, they never skip.
+ */
+export function findModules(env: NodeJS.ProcessEnv = process.env, root = '/lib/modules'): { version: string; modulesDir: string } {
+  if (env.HFK_MODULES) {
+    if (!existsSync(join(env.HFK_MODULES, 'modules.dep'))) throw new InputError(`${join(env.HFK_MODULES, 'modules.dep')} does not exist (from HFK_MODULES)`);
+    return { version: env.HFK_MODULES.replace(/\/+$/, '').split('/').pop()!, modulesDir: env.HFK_MODULES };
+  }
+  const versions = (existsSync(root) ? readdirSync(root) : [])
+    .filter((v) => existsSync(join(root, v, 'modules.dep')))
+    .sort((a, b) => b.localeCompare(a, 'en', { numeric: true }));
+  const version = versions[0];
+  if (!version) {
+    throw new InputError(`no kernel modules installed: expected ${root}/VERSION/modules.dep`, {
+      hint: `apt-get install ${KERNEL_PACKAGE} (node test/lab/packages.ts installs it with the lab's other packages), or set HFK_MODULES`,
+    });
+  }
+  return { version, modulesDir: join(root, version) };
 }
 
 // ---------------------------------------------------------------- options

@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
-import type { BootEntriesReport } from '../../mkinitrd/bootentries.ts';
+import type { BootEntriesReport } from '../../src/mkinitrd/bootentries.ts';
 import { hfk } from '../helpers/cli.ts';
 import { requireTool } from '../helpers/images.ts';
 import { countRequests, type Server, startNginx } from '../helpers/mirrors.ts';

@@ -19,8 +19,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { generateKeyPair } from '../../src/format/keys.ts';
-import { bakeConfig } from '../../mkinitrd/cli.ts';
-import { buildInitramfs, type BuildReport, formatSizeReport } from '../../mkinitrd/build.ts';
+import { bakeConfig } from '../../src/mkinitrd/bake.ts';
+import { buildInitramfs, type BuildReport, formatSizeReport } from '../../src/mkinitrd/build.ts';
 import { ensureDebianSquashfs } from '../lab/debian-root.ts';
 import { findKernel, liveVmCount, startVm, type Vm, type VmOptions } from '../lab/qemu.ts';
 

@@ -2,7 +2,7 @@ import { UsageError } from '../../errors.ts';
 import { resolvePublicKey } from '../../format/keys.ts';
 import { parseImageRef } from '../../format/manifest.ts';
 import { diffVersions } from '../../publish/diff.ts';
-import { openStore } from '../../store/images.ts';
+import { openStore } from '../../source/origin.ts';
 import { formatBytes } from '../../util/size.ts';
 import { type Command, flag, printJson, required, str } from '../command.ts';
 

@@ -1,6 +1,6 @@
 import { UsageError } from '../../errors.ts';
 import { ImageName } from '../../format/manifest.ts';
-import { MirrorSet } from '../../fetch/mirror.ts';
+import { openMirrors } from '../../fetch/open.ts';
 import { formatRanking, rankMirrors } from '../../fetch/rank.ts';
 import { normalizeBaseUrl } from '../../store/http.ts';
 import { type Command, flag, int, printJson, required } from '../command.ts';
@@ -31,9 +31,9 @@ comes first. Probing stops early once no mirror still probing can win.`,
     const name = required(ctx, 'name', 'the image whose pointer the mirrors are probed with');
     if (!ImageName.safeParse(name).success) throw new UsageError(`--name is not a valid image name: '${name}'`);
     const src = await mirrorSources(ctx, urls.map((u) => normalizeBaseUrl(u, 'mirror URL')));
-    const set = new MirrorSet(src.mirrors, src.proxy ? { proxy: src.proxy } : {});
+    const set = openMirrors(src.mirrors, { proxy: src.proxy });
     try {
-      const ranking = await rankMirrors(set, {
+      const ranking = await rankMirrors(set.mirrors, {
         name,
         rounds: int(ctx, 'rounds', 1, 20) ?? 3,
         deadlineMs: int(ctx, 'deadline', 50, 600_000) ?? 1500,

@@ -1,7 +1,7 @@
 import { resolvePublicKey } from '../../format/keys.ts';
 import { ImageName } from '../../format/manifest.ts';
 import { verifyStore } from '../../publish/verify.ts';
-import { openStore } from '../../store/images.ts';
+import { openStore } from '../../source/origin.ts';
 import { UsageError } from '../../errors.ts';
 import { formatBytes } from '../../util/size.ts';
 import { type Command, flag, printJson, required, str } from '../command.ts';

@@ -15,13 +15,14 @@
 
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
-import { InputError, UsageError } from '../src/errors.ts';
-import { parseCmdline } from '../src/init/cmdline.ts';
-import { removeOnInterrupt } from '../src/util/interrupt.ts';
+import { InputError, UsageError } from '../errors.ts';
+import { parseCmdline } from '../config/cmdline.ts';
+import { tempPathFor, writeFileAtomicSync } from '../util/atomic.ts';
+import { removeOnInterrupt } from '../util/interrupt.ts';
 
 // ---------------------------------------------------------------- kernel parameters
 
@@ -372,11 +373,14 @@ export function writeTree(files: readonly TreeFile[], dir: string, mtime?: numbe
   for (const f of files) {
     const dest = join(dir, f.path);
     mkdirSync(dirname(dest), { recursive: true });
-    if ('from' in f && resolve(f.from) === resolve(dest)) continue;
-    const tmp = `${dest}.tmp-${process.pid}`;
+    if (!('from' in f)) {
+      writeFileAtomicSync(dest, f.content);
+      continue;
+    }
+    if (resolve(f.from) === resolve(dest)) continue;
+    const tmp = tempPathFor(dest);
     try {
-      if ('from' in f) copyFileSync(f.from, tmp);
-      else writeFileSync(tmp, f.content);
+      copyFileSync(f.from, tmp);
       renameSync(tmp, dest);
     } finally {
       rmSync(tmp, { force: true });

@@ -1,21 +1,22 @@
-// hfk mkinitrd: build the initramfs that boots a machine from hfk mirrors.
+// hfk mkinitrd: build the initramfs that boots a machine from hfk mirrors,
+// and its boot entries. The building is src/mkinitrd/; this file reads the
+// options, checks them before the (long) build, and reports.
 
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseDocument } from 'yaml';
-import { InputError, UsageError } from '../src/errors.ts';
-import { type Command, flag, int, list, printJson, required, str } from '../src/cli/command.ts';
-import { ProgressBar } from '../src/cli/progress.ts';
-import { formatPublicKey, loadPublicKey } from '../src/format/keys.ts';
-import { parseConfig } from '../src/init/config.ts';
-import { type BootEntriesPlan, type BootEntriesReport, formatBootEntries, PXE_FILES, planBootEntries, splitParams, writeBootEntries } from './bootentries.ts';
-import { sourceDateEpoch } from './cpio.ts';
-import { buildInitramfs, COMPRESSIONS, type Compression, CONFIG_PATH, DEFAULT_LEVEL, formatSizeReport, PUBLIC_KEY_PATH } from './build.ts';
-import { DEFAULT_MODULE_SPECS, kernelVersionOf } from './modules.ts';
-import { HOST_CA_CERTS } from './runtime.ts';
-import { normalizeBaseUrl } from '../src/store/http.ts';
+import { InputError, UsageError } from '../../errors.ts';
+import { formatPublicKey, loadPublicKey } from '../../format/keys.ts';
+import { bakeConfig, entrySettings, missingSettings } from '../../mkinitrd/bake.ts';
+import { type BootEntriesPlan, type BootEntriesReport, formatBootEntries, PXE_FILES, planBootEntries, splitParams, writeBootEntries } from '../../mkinitrd/bootentries.ts';
+import { buildInitramfs, COMPRESSIONS, type Compression, CONFIG_PATH, DEFAULT_LEVEL, formatSizeReport, PUBLIC_KEY_PATH } from '../../mkinitrd/build.ts';
+import { sourceDateEpoch } from '../../mkinitrd/cpio.ts';
+import { DEFAULT_MODULE_SPECS, kernelVersionOf } from '../../mkinitrd/modules.ts';
+import { HOST_CA_CERTS } from '../../mkinitrd/runtime.ts';
+import { normalizeBaseUrl } from '../../store/http.ts';
+import { type Command, flag, int, list, printJson, required, str } from '../command.ts';
+import { ProgressBar } from '../progress.ts';
 
 /**
  * The init bundle to pack: --init, else hfk-init.mjs next to the running
@@ -28,79 +29,13 @@ export function resolveInit(given: string | undefined, exists: (p: string) => bo
     return given;
   }
   const sibling = fileURLToPath(new URL('./hfk-init.mjs', import.meta.url));
-  const checkout = fileURLToPath(new URL('../dist/hfk-init.mjs', import.meta.url));
+  const fromSources = import.meta.url.endsWith('.ts'); // this file in a checkout: src/cli/commands/
+  const checkout = fromSources ? fileURLToPath(new URL('../../../dist/hfk-init.mjs', import.meta.url)) : sibling;
   const found = [sibling, checkout].find((p) => exists(p));
   if (found) return found;
   throw new InputError(`the init bundle ${sibling} does not exist`, {
     hint: 'build it first: npm run build (writes dist/hfk-init.mjs next to dist/hfk.mjs), or pass --init FILE',
   });
-}
-
-const INLINE_KEY = /^(?:[A-Za-z0-9+/]{43}=|hfk-ed25519\s+[A-Za-z0-9+/]{43}=(?:\s.*)?)$/;
-
-export interface BakeInput {
-  /** Text of a base hfk.yaml (--config), and its path for messages and relative key paths. */
-  base?: { text: string; path: string };
-  image?: string;
-  /** Replace the config's mirror list. */
-  mirrors?: string[];
-  /** Text of the public key file (--key), baked as /etc/hfk/hfk.pub. */
-  publicKey?: string;
-}
-
-export interface Baked {
-  config: string;
-  publicKey: string | undefined;
-}
-
-/**
- * The config and key files as they go into the initramfs. The base config
- * keeps its comments; --image and --mirrors replace its keys; a key (from
- * --key, or a key file the base config names) is baked as /etc/hfk/hfk.pub
- * and the config points there. The result is checked with the init's own
- * config schema. Pure apart from reading a key file the base config names.
- */
-export function bakeConfig(input: BakeInput): Baked {
-  const what = input.base?.path ?? 'the config';
-  const doc = parseDocument(input.base?.text ?? '', { uniqueKeys: true });
-  if (doc.errors.length) throw new InputError(`${what} is not valid YAML: ${doc.errors[0]!.message.split('\n')[0]}`);
-  const js: unknown = doc.toJS() ?? {}; // a file of comments only is an empty mapping
-  if (js === null || typeof js !== 'object' || Array.isArray(js)) throw new InputError(`${what} must be a YAML mapping (key: value lines): got ${Array.isArray(js) ? 'a list' : typeof js}`);
-  if (input.image !== undefined) doc.set('image', input.image);
-  if (input.mirrors !== undefined) doc.set('mirrors', doc.createNode(input.mirrors));
-  let publicKey = input.publicKey;
-  const existing = (js as { key?: unknown }).key;
-  if (publicKey === undefined && typeof existing === 'string' && !INLINE_KEY.test(existing.trim())) {
-    // a key file named by the base config lives on this host: bake its contents
-    const p = isAbsolute(existing) || !input.base ? existing : resolve(dirname(input.base.path), existing);
-    publicKey = formatPublicKey(loadPublicKey(p), 'hfk');
-  }
-  if (publicKey !== undefined) doc.set('key', PUBLIC_KEY_PATH);
-  const config = doc.toString();
-  parseConfig(config, CONFIG_PATH); // the init's schema: throws ConfigError naming the key and line
-  return { config, publicKey };
-}
-
-/**
- * hfk.image= and hfk.mirrors= for the boot entries: what the baked config
- * says (so the menu shows, and lets a person edit, where the boot goes).
- */
-export function entrySettings(config: string): { image?: string; mirrors: string[] } {
-  const c = parseConfig(config, CONFIG_PATH);
-  return {
-    ...(c.image ? { image: c.image.version === undefined ? c.image.name : `${c.image.name}@${c.image.version}` } : {}),
-    mirrors: c.mirrors,
-  };
-}
-
-/** The settings a boot needs that the baked config leaves to the kernel command line. */
-export function missingSettings(baked: Baked): { what: string; option: string; param: string }[] {
-  const c = parseConfig(baked.config, CONFIG_PATH);
-  const out: { what: string; option: string; param: string }[] = [];
-  if (!c.image) out.push({ what: 'the image', option: '--image', param: 'hfk.image=' });
-  if (c.mirrors.length === 0 && c.mirrorlist === undefined) out.push({ what: 'the mirrors', option: '--mirrors', param: 'hfk.mirrors=' });
-  if (c.key === undefined) out.push({ what: 'the key', option: '--key', param: 'hfk.key=' });
-  return out;
 }
 
 /** Where the initrd goes: --out, else the PXE tree's initrd.img, else a temporary file (only --iso). */

@@ -11,8 +11,8 @@ import { execFileSync } from 'node:child_process';
 import { closeSync, existsSync, openSync, readSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { posix } from 'node:path';
-import { InputError } from '../src/errors.ts';
-import { MACHINE_CA_BUNDLE } from '../src/store/http.ts';
+import { InputError } from '../errors.ts';
+import { MACHINE_CA_BUNDLE } from '../store/http.ts';
 import { type CpioRecord, charDevice, dir, file, hostFile, symlink, tagged } from './cpio.ts';
 
 /** Where things live inside the initramfs. */
@@ -236,9 +236,10 @@ export function caCertificates(path = HOST_CA_CERTS): CpioRecord[] {
   return tagged('other', [hostFile(CA_CERTS_PATH, realpathSync(path), 0o644)]);
 }
 
-/** A file of the repository's initramfs/ folder (next to mkinitrd/ and dist/, so this works from sources and from the bundle). */
+/** A file of the repository's initramfs/ folder: next to dist/ for the bundle, two levels up from this file in a checkout (src/mkinitrd/). */
 export function initramfsAsset(name: string): string {
-  const p = fileURLToPath(new URL(`../initramfs/${name}`, import.meta.url));
+  const fromSources = import.meta.url.endsWith('.ts');
+  const p = fileURLToPath(new URL(`${fromSources ? '../../' : '../'}initramfs/${name}`, import.meta.url));
   if (!existsSync(p)) throw new InputError(`${p} is missing: hfk's initramfs/ folder must sit next to the program`, { hint: 'reinstall hfk, or run from a checkout' });
   return p;
 }

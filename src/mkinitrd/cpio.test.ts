@@ -3,7 +3,7 @@ import { lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { FormatError, InputError } from '../src/errors.ts';
+import { FormatError, InputError } from '../errors.ts';
 import {
   archivePath,
   charDevice,

@@ -25,9 +25,9 @@ import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { constants as zc, createGzip, createZstdCompress } from 'node:zlib';
 import { z } from 'zod';
-import { InputError, UsageError } from '../src/errors.ts';
-import { removeOnInterrupt } from '../src/util/interrupt.ts';
-import { formatBytes } from '../src/util/size.ts';
+import { InputError, UsageError } from '../errors.ts';
+import { removeOnInterrupt } from '../util/interrupt.ts';
+import { formatBytes } from '../util/size.ts';
 import { type CpioRecord, CpioTree, dataSize, file, hostFile, hostTree, NEWC_HEADER_SIZE, newcChunks, pad4, sourceDateEpoch, tagged, TRAILER_NAME } from './cpio.ts';
 import { DEFAULT_MODULE_SPECS, type Depmod, stageModules } from './modules.ts';
 import {

@@ -1,9 +1,9 @@
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { HfkError, InputError, UsageError } from '../src/errors.ts';
-import { findKernel } from '../test/lab/qemu.ts';
+import { HfkError, InputError, UsageError } from '../errors.ts';
+import { findKernel } from '../../test/lab/qemu.ts';
 import {
   bzImageVersion,
   checkKernel,
@@ -253,6 +253,7 @@ describe('writing', () => {
     expect(readFileSync(join(dir, 'k')).equals(readFileSync(kernel))).toBe(true);
     expect(readFileSync(join(dir, 'initrd.img'), 'utf8')).toBe('already here');
     for (const p of ['a/b.txt', 'a', 'k', '.']) expect(statSync(join(dir, p)).mtimeMs).toBe(1_234_000);
+    expect([...readdirSync(dir), ...readdirSync(join(dir, 'a'))].sort()).toEqual(['a', 'b.txt', 'initrd.img', 'k']); // no temporary file left
   });
 
   it('writes the same hybrid ISO twice, byte for byte (xorriso, SOURCE_DATE_EPOCH)', () => {

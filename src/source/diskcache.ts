@@ -42,9 +42,8 @@ export interface DiskCacheOptions {
    * one has come for this long (or flush() is called, or `holdBytes` are
    * held). Default 0: each is written at once. For a cache that is itself
    * RAM (the initramfs's tmpfs), writing during a boot only takes CPU from
-   * the boot: in a QEMU (TCG) boot the writes (open, write, close, rename
-   * per object) were the largest cost on the reader's main thread, about
-   * 3 s of its 18 s.
+   * the boot (on an emulated CPU the writes were the largest cost on the
+   * reader's main thread).
    */
   holdMs?: number;
   /** Most bytes held for write-behind; past this, objects are written at once. Default 64 MiB. */

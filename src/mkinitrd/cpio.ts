@@ -12,7 +12,7 @@
 
 import { createReadStream, lstatSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { FormatError, InputError } from '../src/errors.ts';
+import { FormatError, InputError } from '../errors.ts';
 
 export const NEWC_MAGIC = '070701';
 export const NEWC_HEADER_SIZE = 110;

@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { InputError } from '../src/errors.ts';
+import { InputError } from '../errors.ts';
 import type { CpioRecord } from './cpio.ts';
 import { busybox, dynamicBinary, elfInterpreter, initramfsAsset, parseLdd, readElfInterpreter } from './runtime.ts';
 

@@ -3,8 +3,8 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync,
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { InputError } from '../src/errors.ts';
-import { findKernel } from '../test/lab/qemu.ts';
+import { InputError } from '../errors.ts';
+import { findKernel } from '../../test/lab/qemu.ts';
 import {
   DEFAULT_MODULE_SPECS,
   moduleName,

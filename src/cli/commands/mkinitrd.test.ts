@@ -3,14 +3,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { zstdDecompressSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
-import { type CommandContext, type Output, parseCommandArgs } from '../src/cli/command.ts';
-import { HfkError } from '../src/errors.ts';
-import { generateKeyPair } from '../src/format/keys.ts';
-import { findKernel } from '../test/lab/qemu.ts';
-import type { BuildReport } from './build.ts';
-import { parseNewc } from './cpio.ts';
-import type { BootEntriesReport } from './bootentries.ts';
-import { bakeConfig, entrySettings, initrdTarget, missingSettings, mkinitrdCommand, resolveInit } from './cli.ts';
+import { type CommandContext, type Output, parseCommandArgs } from '../command.ts';
+import { HfkError } from '../../errors.ts';
+import { generateKeyPair } from '../../format/keys.ts';
+import { findKernel } from '../../../test/lab/qemu.ts';
+import type { BuildReport } from '../../mkinitrd/build.ts';
+import { parseNewc } from '../../mkinitrd/cpio.ts';
+import type { BootEntriesReport } from '../../mkinitrd/bootentries.ts';
+import { initrdTarget, mkinitrdCommand, resolveInit } from './mkinitrd.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'hfk-mkinitrd-cli-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
@@ -31,33 +31,6 @@ async function run(argv: string[]): Promise<{ code: number; out: ReturnType<type
   const code = await mkinitrdCommand.run({ ...(parsed as Omit<CommandContext, 'io'>), io: out });
   return { code, out };
 }
-
-describe('bakeConfig', () => {
-  it('writes image, mirrors and the key path as YAML the init accepts', () => {
-    const b = bakeConfig({ image: 'debian@3', mirrors: ['http://10.0.2.100/', 'https://m2.example/hfk'], publicKey: pair.publicLine });
-    expect(b.config).toBe('image: debian@3\nmirrors:\n  - http://10.0.2.100/\n  - https://m2.example/hfk\nkey: /etc/hfk/hfk.pub\n');
-    expect(b.publicKey).toBe(pair.publicLine);
-  });
-
-  it('keeps a base config with its comments, replaces the keys given, and bakes a key file it names', () => {
-    const base = join(work, 'base.yaml');
-    const text = `# site config\nimage: old\nmirrors: [http://old.example/]\nkey: k.pub # next to this file\ninit:\n  timeout: 5\n`;
-    const b = bakeConfig({ base: { text, path: base }, mirrors: ['http://new.example/'] });
-    expect(b.config).toMatch(/^# site config\nimage: old\nmirrors:\n  - http:\/\/new.example\/\nkey: \/etc\/hfk\/hfk.pub # next to this file\ninit:\n  timeout: 5\n$/);
-    expect(b.publicKey).toMatch(/^hfk-ed25519 [A-Za-z0-9+/]{43}= hfk\n$/);
-    // an inline key stays inline
-    const inline = `key: ${pair.publicLine.split(' ')[1]}\n`;
-    expect(bakeConfig({ base: { text: inline, path: base } })).toEqual({ config: inline, publicKey: undefined });
-  });
-
-  it("refuses what the init's config schema refuses, naming the key", () => {
-    expect(() => bakeConfig({ mirrors: ['ftp://x/'] })).toThrow(/mirrors\[0\]: 'ftp:\/\/x\/' is not an http:\/\/ or https:\/\/ URL/);
-    expect(() => bakeConfig({ image: 'no spaces allowed' })).toThrow(/image: 'no spaces allowed' is not NAME or NAME@VERSION/);
-    expect(() => bakeConfig({ base: { text: 'imgae: x\n', path: 'site.yaml' } })).toThrow(/unknown key 'imgae'/);
-    expect(() => bakeConfig({ base: { text: '- a\n- b\n', path: 'site.yaml' } })).toThrow(/site.yaml must be a YAML mapping/);
-    expect(() => bakeConfig({ base: { text: 'a: [\n', path: 'site.yaml' } })).toThrow(/site.yaml is not valid YAML/);
-  });
-});
 
 describe('hfk mkinitrd', () => {
   const kernel = findKernel();
@@ -129,7 +102,7 @@ describe('hfk mkinitrd', () => {
   });
 
   it('finds the init bundle next to itself or in the checkout, and says how to build it when it is missing', () => {
-    const here = new URL('.', import.meta.url).pathname; // mkinitrd/ (dist/ when bundled)
+    const here = new URL('.', import.meta.url).pathname; // src/cli/commands/ (dist/ when bundled)
     expect(resolveInit(undefined, (p) => p === `${here}hfk-init.mjs`)).toBe(`${here}hfk-init.mjs`);
     expect(resolveInit(undefined, (p) => p.endsWith('/dist/hfk-init.mjs'))).toMatch(/\/dist\/hfk-init\.mjs$/);
     const e = (() => {
@@ -156,13 +129,6 @@ describe('hfk mkinitrd', () => {
     await expect(run(['--modules', kernel.modulesDir, '--out', join(work, 'x.img'), '--init', init, '--mirrors', 'notaurl'])).rejects.toThrow(/^--mirrors must be an http:\/\/ or https:\/\/ URL: got 'notaurl'$/);
     await expect(run(['--modules', kernel.modulesDir, '--out', join(work, 'x.img'), '--init', init, '--mirrors', 'http://127.0.0.1:99999/'])).rejects.toThrow(/--mirrors is not a valid URL: got 'http:\/\/127.0.0.1:99999\/' \(check its host name and port\)/);
   });
-
-  it('says which settings the boot must then get from the kernel command line', () => {
-    expect(missingSettings(bakeConfig({})).map((m) => m.param)).toEqual(['hfk.image=', 'hfk.mirrors=', 'hfk.key=']);
-    expect(missingSettings(bakeConfig({ image: 'debian', publicKey: pair.publicLine })).map((m) => m.option)).toEqual(['--mirrors']);
-    expect(missingSettings(bakeConfig({ base: { text: `key: ${pair.publicLine.split(' ')[1]}\n`, path: 'site.yaml' }, image: 'd', mirrors: ['http://m/'] }))).toEqual([]); // an inline key
-    expect(missingSettings(bakeConfig({ base: { text: 'mirrorlist: http://lists.example/mirrors.txt\n', path: 'site.yaml' }, image: 'd', publicKey: pair.publicLine }))).toEqual([]); // mirrors from a list
-  });
 });
 
 describe('hfk mkinitrd boot entries (--iso, --pxe, --kernel)', () => {
@@ -170,14 +136,6 @@ describe('hfk mkinitrd boot entries (--iso, --pxe, --kernel)', () => {
   const init = join(work, 'entries-init.mjs');
   writeFileSync(init, "console.log('init');\n");
   const base = ['--modules', kernel.modulesDir, '--init', init];
-
-  it('takes hfk.image= and hfk.mirrors= from the baked config', () => {
-    expect(entrySettings(bakeConfig({ image: 'debian@3', mirrors: ['http://10.0.2.100', 'https://m.example/hfk'] }).config)).toEqual({
-      image: 'debian@3',
-      mirrors: ['http://10.0.2.100/', 'https://m.example/hfk/'],
-    });
-    expect(entrySettings('')).toEqual({ mirrors: [] });
-  });
 
   it('puts the initrd at --out, else in the PXE tree, else in a temporary file for the ISO', () => {
     expect(initrdTarget({ out: '/o/i.img', pxe: '/p' })).toEqual({ path: '/o/i.img', temporary: false });

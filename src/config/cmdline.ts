@@ -1,7 +1,7 @@
 // The kernel command line: split with the kernel's own quoting rules
 // (lib/cmdline.c next_arg), then the hfk.* parameters, ip= and console= are
-// validated by one zod schema into BootParams. Pure: the caller reads
-// /proc/cmdline (readCmdline is the one-line edge at the bottom).
+// validated by one zod schema into BootParams. Pure: /proc/cmdline is read
+// in one place, the init's edge (src/init/system.ts).
 //
 // Parameters:
 //   hfk.mirrors=URL,URL,…      mirror base URLs (repeat to add more)
@@ -18,7 +18,6 @@
 //   console=…                  collected, for the boot report
 // Everything after a bare `--` belongs to init (initArgs).
 
-import { readFileSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
 import { z } from 'zod';
 import { HfkError } from '../errors.ts';
@@ -34,7 +33,7 @@ import {
   Seconds,
   StageValue,
 } from './config.ts';
-import type { StageName } from './steps.ts';
+import type { StageName } from './stages.ts';
 
 // ---------------------------------------------------------------------------
 // Splitting, as the kernel does
@@ -159,11 +158,6 @@ export function netmaskToPrefix(mask: string): number | undefined {
   if (!/^1*0*$/.test(bits)) return undefined;
   const zero = bits.indexOf('0');
   return zero < 0 ? 32 : zero;
-}
-
-export function prefixToNetmask(prefix: number): string {
-  const n = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
-  return [24, 16, 8, 0].map((s) => (n >>> s) & 255).join('.');
 }
 
 /** The kernel's default when ip= gives no netmask: by address class. */
@@ -491,9 +485,4 @@ export function resolveBootSettings(parsed: Pick<ParsedCmdline, 'params' | 'init
       timeout: timeoutFrom,
     },
   };
-}
-
-/** The edge: the running kernel's command line. */
-export function readCmdline(path = '/proc/cmdline'): string {
-  return readFileSync(path, 'utf8');
 }

@@ -18,7 +18,7 @@ import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { gunzipSync, zstdDecompressSync } from 'node:zlib';
-import { InputError } from '../src/errors.ts';
+import { InputError } from '../errors.ts';
 
 /** What an HTTP-booting initramfs needs: NICs, virtio, disks/CDs for local media, the filesystems hfk mounts. */
 export const DEFAULT_MODULE_SPECS: readonly string[] = [

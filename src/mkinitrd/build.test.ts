@@ -3,8 +3,8 @@ import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { InputError, UsageError } from '../src/errors.ts';
-import { findKernel } from '../test/lab/qemu.ts';
+import { InputError, UsageError } from '../errors.ts';
+import { findKernel } from '../../test/lab/qemu.ts';
 import { archiveSize, type BuildReport, BuildOptions, buildInitramfs, collect, formatSizeReport, initBootstrap, initRecord, strippedNode } from './build.ts';
 import { CpioTree, dir, encodeNewc, file, symlink } from './cpio.ts';
 

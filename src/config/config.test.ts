@@ -22,7 +22,7 @@ describe('parseConfig', () => {
     const d = {
       mirrors: [],
       cache: { memory: 256 * 2 ** 20, maxSize: 4 * 2 ** 30 },
-      init: { cache: { kind: 'tmpfs' }, overlay: { kind: 'tmpfs' }, timeout: 30, modules: [] },
+      init: { cache: { kind: 'tmpfs' }, overlay: { kind: 'tmpfs' }, timeout: 30, modules: [], reader: { readahead: 512 * 2 ** 10, verifyThreads: 0, cpuProfile: false } },
       fetch: { soft: false, softTimeout: 60 },
     };
     expect(parseConfig('', 'x.yaml')).toEqual(d);
@@ -50,6 +50,11 @@ describe('parseConfig', () => {
         '  timeout: 120',
         '  modules: [e1000e, mlx4-en]',
         '  break: mirrors',
+        '  reader:',
+        '    readahead: 1M',
+        '    prefetch: 0',
+        '    verifyThreads: 2',
+        '    cpuProfile: true',
         'fetch:',
         '  soft: true',
         '  softTimeout: "15"',
@@ -63,7 +68,14 @@ describe('parseConfig', () => {
       proxy: 'http://proxy:3128',
       key: '/etc/hfk/keys/hfk.pub',
       cache: { memory: 64 * 2 ** 20, dir: '/etc/hfk/cache', maxSize: 10 * 2 ** 30 },
-      init: { cache: { kind: 'device', path: '/dev/vdb' }, overlay: { kind: 'uuid', uuid: '0a1b-2c3d' }, timeout: 120, modules: ['e1000e', 'mlx4_en'], break: 'mirrors' },
+      init: {
+        cache: { kind: 'device', path: '/dev/vdb' },
+        overlay: { kind: 'uuid', uuid: '0a1b-2c3d' },
+        timeout: 120,
+        modules: ['e1000e', 'mlx4_en'],
+        break: 'mirrors',
+        reader: { readahead: 2 ** 20, prefetch: 0, verifyThreads: 2, cpuProfile: true },
+      },
       fetch: { soft: true, softTimeout: 15 },
     });
   });
@@ -78,7 +90,11 @@ describe('parseConfig', () => {
   const bad: [string, string][] = [
     ['imag: debian\n', "hfk.yaml:1: unknown key 'imag' (allowed here: image, mirrors, mirrorlist, proxy, key, cache, init, fetch)"],
     ['cache:\n  memory: 1M\n  maxsize: 2G\n', "hfk.yaml:3: unknown key 'cache.maxsize' (allowed here: memory, dir, maxSize)"],
-    ['init:\n  modules: []\n  extra: 1\n', "hfk.yaml:3: unknown key 'init.extra' (allowed here: cache, overlay, timeout, modules, break)"],
+    ['init:\n  modules: []\n  extra: 1\n', "hfk.yaml:3: unknown key 'init.extra' (allowed here: cache, overlay, timeout, modules, break, reader)"],
+    ['init:\n  reader:\n    jit: baseline\n', "hfk.yaml:3: unknown key 'init.reader.jit' (allowed here: readahead, prefetch, verifyThreads, cpuProfile)"],
+    ['init:\n  reader:\n    readahead: far\n', "hfk.yaml:3: init.reader.readahead: 'far' is not a size like 268435456, 256M or 2G"],
+    ['init:\n  reader:\n    verifyThreads: 17\n', 'hfk.yaml:3: init.reader.verifyThreads: 17 is not a whole number of threads from 0 to 16'],
+    ['init:\n  reader:\n    cpuProfile: 1\n', 'hfk.yaml:3: init.reader.cpuProfile: 1 is not true or false'],
     ['mirrors: http://a/\n', "hfk.yaml:1: mirrors: 'http://a/' is not a list"],
     ['mirrors:\n  - http://a/\n  - ftp://b/\n', "hfk.yaml:3: mirrors[1]: 'ftp://b/' is not an http:// or https:// URL"],
     ['image: "bad name"\n', "hfk.yaml:1: image: 'bad name' is not NAME or NAME@VERSION"],
@@ -132,12 +148,14 @@ describe('config/hfk.yaml, the documented example', () => {
     const d = defaultConfig();
     expect(c.cache.memory).toBe(d.cache.memory);
     expect(c.cache.maxSize).toBe(d.cache.maxSize);
-    expect({ ...c.init, break: undefined }).toEqual({ ...d.init, break: undefined });
+    // break and reader.prefetch have no single default: the example shows a value
+    expect({ ...c.init, break: undefined, reader: { ...c.init.reader, prefetch: undefined } }).toEqual({ ...d.init, break: undefined });
     expect(c.fetch).toEqual(d.fetch);
     // every key of the schema appears in the example
     expect(Object.keys(c).sort()).toEqual(Object.keys(Config.shape).sort());
     expect(Object.keys(c.cache).sort()).toEqual(['dir', 'maxSize', 'memory']);
-    expect(Object.keys(c.init).sort()).toEqual(['break', 'cache', 'modules', 'overlay', 'timeout']);
+    expect(Object.keys(c.init).sort()).toEqual(['break', 'cache', 'modules', 'overlay', 'reader', 'timeout']);
+    expect(Object.keys(c.init.reader).sort()).toEqual(['cpuProfile', 'prefetch', 'readahead', 'verifyThreads']);
   });
 });
 

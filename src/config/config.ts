@@ -16,7 +16,7 @@ import { errnoCode, HfkError } from '../errors.ts';
 import { parseImageRef } from '../format/manifest.ts';
 import { normalizeBaseUrl } from '../store/http.ts';
 import { parseSize } from '../util/size.ts';
-import { STAGES, type StageName } from './steps.ts';
+import { STAGES, type StageName } from './stages.ts';
 
 export const DEFAULT_CONFIG_PATH = '/etc/hfk/hfk.yaml';
 
@@ -93,6 +93,11 @@ export const ImageRef = z.unknown().transform((v, ctx) => {
 export type ImageRef = z.output<typeof ImageRef>;
 
 const INLINE_KEY = /^(?:[A-Za-z0-9+/]{43}=|hfk-ed25519\s+[A-Za-z0-9+/]{43}=(?:\s.*)?)$/;
+
+/** Whether a key value is the key itself (base64, or the whole `hfk-ed25519 …` line), not the path of a .pub file. */
+export function isInlineKey(text: string): boolean {
+  return INLINE_KEY.test(text);
+}
 
 /**
  * The publisher's public key: inline (the base64 of its 32 bytes, or the
@@ -201,6 +206,15 @@ export const Bool = z.unknown().transform((v, ctx) => {
   return bad(ctx, v, 'is not true or false');
 });
 
+export const MAX_VERIFY_THREADS = 16;
+
+/** Worker threads that decode and verify blocks: a whole number from 0 to MAX_VERIFY_THREADS. */
+export const ThreadCount = z.unknown().transform((v, ctx) => {
+  const n = typeof v === 'number' ? v : typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : Number.NaN;
+  if (!Number.isInteger(n) || n < 0 || n > MAX_VERIFY_THREADS) return bad(ctx, v, `is not a whole number of threads from 0 to ${MAX_VERIFY_THREADS}`);
+  return n;
+});
+
 // ---------------------------------------------------------------------------
 // The config file
 
@@ -209,7 +223,46 @@ export const DEFAULTS = {
   cacheMaxSize: 4 * 1024 ** 3,
   timeout: 30,
   softTimeout: 60,
+  readerReadahead: 512 * 1024,
+  readerVerifyThreads: 0,
 } as const;
+
+/**
+ * The block reader hfk-init starts for the root image. Its settings differ
+ * from `hfk mount`'s (options of that command) because a boot reads many
+ * small files on what is often a small machine.
+ */
+export const InitReader = z.strictObject({
+  /**
+   * The kernel's readahead on the image while it boots and after: modest,
+   * since a boot reads many small files and a larger window fetches blocks
+   * nobody reads (docs/PERFORMANCE.md has the boot bench's figures).
+   */
+  readahead: Size.default(DEFAULTS.readerReadahead),
+  /**
+   * How far the reader fetches ahead of sequential reads. Default: none
+   * with init.cache tmpfs (every block costs CPU, and the next boot starts
+   * empty), 1M with a cache partition (what it fetches is there for the
+   * next boot). See bootPrefetchBytes in src/init/boot.ts.
+   */
+  prefetch: Size.optional(),
+  /**
+   * Worker threads that decode and verify blocks; 0: the reader's main
+   * thread does it, which costs less than a worker on a machine with one or
+   * two (emulated) CPUs. More may pay on real hardware with cores to spare.
+   */
+  verifyThreads: ThreadCount.default(DEFAULTS.readerVerifyThreads),
+  /**
+   * For developers: the reader profiles its main thread from the start, and
+   * `kill -USR2 PID` writes the profile so far to reader.cpuprofile in its
+   * working folder (the block cache: /run/hfk/cache with init.cache tmpfs),
+   * for Chrome's DevTools or any .cpuprofile reader.
+   */
+  cpuProfile: Bool.default(false),
+});
+export type InitReader = z.output<typeof InitReader>;
+
+const INIT_READER_DEFAULTS = { readahead: DEFAULTS.readerReadahead, verifyThreads: DEFAULTS.readerVerifyThreads, cpuProfile: false } as const;
 
 export const Config = z.strictObject({
   /** The image to boot: NAME or NAME@VERSION (default: the newest version). */
@@ -244,8 +297,10 @@ export const Config = z.strictObject({
       modules: z.array(ModuleName).default([]),
       /** Stop with a shell before this stage. */
       break: StageValue.optional(),
+      /** The block reader it starts for the root image. */
+      reader: InitReader.default(INIT_READER_DEFAULTS),
     })
-    .default({ cache: { kind: 'tmpfs' }, overlay: { kind: 'tmpfs' }, timeout: DEFAULTS.timeout, modules: [] }),
+    .default({ cache: { kind: 'tmpfs' }, overlay: { kind: 'tmpfs' }, timeout: DEFAULTS.timeout, modules: [], reader: INIT_READER_DEFAULTS }),
   fetch: z
     .strictObject({
       /** Soft: a block that cannot be fetched fails the read (EIO) after softTimeout; hard: retry forever. */

@@ -1,0 +1,31 @@
+// A mirror list (hfk.mirrorlist=, --mirrorlist): a file of mirror URLs, one
+// per line, read from a URL (through the proxy, like blocks) or a path (a
+// file on this host, or one packed into the initramfs).
+
+import { HfkError, InputError } from '../errors.ts';
+import { Origins } from '../source/origin.ts';
+import { parseMirrorList } from './config.ts';
+
+export interface MirrorListOptions {
+  proxy?: string | undefined;
+  /** Longest wait for the list's headers and between body bytes (default 10 s). */
+  timeoutMs?: number;
+}
+
+/** The mirrors a list names (normalized, each once); InputError naming the list when it cannot be read. */
+export async function readMirrorList(location: string, options: MirrorListOptions = {}): Promise<string[]> {
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  const origins = new Origins({ proxy: options.proxy, connections: 1, pipelining: 1, headersTimeoutMs: timeoutMs, bodyTimeoutMs: timeoutMs });
+  let bytes: Buffer;
+  try {
+    bytes = await origins.readFile(location);
+  } catch (e) {
+    throw new InputError(`cannot read the mirror list ${location}: ${e instanceof Error ? e.message : String(e)}`, {
+      hint: 'check the mirror list location (a URL or a file path) and the network',
+      ...(e instanceof HfkError ? { cause: e } : {}),
+    });
+  } finally {
+    await origins.close();
+  }
+  return parseMirrorList(bytes.toString('utf8'), `mirror list ${location}`);
+}

@@ -1,0 +1,70 @@
+// The protocol between a block reader process and the one that starts it
+// (hfk-init, or hfk mount in the background): the spec the reader is handed
+// on its stdin (or as a file), and the one-line JSON report it writes on
+// fd 3 once the mount is up, or why it failed.
+
+import * as fs from 'node:fs';
+import { z } from 'zod';
+import { HfkError } from '../errors.ts';
+import type { Ranking } from '../fetch/rank.ts';
+import { ImageName } from '../format/manifest.ts';
+
+/** Everything a background reader needs, handed over as a JSON file. */
+export const ReaderSpec = z.strictObject({
+  mountpoint: z.string().min(1),
+  name: ImageName,
+  version: z.number().int().positive().optional(),
+  mirrors: z.array(z.string()).min(1),
+  proxy: z.string().optional(),
+  /** The pinned public key, base64 of its 32 bytes. */
+  key: z.string(),
+  /** A manifest file already fetched and checked (the init's): no second ranking or download. */
+  manifestFile: z.string().optional(),
+  seeds: z.array(z.strictObject({ url: z.string(), ttfbMs: z.number().nullable(), throughputMBps: z.number().nullable() })).optional(),
+  cacheDir: z.string().optional(),
+  cacheBytes: z.number().int().positive().optional(),
+  /** Write-behind of the block cache, ms (see DiskCacheOptions.holdMs). */
+  cacheHoldMs: z.number().int().nonnegative().optional(),
+  memoryBytes: z.number().int().positive().optional(),
+  trustFile: z.string().optional(),
+  mode: z.enum(['hard', 'soft']).default('hard'),
+  softTimeoutMs: z.number().int().positive().optional(),
+  mountCommand: z.array(z.string()).optional(),
+  umountCommand: z.array(z.string()).optional(),
+  /** Kernel readahead of the mount, KiB (the FUSE layer's default is 4096, for big sequential reads). */
+  readAheadKb: z.number().int().nonnegative().optional(),
+  /** The fetcher's own readahead window for sequential reads, bytes. */
+  prefetchBytes: z.number().int().nonnegative().optional(),
+  /** Gaps between the boot profile's blocks the profile prefetch also fetches, bytes (FetcherOptions.profileGapBytes). */
+  profileGapBytes: z.number().int().nonnegative().optional(),
+  /** Whether that readahead also reads blocks the disk cache holds (default true; a boot turns it off). */
+  prefetchCached: z.boolean().optional(),
+  /** Worker threads that decode and verify blocks (0: the main thread does it). */
+  verifyThreads: z.number().int().nonnegative().max(16).optional(),
+  /** Keep-alive connections (requests in flight) per mirror. */
+  connections: z.number().int().positive().max(256).optional(),
+  /** Extra facts for stats.json (e.g. the init's ranking). */
+  info: z.record(z.string(), z.unknown()).optional(),
+  /** For developers: the reader process (daemon.ts) profiles its main thread; SIGUSR2 writes reader.cpuprofile. */
+  cpuProfile: z.boolean().optional(),
+});
+export type ReaderSpec = z.input<typeof ReaderSpec>;
+
+export type ReadyMessage =
+  | { ready: true; pid: number; mountpoint: string; image: string; version: number; size: number; ranking?: Ranking }
+  | { ready: false; error: { code: string; message: string; hint?: string } };
+
+export function errorMessage(e: unknown): ReadyMessage {
+  if (e instanceof HfkError) return { ready: false, error: { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) } };
+  return { ready: false, error: { code: 'E_INTERNAL', message: e instanceof Error ? e.message : String(e) } };
+}
+
+/** Writes the ready message to the pipe the parent gave as fd `fd`, and closes it. */
+export function reportReady(fd: number, m: ReadyMessage): void {
+  try {
+    fs.writeSync(fd, `${JSON.stringify(m)}\n`);
+    fs.closeSync(fd);
+  } catch {
+    // the parent is gone; nothing to tell
+  }
+}

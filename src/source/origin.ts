@@ -1,0 +1,140 @@
+// The one place that maps a store location to the client that reads it:
+//   - a folder (or file:// URL)          → LocalStore
+//   - http:// reached directly           → hfk's pipelined block client (H1Origin)
+//   - https://, or anything via a proxy  → undici, one dispatcher shared by
+//     every origin of this set (one proxy configuration, one pool per host)
+// Mirrors, the ranking, the trust loader, mirror lists and the store commands
+// all get their clients here.
+
+import type { LookupFunction } from 'node:net';
+import * as path from 'node:path';
+import type { Dispatcher } from 'undici';
+import { InputError, MissingError } from '../errors.ts';
+import { H1Origin } from '../store/h1.ts';
+import { HttpOrigin, makeDispatcher, normalizeBaseUrl, viaUndici } from '../store/http.ts';
+import { LocalStore } from '../store/local.ts';
+import { isUrl, type ReadOptions, type StoreReader } from '../store/store.ts';
+
+export interface OriginOptions {
+  /** HTTP proxy for every http(s) origin (plain HTTP is forwarded, so caching proxies cache). */
+  proxy?: string | undefined;
+  /** Keep-alive connections per origin (default 4). */
+  connections?: number;
+  /** Requests pipelined on each connection (default 8). */
+  pipelining?: number;
+  connectTimeoutMs?: number;
+  headersTimeoutMs?: number;
+  bodyTimeoutMs?: number;
+  /** DNS lookup for the connections (the init pins resolved addresses). */
+  lookup?: LookupFunction | undefined;
+}
+
+export type OriginClient = 'hfk' | 'undici' | 'folder';
+
+/** Which client reads `location` with this proxy setting. */
+export function clientFor(location: string, proxy?: string): OriginClient {
+  if (!isUrl(location)) return 'folder';
+  return viaUndici(location, proxy) ? 'undici' : 'hfk';
+}
+
+/** A location as a canonical key: a base URL ending in '/', or an absolute folder. */
+export function normalizeLocation(location: string, what = 'mirror URL'): string {
+  if (/^file:\/\//i.test(location)) return path.resolve(new URL(location).pathname);
+  return isUrl(location) ? normalizeBaseUrl(location, what) : path.resolve(location);
+}
+
+/** The origins of one fetcher or command, sharing undici's dispatcher when they need one. */
+export class Origins {
+  readonly proxy: string | undefined;
+  private readonly o: OriginOptions;
+  private dispatcher: Promise<Dispatcher> | undefined;
+  private readonly opened = new Set<StoreReader>();
+
+  constructor(options: OriginOptions = {}) {
+    this.o = options;
+    this.proxy = options.proxy || undefined;
+  }
+
+  /** The client for one store location (a base URL or a folder). */
+  open(location: string): StoreReader {
+    const where = normalizeLocation(location);
+    const timeouts = {
+      ...(this.o.headersTimeoutMs ? { headersTimeoutMs: this.o.headersTimeoutMs } : {}),
+      ...(this.o.bodyTimeoutMs ? { bodyTimeoutMs: this.o.bodyTimeoutMs } : {}),
+    };
+    let origin: StoreReader;
+    switch (clientFor(where, this.proxy)) {
+      case 'folder':
+        origin = LocalStore.at(where);
+        break;
+      case 'hfk':
+        origin = new H1Origin(where, {
+          ...timeouts,
+          connections: this.o.connections ?? 4,
+          pipelining: this.o.pipelining ?? 8,
+          ...(this.o.connectTimeoutMs ? { connectTimeoutMs: this.o.connectTimeoutMs } : {}),
+          ...(this.o.lookup ? { lookup: this.o.lookup } : {}),
+        });
+        break;
+      case 'undici':
+        origin = new HttpOrigin(where, { dispatcher: this.shared(), ...timeouts });
+        break;
+    }
+    this.opened.add(origin);
+    return origin;
+  }
+
+  private shared(): Promise<Dispatcher> {
+    this.dispatcher ??= makeDispatcher({
+      connections: this.o.connections ?? 4,
+      pipelining: this.o.pipelining ?? 8,
+      ...(this.proxy ? { proxy: this.proxy } : {}),
+      ...(this.o.lookup ? { lookup: this.o.lookup } : {}),
+      ...(this.o.connectTimeoutMs ? { connectTimeoutMs: this.o.connectTimeoutMs } : {}),
+      ...(this.o.headersTimeoutMs ? { headersTimeoutMs: this.o.headersTimeoutMs } : {}),
+      ...(this.o.bodyTimeoutMs ? { bodyTimeoutMs: this.o.bodyTimeoutMs } : {}),
+    });
+    return this.dispatcher;
+  }
+
+  /**
+   * One file by its full location (a URL or a path), e.g. a mirror list:
+   * read through the origin of its folder, so a proxy applies as it does to blocks.
+   */
+  async readFile(location: string, options: ReadOptions = {}): Promise<Buffer> {
+    const url = isUrl(location) || /^file:\/\//i.test(location);
+    const full = url ? new URL(location) : undefined;
+    const base = full ? new URL('.', full).href : path.dirname(path.resolve(location));
+    const name = full ? full.pathname.slice(full.pathname.lastIndexOf('/') + 1) : path.basename(location);
+    if (!name) throw new InputError(`${location} names a folder, not a file`);
+    if (full && (full.search || full.hash)) throw new InputError(`${location}: a query or fragment is not supported here`);
+    const origin = this.open(base);
+    try {
+      return await origin.read(name, { fresh: true, ...options });
+    } catch (e) {
+      if (e instanceof MissingError) throw new MissingError(e.source, `${location} does not exist`, { cause: e });
+      throw e;
+    } finally {
+      this.opened.delete(origin);
+      await origin.close();
+    }
+  }
+
+  /** Closes every origin made here, then the shared dispatcher. Idempotent. */
+  async close(): Promise<void> {
+    const all = [...this.opened];
+    this.opened.clear();
+    await Promise.all(all.map((o) => o.close().catch(() => {})));
+    const d = this.dispatcher;
+    this.dispatcher = undefined;
+    await d?.then((x) => x.close()).catch(() => {});
+  }
+}
+
+/** A store to read by hand (hfk verify, hfk diff): a folder that must exist, or a URL. */
+export async function openStore(location: string, options: OriginOptions = {}): Promise<StoreReader> {
+  if (!isUrl(location)) return LocalStore.open(location);
+  const origins = new Origins({ connections: 8, pipelining: 1, ...options });
+  const origin = origins.open(location);
+  return { location: origin.location, read: (rel, o) => origin.read(rel, o), close: () => origins.close() };
+}
