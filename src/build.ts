@@ -30,8 +30,8 @@ for (const [name, entry] of Object.entries(WORKER_MODULES)) {
 // The init's bundle is minified (names kept, for stack traces; the source
 // map stays in dist/): the initramfs's Node reads, hashes and compiles the
 // whole file at every start, twice per boot (the init and its reader), and
-// on a slow machine that is most of its start (0.7 s of it for the
-// unminified 2.8 MB under QEMU's emulation). The CLI stays readable.
+// on a slow machine that is most of its start (figures:
+// docs/PERFORMANCE.md). The CLI stays readable.
 for (const [name, entry] of Object.entries(entries)) {
   await build({
     entryPoints: { [name]: entry },

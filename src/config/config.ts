@@ -236,7 +236,7 @@ export const InitReader = z.strictObject({
   /**
    * The kernel's readahead on the image while it boots and after: modest,
    * since a boot reads many small files and a larger window fetches blocks
-   * nobody reads (docs/PERFORMANCE.md has the boot bench's figures).
+   * nobody reads (figures: docs/PERFORMANCE.md).
    */
   readahead: Size.default(DEFAULTS.readerReadahead),
   /**
@@ -249,7 +249,8 @@ export const InitReader = z.strictObject({
   /**
    * Worker threads that decode and verify blocks; 0: the reader's main
    * thread does it, which costs less than a worker on a machine with one or
-   * two (emulated) CPUs. More may pay on real hardware with cores to spare.
+   * two (emulated) CPUs (figures: docs/PERFORMANCE.md). More may pay on
+   * real hardware with cores to spare.
    */
   verifyThreads: ThreadCount.default(DEFAULTS.readerVerifyThreads),
   /**

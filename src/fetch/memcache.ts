@@ -174,7 +174,8 @@ interface Slot {
  * replace the least recently used.
  *
  * Writes are synchronous: handing them to libuv's threads instead took the
- * reader's thread as long in bookkeeping as the copy itself.
+ * reader's thread as long in bookkeeping as the copy itself (figures:
+ * docs/PERFORMANCE.md).
  */
 export class ShmCache implements BlockMemory {
   private readonly map = new Map<string, Slot>();

@@ -97,7 +97,7 @@ async function icmpMs(url: string): Promise<number | null> {
   try {
     const { promise } = (await import('ping')) as typeof import('ping');
     // Three echoes 0.2 s apart (the shortest interval iputils allows without root): at ping's default of
-    // one a second they took 2 s, past the ranking's deadline, and the column stayed empty.
+    // one a second three echoes outlast the ranking's deadline, and the column would stay empty.
     const r = await promise.probe(new URL(url).hostname.replace(/^\[|\]$/g, ''), { timeout: 1, min_reply: 3, extra: ['-i', '0.2'] });
     const avg = Number(r.avg);
     return r.alive && Number.isFinite(avg) ? avg : null;

@@ -3,7 +3,6 @@
 // from whichever mirror can provide it; and, when no mirror is reachable,
 // the newest verified manifest the disk cache kept.
 
-import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { z } from 'zod';
@@ -11,6 +10,7 @@ import { BrokenError, HfkError, MissingError, RollbackError, SignatureError } fr
 import type { PublicKey } from '../format/keys.ts';
 import { decodeManifest, ImageName, type Manifest, manifestDigest, Sha256Hex } from '../format/manifest.ts';
 import { readManifest } from '../store/images.ts';
+import { writeFileAtomic } from '../util/atomic.ts';
 import type { DiskCache } from '../source/diskcache.ts';
 import type { Mirror } from '../source/mirror.ts';
 
@@ -56,13 +56,11 @@ export class TrustState {
     if (this.seen(name, keyId) >= version) return;
     this.data.images[name] = { keyId, version, sha256, seenAt: new Date().toISOString() };
     if (!this.file) return;
-    const tmp = `${this.file}.${process.pid}.${randomBytes(4).toString('hex')}`;
     try {
       await fs.mkdir(path.dirname(this.file), { recursive: true });
-      await fs.writeFile(tmp, `${JSON.stringify(this.data, null, 1)}\n`);
-      await fs.rename(tmp, this.file);
+      await writeFileAtomic(this.file, `${JSON.stringify(this.data, null, 1)}\n`);
     } catch {
-      await fs.rm(tmp, { force: true }).catch(() => {});
+      // a state that cannot be written protects this run only
     }
   }
 }

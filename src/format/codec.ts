@@ -15,9 +15,9 @@ export type Codec = z.infer<typeof Codec>;
 export const CODEC_TAG = { none: 0, zstd: 1, deflate: 2, brotli: 3 } as const satisfies Record<Codec, number>;
 const TAG_CODEC: readonly Codec[] = ['none', 'zstd', 'deflate', 'brotli'];
 
-// zstd 5: on the Debian root image 73.0 MB against 75.4 MB at level 3, and
-// with kept contexts (./zstd.ts) still faster than casync (bench/publish.ts);
-// decompression costs the same at either level.
+// zstd 5: a smaller store than level 3, and with kept contexts (./zstd.ts)
+// publishing is still faster than casync; decompression costs the same at
+// either level (figures: docs/PERFORMANCE.md).
 export const DEFAULT_LEVEL: Record<Codec, number> = { zstd: 5, deflate: 6, brotli: 5, none: 0 };
 export const LEVEL_RANGE: Record<Codec, [number, number]> = {
   zstd: [1, 19],

@@ -2,10 +2,9 @@
 //
 // node:zlib's one-shot calls (zstdCompressSync, zstdDecompressSync) build a
 // zstd context, its tables and an output buffer for every call and free them
-// afterwards. On a 64 KiB block that set-up costs about as much as the work:
-// measured on the Debian root image, compression at level 3 takes 0.54 s
-// with a kept context against 0.98 s one-shot, and decompression 52 µs a
-// block against 106 µs.
+// afterwards. On a 64 KiB block that set-up costs about as much as the work
+// itself, for compression and decompression alike (figures:
+// docs/PERFORMANCE.md).
 //
 // Node keeps no public way to reuse a context for one-shot work, but its
 // stream classes own one behind a small synchronous interface (`_handle`:

@@ -16,7 +16,8 @@
 //
 // The worker's code is a few lines of plain JavaScript run with `eval`: it
 // needs nothing but fs and Atomics, so it starts at once instead of loading
-// the whole bundle again (seconds, on a slow machine at boot).
+// the whole bundle again, which takes long on a slow machine at boot
+// (figures: docs/PERFORMANCE.md).
 
 import * as fs from 'node:fs';
 import { Worker } from 'node:worker_threads';

@@ -25,7 +25,7 @@ import { defaultConfig, formatMountSource, type InitReader, type MountSource, pa
 import { readMirrorList } from '../config/mirrorlist.ts';
 import { ModuleDb } from './modalias.ts';
 import { formatNetworkReport, type NetworkOptions, type NetworkReport } from './network.ts';
-import { formatProbeReport, modprobeBatchLoader, modprobeLoader, probeHardware, type ProbeReport } from './probe.ts';
+import { formatProbeReport, type ProbeOptions, type ProbeReport } from './probe.ts';
 import { type CommandRunner, commandFailure, type Logger, step, type Step } from './steps.ts';
 
 // The settings of the boot's block reader: init.reader in hfk.yaml (see
@@ -148,6 +148,8 @@ export interface System {
   modulesDir(): string;
   mkdir(dir: string): void;
   writeFile(file: string, data: string | Uint8Array): void;
+  /** Loads the modules for every device (modalias coldplug), then hfk's own. */
+  probe(options: Pick<ProbeOptions, 'db' | 'extra'>): Promise<ProbeReport>;
   /** Brings up the network as the settings say. */
   network(options: Omit<NetworkOptions, 'run' | 'root' | 'log'>): Promise<NetworkReport>;
   /** The folder the block cache may use (the boot's), or undefined when nothing may be written (a dry run). */
@@ -267,14 +269,7 @@ export const probe: Step<BootContext, void> = step('probe', 'probe hardware: loa
     });
   }
   const db = ModuleDb.fromDir(dir);
-  state.probe = await probeHardware({
-    root: '/',
-    db,
-    load: modprobeLoader(sys.run),
-    loadBatch: modprobeBatchLoader(sys.run),
-    extra: state.settings!.modules,
-    log: sys.log,
-  });
+  state.probe = await sys.probe({ db, extra: state.settings!.modules });
   for (const line of formatProbeReport(state.probe).split('\n')) sys.log.debug(line);
   sys.log.info(`${state.probe.devices.length} devices, ${state.probe.loaded.length} modules loaded: ${state.probe.loaded.map((l) => l.module).join(' ') || 'none'}`);
 });
@@ -469,13 +464,6 @@ export const overlay: Step<BootContext, void> = step('overlay', 'put a writable 
     });
   }
 });
-
-export interface StageTime {
-  stage: string;
-  description: string;
-  ms: number;
-  ok: boolean;
-}
 
 /** The steps before switch_root, in order. */
 export const BOOT_STEPS: Step<BootContext, void>[] = [readConfig, probe, network, mirrors, cache, manifest, fuse, rootfs, overlay];

@@ -17,13 +17,14 @@ import { openFromManifest } from '../fetch/open.ts';
 import { formatRanking, type Ranking } from '../fetch/rank.ts';
 import { detectFilesystem, FSTYPE_PROBE_BYTES } from '../format/fstype.ts';
 import { publicKeyFromRaw, resolvePublicKey } from '../format/keys.ts';
-import { lookupPath } from '../format/rootfs.ts';
+import { lookupPath, UnsupportedFormatError } from '../format/rootfs.ts';
 import type { LaunchedReader } from '../reader/launch.ts';
 import type { ReaderSpec } from '../reader/spec.ts';
 import { formatMountSource } from '../config/config.ts';
 import { BOOT_STEPS, type BootContext, type BootState, earlyMounts, PATHS, type System } from './boot.ts';
 import { readInitrd } from './initrd.ts';
 import type { NetworkReport } from './network.ts';
+import { planProbe, type ProbeReport } from './probe.ts';
 import { type CommandResult, formatCommand, type Logger, spawnRunner, type Step } from './steps.ts';
 import { kernelRelease, procCmdline } from './system.ts';
 
@@ -147,6 +148,13 @@ export class RecordingSystem implements System {
     this.changes.push(`write ${file} (${Buffer.byteLength(data)} bytes)`);
   }
 
+  /** What the probe would load on this host's devices, as if nothing were loaded yet (a fresh initramfs). */
+  async probe(o: Parameters<System['probe']>[0]): Promise<ProbeReport> {
+    const report = await planProbe({ ...o, root: '/' });
+    if (report.loaded.length) this.changes.push(`modprobe -a ${report.loaded.map((l) => l.module).join(' ')}`);
+    return report;
+  }
+
   async network(o: Parameters<System['network']>[0]): Promise<NetworkReport> {
     this.changes.push(`bring up the network: ip=${o.ip.mode}`);
     const found = Object.entries(networkInterfaces()).flatMap(([name, addrs]) =>
@@ -207,7 +215,14 @@ export class RecordingSystem implements System {
       this.warnings.push(`the init in a ${fsType} image is not checked before the boot`);
       return true;
     }
-    const info = await lookupPath((o, n) => f.read(o, n), fsType, inImage);
+    let info;
+    try {
+      info = await lookupPath((o, n) => f.read(o, n), fsType, inImage);
+    } catch (e) {
+      if (!(e instanceof UnsupportedFormatError)) throw e;
+      this.warnings.push(`the init is not checked before the boot: this ${fsType} image uses ${e.feature}, which the check does not read`);
+      return true;
+    }
     if (info?.kind === 'file' && info.executable) this.found ??= { path: inImage, resolved: info.resolved };
     return info?.kind === 'file' && info.executable;
   }

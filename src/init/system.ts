@@ -7,6 +7,7 @@ import * as os from 'node:os';
 import { launchReader } from '../reader/launch.ts';
 import { PATHS, type System } from './boot.ts';
 import { bringUpNetwork } from './network.ts';
+import { modprobeBatchLoader, modprobeLoader, probeHardware } from './probe.ts';
 import type { CommandRunner, Logger } from './steps.ts';
 
 export const SYSTEM_PATH = '/usr/sbin:/usr/bin:/sbin:/bin';
@@ -51,6 +52,7 @@ export function machineSystem(o: { run: CommandRunner; log: () => Logger }): Sys
     modulesDir: () => `/lib/modules/${kernelRelease()}`,
     mkdir: (dir) => void fs.mkdirSync(dir, { recursive: true }),
     writeFile: (file, data) => fs.writeFileSync(file, data),
+    probe: (options) => probeHardware({ ...options, root: '/', load: modprobeLoader(o.run), loadBatch: modprobeBatchLoader(o.run), log: o.log() }),
     network: (options) => bringUpNetwork({ ...options, root: '/', run: o.run, log: o.log() }),
     cacheDir: (dir) => dir,
     launchReader: () => {

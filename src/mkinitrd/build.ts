@@ -9,12 +9,11 @@
 // script, the baked config (/etc/hfk/hfk.yaml) and key (/etc/hfk/hfk.pub),
 // and any extra files (which may replace the defaults).
 //
-// Size (Node 24.21 from npm, Debian 6.1 cloud kernel, default modules):
-// 144 MB uncompressed, of which Node and its libraries are 132 MB, modules
-// 10 MB, busybox 2 MB. zstd -19 makes 37.7 MB (85 s on one core), gzip -9
-// 51.9 MB (21 s): zstd is the default, inside the 48 MB target. Node's
-// symbols and debug information (18 MB of the 132) are stripped by default
-// (binutils strip): 126 MB uncompressed, 35.5 MB with zstd -19.
+// Size: Node and its libraries are most of the archive. zstd -19 is the
+// default because it keeps the initramfs inside its 48 MB target, where
+// gzip -9 does not (zstd is slower to compress). Node's symbols and debug
+// information are stripped by default (binutils strip). (figures:
+// docs/PERFORMANCE.md)
 
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -97,8 +96,8 @@ export const BuildOptions = z.strictObject({
   /**
    * Pack V8's compile cache for the init bundle (made by running it once
    * under chroot; needs root). Saves most of Node's start-up on a slow
-   * machine (seconds under emulation), but V8's cache bytes differ from
-   * run to run, so the archive is then no longer byte-for-byte reproducible.
+   * machine, but V8's cache bytes differ from run to run, so the archive is
+   * then no longer byte-for-byte reproducible.
    */
   compileCache: z.boolean().default(false),
   /** Compression level; default zstd 19, gzip 9. */
@@ -109,7 +108,7 @@ export const BuildOptions = z.strictObject({
   node: z.string().default(process.execPath),
   /**
    * Pack Node without its symbol table and debug information (binutils'
-   * strip, when the host has it): Node 24's official binary carries 18 MB
+   * strip, when the host has it): Node's official binary carries megabytes
    * of them, which the kernel would unpack at every boot and the booted
    * system keep in RAM (the reader runs from that binary to the end).
    */
@@ -161,7 +160,7 @@ export const COMPILE_CACHE_PATH = 'lib/hfk/compile-cache';
 /**
  * /init for a Node bundle: a few lines that turn on V8's compile cache
  * (made by mkinitrd, see compileCache()) and then load the bundle, which
- * sits at /lib/hfk/hfk-init.mjs. Parsing and compiling a 2.6 MB bundle is
+ * sits at /lib/hfk/hfk-init.mjs. Parsing and compiling the bundle is
  * most of Node's start on a slow machine; with the cache it is skipped.
  */
 export function initBootstrap(): string {
@@ -239,7 +238,8 @@ function checkLevel(kind: Compression, level: number | undefined): number {
 export function compressor(kind: Compression, level: number): Transform {
   if (kind === 'gzip') return createGzip({ level, memLevel: 9 });
   // No long-distance window: the kernel allocates the frame's whole window
-  // while it unpacks (8 MiB here; --long would make it 128 MiB) for ~2% less.
+  // while it unpacks, and --long makes that window many times larger for a
+  // barely smaller archive (figures: docs/PERFORMANCE.md).
   return createZstdCompress({ params: { [zc.ZSTD_c_compressionLevel]: level, [zc.ZSTD_c_checksumFlag]: 1 } });
 }
 

@@ -21,7 +21,7 @@ import { blockPath, manifestFile, manifestPath, pointerPath } from '../format/la
 import { blockCountFor, type BootProfile, encodeManifest, encodePointer, fromRuns, type Manifest, ManifestHeader, manifestDigest, toRuns } from '../format/manifest.ts';
 import { readManifest } from '../store/images.ts';
 import type { StoreWriter } from '../store/store.ts';
-import { chunkSizeFor, openImage } from './source.ts';
+import { chunkSizeFor, openInput } from './input.ts';
 import { BufferPool } from '../util/bufpool.ts';
 import { transferable } from '../util/worker.ts';
 import { publishPool } from './worker.ts';
@@ -114,9 +114,9 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
   const cpu0 = process.cpuUsage();
   const level = checkPublishOptions(o);
   ManifestHeader.shape.name.parse(o.name);
-  const source = await openImage(o.image);
+  const input = await openInput(o.image);
   const unlock = await o.store.lock(`publish ${o.name}`).catch(async (e) => {
-    await source.close();
+    await input.close();
     throw e;
   });
   const created: string[] = []; // objects this run wrote; removed on failure
@@ -133,7 +133,7 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
     const versions = await o.store.listVersions(o.name);
     const version = Math.max(previous?.version ?? 0, ...versions, 0) + 1;
 
-    const blockCount = blockCountFor(source.size, o.blockSize);
+    const blockCount = blockCountFor(input.size, o.blockSize);
     const blocks: (string | null)[] = new Array(blockCount);
     const written = new Map<string, number>(); // hash → object size, new in this run
     const existed = new Map<string, number>(); // hash → object size, already stored
@@ -153,7 +153,7 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
     const buffers = new BufferPool(chunkSizeFor(o.blockSize), 16);
     try {
       let index = 0;
-      for await (const chunk of source.chunks(o.blockSize, buffers)) {
+      for await (const chunk of input.chunks(o.blockSize, buffers)) {
         if (firstError) break;
         if (index === 0) filesystem = detectFilesystem(chunk.subarray(0, FSTYPE_PROBE_BYTES));
         const first = index;
@@ -187,7 +187,7 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
               const now = performance.now();
               if (o.onProgress && now - lastReport > 100) {
                 lastReport = now;
-                o.onProgress({ phase: 'blocks', bytesDone: done, bytesTotal: source.size });
+                o.onProgress({ phase: 'blocks', bytesDone: done, bytesTotal: input.size });
               }
             },
             (e) => {
@@ -213,22 +213,22 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
     blocks.forEach((h, i) => {
       if (h && written.has(h) && !counted.has(h)) {
         counted.add(h);
-        stats.newData += Math.min(o.blockSize, source.size - i * o.blockSize);
+        stats.newData += Math.min(o.blockSize, input.size - i * o.blockSize);
       }
     });
-    o.onProgress?.({ phase: 'manifest', bytesDone: source.size, bytesTotal: source.size });
+    o.onProgress?.({ phase: 'manifest', bytesDone: input.size, bytesTotal: input.size });
 
     const manifest: Manifest = {
       header: {
         name: o.name,
         version,
         created: (o.created ?? defaultCreated()).toISOString(),
-        imageSize: source.size,
+        imageSize: input.size,
         blockSize: o.blockSize,
         blockCount,
         codec: o.codec,
         filesystem,
-        source: { kind: source.kind, name: path.basename(source.path) },
+        source: { kind: input.kind, name: path.basename(input.path) },
         previous,
         keyId: o.key.publicKey.id,
         ...(o.profile?.length ? { profile: toRuns(fromRuns(o.profile, blockCount)) } : {}),
@@ -260,14 +260,14 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
       previousVersion: previous?.version ?? null,
       manifest: manifestPath(o.name, version),
       manifestSha256: digest,
-      image: { path: source.path, kind: source.kind, size: source.size, filesystem },
+      image: { path: input.path, kind: input.kind, size: input.size, filesystem },
       blockSize: o.blockSize,
       codec: o.codec,
       level,
       blocks: { total: blockCount, zero: stats.zero, unique: sizes.size, new: stats.new, reused: stats.reused },
-      bytes: { image: source.size, newData: stats.newData, written: stats.written, manifest: bytes.length, stored },
+      bytes: { image: input.size, newData: stats.newData, written: stats.written, manifest: bytes.length, stored },
       compressionRatio: stats.written ? stats.newData / stats.written : 1,
-      dedupRatio: uniqueData ? source.size / Math.min(uniqueData, source.size) : 1,
+      dedupRatio: uniqueData ? input.size / Math.min(uniqueData, input.size) : 1,
       seconds: (performance.now() - t0) / 1000,
       cpuSeconds: (cpu.user + cpu.system) / 1e6,
     };
@@ -277,7 +277,7 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
       // Deepest first; a folder something else has since written into stays.
       for (const dir of createdDirs.sort((a, b) => b.length - a.length)) await rmdir(dir).catch(() => {});
     } finally {
-      await source.close();
+      await input.close();
       await unlock();
     }
   }

@@ -64,19 +64,16 @@ function procCpuinfo(): string {
  * - Huge pages behind malloc's heap (`glibc.malloc.hugetlb=1`, glibc 2.35+;
  *   older ones ignore it). A reader keeps every block it decodes in fresh
  *   memory, and first touches of 4 KiB pages are its largest cost on virtual
- *   machines: measured on this project's 2-core VM, a cold dd of a 183 MB
- *   image through `hfk mount` took 2.2–2.8 s with 4 KiB pages (reader's main
- *   thread 1.3–1.8 s of user CPU) and 1.7–2.1 s with huge pages (0.9–1.2 s),
- *   three runs each, taking turns; under load (CI running alongside), 1.8
- *   against 1.0 s of user CPU.
+ *   machines; huge pages mean far fewer of them.
  * - On an emulated CPU (emulatedCpu), no vector code in glibc's memcpy and
  *   OpenSSL's SHA-256: an emulator runs plain integer code nearly as it
- *   comes but each vector instruction through a helper. Measured in this
- *   project's QEMU guests (TCG, `-cpu max`, Node 24): SHA-256 25 → 84 MB/s,
- *   copying 64 KiB buffers 460 → 1600 MB/s, zstd decoding 45 → 60 MB/s.
- *   On real hardware those vector paths are the fast ones, so they stay.
+ *   comes but each vector instruction through a helper, so there the plain
+ *   code is the faster. On real hardware the vector paths are the fast
+ *   ones, so they stay.
  *   (glibc 2.36 cuts GLIBC_TUNABLES short in place as it reads it: the
  *   reader's /proc/PID/environ shows only the first tunable, yet all apply.)
+ *
+ * (figures: docs/PERFORMANCE.md)
  */
 export function readerEnv(env: NodeJS.ProcessEnv, cpuinfo: () => string = procCpuinfo): NodeJS.ProcessEnv {
   const out = { ...env };
@@ -98,14 +95,13 @@ export function readerEnv(env: NodeJS.ProcessEnv, cpuinfo: () => string = procCp
  * and system calls. With hfk's HTTP client (h1.ts) the optimizing compilers
  * cost more than they give back: they compile on V8's helper threads, which
  * take CPU from the verify thread, nginx and the kernel on a small machine,
- * and they keep at it after the reader is warm (V8's helper threads took
- * 6–12 ticks on a second read of the image by the same reader, against 2–5
- * with Sparkplug only). undici's client (HTTPS mirrors, a proxy) runs far
- * more JavaScript per request, and there the optimized code pays. So `hfk
- * mount` picks by its mirrors (jitForMirrors); the init's reader, started
- * before the mirrors are known, keeps V8's own tiers: cold boots measured
- * the same either way. docs/PERFORMANCE.md has the measurements. (V8 takes
- * these flags only on the command line, not in NODE_OPTIONS.)
+ * and they keep at it after the reader is warm. undici's client (HTTPS
+ * mirrors, a proxy) runs far more JavaScript per request, and there the
+ * optimized code pays. So `hfk mount` picks by its mirrors (jitForMirrors);
+ * the init's reader, started before the mirrors are known, keeps V8's own
+ * tiers: Sparkplug alone did not make cold boots faster. (V8 takes these
+ * flags only on the command line, not in NODE_OPTIONS.)
+ * (figures: docs/PERFORMANCE.md)
  */
 export type ReaderJit = 'baseline' | 'full';
 
@@ -121,19 +117,11 @@ export function jitForMirrors(mirrors: readonly string[], proxy?: string): Reade
  *
  * A reader makes short-lived objects for every block (requests, promises,
  * messages to the verify thread), and V8 grows the young generation while
- * they come, as far as the machine's memory lets it: measured with Node 24,
- * to 128 MiB with 24 GiB, 64 MiB with 2 GiB, 32 MiB with 1 GiB (a memory
- * cgroup's limit counts); with this setting to 16–20 MiB. Every page it
- * grows into is a first touch, which on a virtual machine is a page fault
- * into the hypervisor. Measured on this project's 2-core VM (24 GiB) with
- * `node bench/cold-read.ts --runs 12 '' 'NODE_OPTIONS=--max-semi-space-size=0'
- * 'NODE_OPTIONS=--max-semi-space-size=4'` (a cold dd of the mount bench's
- * 183 MB image through a fresh `hfk mount`, medians of 12 runs each, taking
- * turns):
- *
- *   8 MiB (this)          318 MB/s   82 ticks of reader CPU   4,985 page faults
- *   V8's own sizing       289 MB/s   87 ticks                 8,002
- *   4 MiB                 309 MB/s   84 ticks                 3,892
+ * they come, as far as the machine's memory lets it (a memory cgroup's
+ * limit counts). Every page it grows into is a first touch, which on a
+ * virtual machine is a page fault into the hypervisor. Of the sizes
+ * compared (V8's own, 4 and 8 MiB), 8 MiB gave the fastest cold read with
+ * the least CPU (figures: docs/PERFORMANCE.md).
  *
  * Objects still live after two scavenges move to the old generation as
  * before. A setting the user made in NODE_OPTIONS is kept.

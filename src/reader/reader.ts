@@ -16,7 +16,7 @@ import { publicKeyFromRaw } from '../format/keys.ts';
 import { type FuseMount, mount, unmountOnSignals } from '../fuse/mount.ts';
 import { ReaderSpec, type ReadyMessage } from './spec.ts';
 
-export interface ServeOptions {
+export interface MountImageOptions {
   fetcher: BlockFetcher;
   mountpoint: string;
   readAheadKb?: number;
@@ -28,7 +28,7 @@ export interface ServeOptions {
 }
 
 /** Mounts NAME.img (and .hfk/stats.json) for a fetcher. */
-export async function serveImage(o: ServeOptions): Promise<FuseMount> {
+export async function mountImage(o: MountImageOptions): Promise<FuseMount> {
   const started = new Date();
   const fs_ = new BlockFs({
     name: o.fetcher.manifest.header.name,
@@ -107,7 +107,7 @@ export async function runReader(
   const tOpened = performance.now();
   let m: FuseMount;
   try {
-    m = await serveImage({
+    m = await mountImage({
       fetcher: opened.fetcher,
       mountpoint: spec.mountpoint,
       ...(spec.readAheadKb !== undefined ? { readAheadKb: spec.readAheadKb } : {}),

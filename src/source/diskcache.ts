@@ -5,8 +5,7 @@
 // survives reboots: the next boot needs only a manifest check, and none at
 // all when the network is gone but the blocks are here.
 
-import { randomBytes } from 'node:crypto';
-import { readdirSync, readFile, rmSync, statSync, writeFile } from 'node:fs';
+import { readdirSync, readFile, rmSync, statSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
@@ -14,7 +13,7 @@ import { errnoCode, InvalidError, StoreError } from '../errors.ts';
 import { decodeBlockSync } from '../format/codec.ts';
 import { blockPath, manifestFile, manifestPath, parseManifestFile, imageDir } from '../format/layout.ts';
 import { verifyObject } from '../store/images.ts';
-import { TMP_PREFIX } from '../store/local.ts';
+import { TMP_PREFIX, writeFileAtomic } from '../util/atomic.ts';
 
 export interface DiskCacheStats {
   dir: string;
@@ -27,11 +26,9 @@ export interface DiskCacheStats {
   discarded: number;
 }
 
-// node:fs's callback forms: the same system calls as fs/promises' readFile and
-// writeFile, with much less work around them (a boot reads and writes
-// hundreds of objects, and under emulation that work showed in profiles).
+// node:fs's callback form: the same system calls as fs/promises' readFile,
+// with much less work around them (a boot reads hundreds of objects).
 const readFileCb = promisify(readFile);
-const writeFileCb = promisify(writeFile);
 
 /** How long after a read its object's times are set on disk (in one batch with the others). */
 const TOUCH_DELAY_MS = 30_000;
@@ -89,9 +86,6 @@ export class DiskCache {
   /** Objects read since their times were last set, and the timer that sets them. */
   private readonly touched = new Set<string>();
   private touchTimer: NodeJS.Timeout | undefined;
-  /** Unique names for temporary files: this process's random tag and a count. */
-  private readonly tmpTag = `${process.pid}.${randomBytes(4).toString('hex')}`;
-  private tmpCount = 0;
 
   private constructor(dir: string, limit: number, options: DiskCacheOptions) {
     this.dir = dir;
@@ -121,8 +115,9 @@ export class DiskCache {
     }
     const c = new DiskCache(abs, limitBytes, options);
     // The index is read with synchronous calls: once, before anything is
-    // served, and a cache partition holds thousands of objects (on a slow
-    // machine a promise round trip per object took seconds of a boot).
+    // served, and a cache partition holds thousands of objects: on a slow
+    // machine a promise round trip per object made warm boots much slower
+    // (figures: docs/PERFORMANCE.md).
     const found: { hash: string; size: number; used: number }[] = [];
     for (const fan of readdirSync(path.join(abs, 'blocks'))) {
       if (!/^[0-9a-f]{2}$/.test(fan)) continue;
@@ -315,21 +310,12 @@ export class DiskCache {
       await fs.mkdir(dir, { recursive: true });
       this.folders.add(dir);
     }
-    const tmp = path.join(dir, `${TMP_PREFIX}${path.basename(dest)}.${this.tmpTag}.${++this.tmpCount}`);
-    const write = () => writeFileCb(tmp, data, { flag: 'wx' });
     try {
-      try {
-        await write();
-      } catch (e) {
-        if (errnoCode(e) !== 'ENOENT') throw e;
-        // the folder went (removed by hand): make it again
-        await fs.mkdir(dir, { recursive: true });
-        await write();
-      }
-      await fs.rename(tmp, dest);
+      await writeFileAtomic(dest, data);
     } catch (e) {
-      await fs.rm(tmp, { force: true });
-      throw e;
+      if (errnoCode(e) !== 'ENOENT') throw e;
+      await fs.mkdir(dir, { recursive: true }); // the folder went (removed by hand): make it again
+      await writeFileAtomic(dest, data);
     }
   }
 

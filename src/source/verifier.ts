@@ -4,11 +4,10 @@
 //
 // The threads run verify-worker.ts (see src/util/worker.ts).
 
-import type { Worker } from 'node:worker_threads';
-import { InvalidError } from '../errors.ts';
+import { HfkError, InvalidError } from '../errors.ts';
 import { verifyObject } from '../store/images.ts';
 import type { SizedBufferPool } from '../util/bufpool.ts';
-import { startWorker } from '../util/worker.ts';
+import { startWorker, WorkerPool } from '../util/worker.ts';
 import { asBuffer, type Job, type Reply, transferable, VERIFY_ROLE } from './verify-worker.ts';
 
 export interface Verified {
@@ -64,59 +63,38 @@ export const inlineVerifier: Verifier = {
 };
 
 
-/** Verification on a pool of worker threads. */
+/** Verification on a pool of worker threads; on this thread once the pool is closed or its threads are gone. */
 export class WorkerVerifier implements Verifier {
-  private readonly workers: Worker[];
-  private readonly load: number[];
-  private readonly waiting = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void; worker: number }>();
-  private nextId = 0;
-  private closed = false;
+  private readonly pool: WorkerPool<Omit<Job, 'id'>, Reply>;
   readonly threads = true;
 
   constructor(threads: number) {
-    this.workers = Array.from({ length: Math.max(1, threads) }, () => startWorker('verify', new URL('./verify-worker.ts', import.meta.url), { role: VERIFY_ROLE }));
-    this.load = this.workers.map(() => 0);
-    this.workers.forEach((w, i) => {
-      w.unref(); // never keeps the process alive by itself
-      w.on('message', (r: Reply) => {
-        const job = this.waiting.get(r.id);
-        if (!job) return;
-        this.waiting.delete(r.id);
-        this.load[i]!--;
-        job.resolve(r);
-      });
-      const fail = (e: Error) => {
-        for (const [id, job] of this.waiting) {
-          if (job.worker !== i) continue;
-          this.waiting.delete(id);
-          this.load[i]!--;
-          job.reject(e);
-        }
-      };
-      w.on('error', fail);
-      w.on('exit', (code) => fail(new Error(`verify worker exited with status ${code}`)));
+    this.pool = new WorkerPool({
+      threads: Math.max(1, threads),
+      what: 'verify worker',
+      ref: false, // never keeps the process alive by itself
+      start: () => startWorker('verify', new URL('./verify-worker.ts', import.meta.url), { role: VERIFY_ROLE }),
     });
   }
 
   async verify(source: string, hash: string, object: Buffer, length: number, options: VerifyOptions = {}): Promise<Verified> {
-    if (this.closed) return inlineVerifier.verify(source, hash, object, length, options);
+    if (this.pool.closed) return inlineVerifier.verify(source, hash, object, length, options);
     const { pool, digest, store } = options;
-    let best = 0;
-    for (let i = 1; i < this.workers.length; i++) if (this.load[i]! < this.load[best]!) best = i;
-    const id = this.nextId++;
-    const reply = new Promise<Reply>((resolve, reject) => this.waiting.set(id, { resolve, reject, worker: best }));
-    this.load[best]!++;
     // Shared memory in, shared memory out: the thread decodes in place.
     const out = pool?.shared && object.buffer instanceof SharedArrayBuffer ? pool.get(length) : undefined;
-    if (out) this.workers[best]!.postMessage({ id, hash, digest, length, object, out, store: store ? { fd: store.fd, offset: store.offset } : undefined } satisfies Job);
-    else {
-      const obj = transferable(object);
-      this.workers[best]!.postMessage({ id, hash, digest, length, object: obj } satisfies Job, [obj.buffer as ArrayBuffer]);
-    }
-    const r = await reply.catch((e: unknown) => {
+    let r: Reply;
+    try {
+      if (out) r = await this.pool.run({ hash, digest, length, object, out, store: store ? { fd: store.fd, offset: store.offset } : undefined });
+      else {
+        const obj = transferable(object);
+        r = await this.pool.run({ hash, digest, length, object: obj }, [obj.buffer as ArrayBuffer]);
+      }
+    } catch (e) {
       if (out) pool!.put(out);
+      // No thread left to take it (they died, or the pool closed meanwhile): verify here.
+      if (e instanceof HfkError && e.code === 'E_WORKER') return inlineVerifier.verify(source, hash, object, length, options);
       throw e;
-    });
+    }
     // The same words as verifyObject's, wherever the check ran.
     if (!r.ok) {
       if (out) pool!.put(out);
@@ -126,9 +104,8 @@ export class WorkerVerifier implements Verifier {
     return { data: asBuffer(r.data!), object: asBuffer(r.object!) };
   }
 
-  async close(): Promise<void> {
-    this.closed = true;
-    await Promise.all(this.workers.map((w) => w.terminate()));
+  close(): Promise<void> {
+    return this.pool.close();
   }
 }
 

@@ -2,15 +2,15 @@
 // nginx or rsync hand out. Every write goes to a temporary name in the same
 // folder and is renamed into place, so a reader sees a whole file or none.
 
-import { randomBytes } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { errnoCode, MissingError, StoreError } from '../errors.ts';
 import { BLOCKS_DIR, IMAGES_DIR, imageDir, parseManifestFile } from '../format/layout.ts';
+import { TMP_PREFIX, writeFileAtomic } from '../util/atomic.ts';
 import type { ReadOptions, StoreWriter, WriteOptions } from './store.ts';
 
-export const TMP_PREFIX = '.tmp.';
+export { TMP_PREFIX };
 const LOCK_FILE = '.hfk-lock';
 
 export class LocalStore implements StoreWriter {
@@ -107,26 +107,8 @@ export class LocalStore implements StoreWriter {
   /** Writes a file atomically: temporary name, optional fsync, rename. */
   async write(rel: string, data: Uint8Array, options: WriteOptions = {}): Promise<void> {
     const dest = this.abs(rel);
-    const dir = path.dirname(dest);
-    const tmp = path.join(dir, `${TMP_PREFIX}${path.basename(dest)}.${process.pid}.${randomBytes(4).toString('hex')}`);
-    await fs.mkdir(dir, { recursive: true });
-    const fh = await fs.open(tmp, 'wx', 0o644);
-    try {
-      await fh.writeFile(data);
-      if (options.fsync) await fh.sync();
-    } catch (e) {
-      await fh.close();
-      await fs.rm(tmp, { force: true });
-      throw e;
-    }
-    await fh.close();
-    try {
-      await fs.rename(tmp, dest);
-    } catch (e) {
-      await fs.rm(tmp, { force: true });
-      throw e;
-    }
-    if (options.fsync) await fsyncDir(dir);
+    await fs.mkdir(path.dirname(dest), { recursive: true });
+    await writeFileAtomic(dest, data, { mode: 0o644, ...(options.fsync ? { fsync: true } : {}) });
   }
 
   async remove(rel: string): Promise<void> {
@@ -219,14 +201,5 @@ function processAlive(pid: number): boolean {
     return true;
   } catch (e) {
     return errnoCode(e) === 'EPERM';
-  }
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await fs.open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
   }
 }

@@ -1,7 +1,8 @@
 // Worker threads that run one module of hfk. In the esbuild bundles each such
 // module is also built on its own, as a small script the bundle embeds
-// (src/build.ts), so a thread does not load and compile all of hfk again (a
-// quarter second of CPU a thread on a host, seconds in an emulated guest).
+// (src/build.ts), so a thread does not load and compile all of hfk again,
+// which is costly even on a host and far more so in an emulated guest
+// (figures: docs/PERFORMANCE.md).
 // From source (vitest) the thread runs the module file itself; Node strips
 // the types. WorkerPool hands jobs to a set of such threads.
 

@@ -41,6 +41,7 @@ beforeAll(async () => {
   await hfkJson(['publish', mksquashfs(good, join(work, 'good.sqfs')), '--store', store, '--name', 'good', '--key', key]);
   await hfkJson(['publish', mkext4(good, join(work, 'good.ext4'), 24), '--store', store, '--name', 'goodext', '--key', key, '--block-size', '16K']);
   await hfkJson(['publish', mksquashfs(bare, join(work, 'bare.sqfs')), '--store', store, '--name', 'bare', '--key', key]);
+  await hfkJson(['publish', mksquashfs(good, join(work, 'good-xz.sqfs'), ['-comp', 'xz']), '--store', store, '--name', 'goodxz', '--key', key]);
   nginx = await startNginx(store, join(work, 'nginx'));
 }, 120_000);
 
@@ -76,6 +77,12 @@ describe('hfk-init --dry-run', () => {
     expect(r.error).toMatchObject({ stage: 'overlay', code: 'E_NOINIT' });
     expect(r.error!.message).toMatch(/\/sbin\/init, \/lib\/systemd\/systemd/);
     expect(formatDryRun(r)).toMatch(/the boot would fail at stage overlay/);
+  });
+
+  it('an image whose metadata the check cannot read (xz): the boot goes ahead, and the report says the init was not checked', async () => {
+    const r = await dryRun({ cmdline: cmdline('goodxz'), key: pub });
+    expect(r.error).toBeNull();
+    expect(r.warnings.join('\n')).toMatch(/the init is not checked before the boot: this squashfs image uses compressor xz/);
   });
 
   it('a cache partition whose label no disk has: the boot would fail at the cache stage', async () => {

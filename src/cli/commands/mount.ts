@@ -83,7 +83,7 @@ hfk umount MOUNTPOINT ends it.`,
       memoryBytes: parseSize(str(ctx, 'memory') ?? '256M', '--memory'),
       mode: flag(ctx, 'soft') ? 'soft' : 'hard',
       softTimeoutMs: (int(ctx, 'soft-timeout', 1, 86_400) ?? 30) * 1000,
-      // One thread off the main one: measured with bench/mount.ts's image on 2 cores, cold dd 269 → 309 MB/s (medians of 7).
+      // With two or more cores, one thread decodes and verifies beside the main one (FUSE and the network): a faster cold read (figures: docs/PERFORMANCE.md).
       verifyThreads: int(ctx, 'verify-threads', 0, 16) ?? (os.availableParallelism() >= 2 ? 1 : 0),
       connections: int(ctx, 'connections', 1, 256) ?? 4,
       ...(str(ctx, 'readahead') ? { readAheadKb: Math.round(parseSize(str(ctx, 'readahead')!, '--readahead') / 1024) } : {}),

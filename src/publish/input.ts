@@ -1,6 +1,6 @@
 // What the publisher reads: a plain image file, a block device, or a cloop
 // V2 file whose image is inflated on the fly (no uncompressed copy on disk).
-// Every source yields the image front to back as buffers whose lengths are
+// Every input yields the image front to back as buffers whose lengths are
 // multiples of the block size (except the very last).
 
 import * as fs from 'node:fs/promises';
@@ -15,7 +15,7 @@ import {
 import { errnoCode, InputError } from '../errors.ts';
 import type { BufferPool } from '../util/bufpool.ts';
 
-export interface ImageSource {
+export interface ImageInput {
   readonly kind: 'file' | 'blockdev' | 'cloop';
   readonly path: string;
   /** Size of the image (for cloop: of the image inside it). */
@@ -60,7 +60,7 @@ async function blockDeviceSize(p: string, rdev: number): Promise<number> {
 }
 
 /** Opens IMAGE for publishing: checks it exists, is readable, and what it is. */
-export async function openImage(p: string): Promise<ImageSource> {
+export async function openInput(p: string): Promise<ImageInput> {
   let fh: fs.FileHandle;
   try {
     fh = await fs.open(p, 'r');
@@ -90,7 +90,7 @@ export async function openImage(p: string): Promise<ImageSource> {
   }
 }
 
-class FileSource implements ImageSource {
+class FileSource implements ImageInput {
   bytesRead = 0;
   private readonly fh: fs.FileHandle;
   readonly path: string;
@@ -136,7 +136,7 @@ class FileSource implements ImageSource {
   }
 }
 
-class CloopSource implements ImageSource {
+class CloopSource implements ImageInput {
   readonly kind = 'cloop' as const;
   bytesRead = 0;
   private readonly fh: fs.FileHandle;
