@@ -64,7 +64,8 @@ export async function main(argv: string[], io: Output = stdio()): Promise<number
       io.out(`${JSON.stringify({ ok: false, error: { code, message: e instanceof Error ? e.message : String(e), ...(e instanceof HfkError && e.hint ? { hint: e.hint } : {}) } }, null, 2)}\n`);
     }
     io.err(`hfk ${cmd.name}: ${describeError(e)}\n`);
-    if (!(e instanceof HfkError) && process.env.HFK_DEBUG) io.err(`${(e as Error).stack}\n`);
+    // Not one of hfk's own errors: a bug. The trace is what a report of it needs.
+    if (!(e instanceof HfkError) && e instanceof Error && e.stack) io.err(`this is a bug in hfk; please report it with this trace:\n${e.stack}\n`);
     return code === 'E_USAGE' ? 2 : 1;
   }
 }

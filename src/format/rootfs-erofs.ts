@@ -7,22 +7,7 @@
 // count, then the names; mkfs.erofs sorts names bytewise across the whole
 // directory, so the scan stops at the first name past the one sought.
 
-// What this file needs of rootfs.ts's Image and Node, named here by their
-// shape so that rootfs.ts can import this file without an import cycle;
-// rootfs.ts checks that the volume returned fits its Volume.
-interface Image {
-  readonly size: number;
-  declareSize(bytes: number, what: string): void;
-  at(offset: number, length: number, what: string): Promise<Buffer>;
-  damaged(structure: string, found: string): Error;
-  unsupported(feature: string, where?: string): Error;
-}
-interface Node {
-  kind: PathKind;
-  mode: number;
-  size: number;
-}
-type PathKind = 'file' | 'dir' | 'symlink' | 'other';
+import type { Image, Node, PathKind } from './rootfs-image.ts';
 
 const SUPERBLOCK_OFFSET = 1024;
 const SUPERBLOCK_BYTES = 128;

@@ -5,22 +5,7 @@
 // reads htree directories: their index blocks look like one empty entry.
 // Fast symlinks keep their target in the inode's block array.
 
-// What this file needs of rootfs.ts's Image and Node, named here by their
-// shape so that rootfs.ts can import this file without an import cycle;
-// rootfs.ts checks that the volume returned fits its Volume.
-interface Image {
-  readonly size: number;
-  declareSize(bytes: number, what: string): void;
-  at(offset: number, length: number, what: string): Promise<Buffer>;
-  damaged(structure: string, found: string): Error;
-  unsupported(feature: string, where?: string): Error;
-}
-interface Node {
-  kind: PathKind;
-  mode: number;
-  size: number;
-}
-type PathKind = 'file' | 'dir' | 'symlink' | 'other';
+import type { Image, Node, PathKind } from './rootfs-image.ts';
 
 const SUPERBLOCK_OFFSET = 1024;
 const SUPERBLOCK_BYTES = 1024;

@@ -12,6 +12,7 @@
 
 import { FormatError, UsageError, type HfkErrorOptions } from '../errors.ts';
 import { openErofs } from './rootfs-erofs.ts';
+import type { Node, PathKind, Volume } from './rootfs-image.ts';
 import { openExt4 } from './rootfs-ext4.ts';
 import { openSquashfs } from './rootfs-squashfs.ts';
 
@@ -21,7 +22,7 @@ export type ReadAt = (offset: number, length: number) => Promise<Buffer>;
 export const ROOTFS_FILESYSTEMS = ['squashfs', 'ext4', 'erofs'] as const;
 export type RootFilesystem = (typeof ROOTFS_FILESYSTEMS)[number];
 
-export type PathKind = 'file' | 'dir' | 'symlink' | 'other';
+export type { PathKind };
 
 export interface PathInfo {
   /** The path as asked. */
@@ -82,22 +83,6 @@ export async function lookupPath(read: ReadAt, fs: RootFilesystem, path: string,
 }
 
 // ---- what each filesystem provides ------------------------------------------
-
-/** One inode as the walk needs it; each filesystem adds what it needs to read it. */
-export interface Node {
-  kind: PathKind;
-  mode: number;
-  size: number;
-}
-
-/** One filesystem, opened: its root, a name in a directory, a symlink's target. */
-export interface Volume {
-  root(): Promise<Node>;
-  /** The entry `name` of directory `dir`, or undefined when there is none. */
-  child(dir: Node, name: Buffer): Promise<Node | undefined>;
-  /** The target of symlink `link`, at most MAX_PATH_BYTES - 1 bytes. */
-  readlink(link: Node): Promise<Buffer>;
-}
 
 // Each volume takes its own kind of node; the walk hands a node back only to
 // the volume that made it.

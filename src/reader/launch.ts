@@ -9,7 +9,7 @@
 
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import { viaUndici } from '../store/http.ts';
+import { clientFor } from '../source/origin.ts';
 import type { ReaderSpec, ReadyMessage } from './spec.ts';
 
 export interface SpawnReaderOptions {
@@ -107,7 +107,7 @@ export type ReaderJit = 'baseline' | 'full';
 
 /** The JIT a reader of these mirrors should run with (see ReaderJit). */
 export function jitForMirrors(mirrors: readonly string[], proxy?: string): ReaderJit {
-  return mirrors.some((u) => viaUndici(u, proxy)) ? 'full' : 'baseline';
+  return mirrors.some((u) => clientFor(u, proxy) === 'undici') ? 'full' : 'baseline';
 }
 
 /**
