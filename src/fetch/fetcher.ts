@@ -6,11 +6,9 @@
 //   read(offset, length) → blocks → memory cache → one shared get per block → source
 //   Sequential reads grow a readahead window that prefetches the next blocks.
 
-import { AbortedError } from '../errors.ts';
 import { zeroBlock } from '../format/codec.ts';
 import { blockLength, type BootProfile, fromRuns, type Manifest, toRuns } from '../format/manifest.ts';
-import type { BlockSource, SourceStats } from '../source/source.ts';
-import { emptyStats } from '../source/source.ts';
+import { type BlockSource, emptyStats, type SourceStats, withSignal } from '../source/source.ts';
 import { SizedBufferPool } from '../util/bufpool.ts';
 import type { BlockMemory } from './memcache.ts';
 import { Gate, profileGaps } from './profile.ts';
@@ -46,7 +44,6 @@ export interface FetcherOptions {
   profileGapBudget?: number | undefined;
   /** Whether the source verifies on other threads (block memory must then be shared). */
   sharedMemory?: boolean;
-  log?: (line: string) => void;
 }
 
 export interface FetcherStats extends SourceStats {
@@ -75,30 +72,10 @@ export type FetchReason = 'read' | 'readahead' | 'profile' | 'gap';
 /** How many of the last fetches stats() lists. */
 export const RECENT_FETCHES = 32;
 
-/** Resolves like `p`, but rejects as soon as `signal` aborts (p goes on). */
-function withSignal<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return p;
-  if (signal.aborted) return Promise.reject(new AbortedError('read interrupted'));
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(new AbortedError('read interrupted'));
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e);
-      },
-    );
-  });
-}
-
 export class BlockFetcher {
   readonly size: number;
   readonly manifest: Manifest;
-  private readonly o: Required<Omit<FetcherOptions, 'log' | 'profileGapBudget'>> & Pick<FetcherOptions, 'log' | 'profileGapBudget'>;
+  private readonly o: Required<Omit<FetcherOptions, 'profileGapBudget'>> & Pick<FetcherOptions, 'profileGapBudget'>;
   private readonly source: BlockSource;
   /** Memory for objects and blocks, reused when the memory cache keeps copies: blocks are then transient (see load()). */
   private readonly pool: SizedBufferPool | undefined;

@@ -146,7 +146,6 @@ export function makeFetcher(o: SourceOptions & Omit<FetcherOptions, 'source' | '
     sharedMemory: verifier?.threads ?? false,
     // Gap blocks only into a cache that outlives this reader, and at most half of it.
     profileGapBudget: o.disk ? o.disk.limit / 2 : undefined,
-    ...(o.log ? { log: o.log } : {}),
   });
 }
 
