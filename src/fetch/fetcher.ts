@@ -288,19 +288,17 @@ export class BlockFetcher {
   private async load(index: number, hash: string, len: number, why: FetchReason): Promise<Buffer> {
     const background = why === 'profile' || why === 'gap';
     if (background && this.source.holds?.(hash)) await this.gate.turn(hash);
-    const block = await this.source.get(
-      {
-        hash,
-        length: len,
-        objectSize: this.manifest.objectSizes.get(hash),
-        digest: this.manifest.objectDigests?.get(hash),
-        what: `block ${index} (${hash.slice(0, 12)}…)`,
-        pace: background ? () => this.gate.turn(hash) : undefined,
-        pool: this.pool,
-        reserve: () => this.o.memory.reserve?.(hash, len),
-      },
-      this.closed.signal,
-    );
+    // No signal: close() closes the source, which cancels what is under way.
+    const block = await this.source.get({
+      hash,
+      length: len,
+      objectSize: this.manifest.objectSizes.get(hash),
+      digest: this.manifest.objectDigests?.get(hash),
+      index,
+      pace: background ? this.pace : undefined,
+      pool: this.pool,
+      reserve: this.reserve,
+    });
     if (block.object && this.recent.push({ block: index, why }) > RECENT_FETCHES) this.recent.shift();
     this.o.memory.set(hash, block.data);
     const pool = this.pool;
@@ -314,6 +312,9 @@ export class BlockFetcher {
     }
     return block.data;
   }
+
+  private readonly pace = (hash: string): Promise<void> => this.gate.turn(hash);
+  private readonly reserve = (hash: string, length: number) => this.o.memory.reserve?.(hash, length);
 
   /** Decoded blocks to give back to the pool at the next turn of the event loop (one setImmediate for all). */
   private readonly toReturn: Buffer[] = [];

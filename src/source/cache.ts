@@ -30,7 +30,8 @@ export class ReadThroughCache implements BlockSource {
     const block = await this.inner.get(req, signal);
     if (!block.object) return block;
     const kept = this.disk.putObject(req.hash, block.object);
-    return { ...block, kept: block.kept ? Promise.all([block.kept, kept]).then(() => {}) : kept };
+    block.kept = block.kept ? Promise.all([block.kept, kept]).then(() => {}) : kept;
+    return block;
   }
 
   stats(into: SourceStats): void {

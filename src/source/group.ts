@@ -10,7 +10,7 @@
 
 import { AbortedError, BrokenError, type HfkError, MissingError } from '../errors.ts';
 import type { Mirror } from './mirror.ts';
-import { asSourceError, type Block, type BlockRequest, type BlockSource, failureKind, type SourceStats } from './source.ts';
+import { asSourceError, type Block, type BlockRequest, type BlockSource, failureKind, type SourceStats, blockName } from './source.ts';
 
 export interface GroupOptions {
   /** Ask a second mirror when one is slow (default true). */
@@ -155,7 +155,7 @@ export class MirrorGroup implements BlockSource {
  * all of them were cancelled or closed (nothing to retry), else broken with every reason.
  */
 function summarize(req: BlockRequest, errors: HfkError[]): HfkError {
-  const what = req.what ?? `block ${req.hash.slice(0, 12)}…`;
+  const what = blockName(req);
   const detail = errors.map((e) => e.message).join('; ');
   if (errors.length > 0 && errors.every((e) => failureKind(e) === 'missing')) return new MissingError('(all mirrors)', `no mirror has ${what}: ${detail}`);
   if (errors.length > 0 && errors.every((e) => failureKind(e) === 'aborted')) return new AbortedError(`no mirror can serve ${what}: ${detail}`, { cause: errors });

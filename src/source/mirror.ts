@@ -5,6 +5,7 @@
 import { AbortedError, BrokenError, HfkError, InvalidError, MissingError } from '../errors.ts';
 import { blockPath } from '../format/layout.ts';
 import type { ReadOptions, RequestTiming, StoreReader } from '../store/store.ts';
+import type { SizedBufferPool } from '../util/bufpool.ts';
 import { MirrorHealth, type HealthOptions } from './score.ts';
 import type { Block, BlockRequest, BlockSource, SourceStats } from './source.ts';
 import { inlineVerifier, type Verifier } from './verifier.ts';
@@ -63,16 +64,16 @@ export class Mirror implements BlockSource {
     const object = await this.read(blockPath(req.hash), {
       ...(signal ? { signal } : {}),
       expectedSize: req.objectSize,
-      ...(pool ? { alloc: (n: number) => pool.get(n) } : {}),
+      ...(pool ? { alloc: this.allocFrom(pool) } : {}),
     });
     this.bytesFetched += object.length;
-    if (req.pace) await req.pace();
+    if (req.pace) await req.pace(req.hash);
     if (signal?.aborted) {
       pool?.put(object);
       throw new AbortedError(`${this.url}: cancelled`);
     }
     // A verifying thread also writes the block into the memory cache: the copy leaves this thread.
-    const room = this.verifier.threads ? req.reserve?.() : undefined;
+    const room = this.verifier.threads ? req.reserve?.(req.hash, req.length) : undefined;
     const v = await this.verifier.verify(this.url, req.hash, object, req.length, { pool, digest: req.digest, store: room }).catch((e: unknown) => {
       room?.cancel();
       this.book(e); // corrupt data counts against the mirror that sent it
@@ -84,6 +85,18 @@ export class Mirror implements BlockSource {
     else room?.cancel();
     if (v.object !== object) pool?.put(object); // the verifier sent back a copy
     return { data: v.data, object: v.object, from: this.url };
+  }
+
+  private lastPool: SizedBufferPool | undefined;
+  private lastAlloc: ((n: number) => Buffer) | undefined;
+
+  /** The pool's allocator, made once per pool rather than once per block. */
+  private allocFrom(pool: SizedBufferPool): (n: number) => Buffer {
+    if (pool !== this.lastPool) {
+      this.lastPool = pool;
+      this.lastAlloc = (n) => pool.get(n);
+    }
+    return this.lastAlloc!;
   }
 
   /** Counts a failure of the right kind (a caller's verification too). */

@@ -8,7 +8,7 @@
 // Cancelled requests are never retried.
 
 import { AbortedError, BrokenError, type HfkError } from '../errors.ts';
-import { asSourceError, type Block, type BlockRequest, type BlockSource, failureKind, sleep, type SourceStats } from './source.ts';
+import { asSourceError, type Block, type BlockRequest, type BlockSource, failureKind, sleep, type SourceStats, blockName } from './source.ts';
 
 export interface RetryOptions {
   mode: 'hard' | 'soft';
@@ -47,25 +47,42 @@ export class Retrying implements BlockSource {
   }
 
   async get(req: BlockRequest, signal?: AbortSignal): Promise<Block> {
-    const started = this.o.now();
-    // Soft mode: one deadline for every round, the pass under way included.
-    const deadline = this.o.mode === 'soft' ? AbortSignal.timeout(this.o.softTimeoutMs) : undefined;
-    const signals = [this.closed.signal, signal, deadline].filter((s): s is AbortSignal => s !== undefined);
-    const any = signals.length === 1 ? signals[0]! : AbortSignal.any(signals);
-    let last: HfkError | undefined;
-    for (let round = 0; ; round++) {
+    // The common case, a first pass that succeeds, costs nothing extra: no timer, no combined signal.
+    if (this.o.mode === 'hard') {
       try {
-        return await this.inner.get(req, any);
+        return await this.inner.get(req, signal);
       } catch (e) {
-        const error = asSourceError(e, this.inner.location);
-        if (failureKind(error) !== 'aborted' || !last) last = error;
+        return this.retry(req, signal, this.o.now(), asSourceError(e, this.inner.location));
       }
+    }
+    // Soft mode: one deadline for every pass, the first one included.
+    const started = this.o.now();
+    const deadline = new AbortController();
+    const timer = setTimeout(() => deadline.abort(), this.o.softTimeoutMs);
+    const cancel = () => deadline.abort();
+    signal?.addEventListener('abort', cancel, { once: true });
+    try {
+      return await this.inner.get(req, deadline.signal);
+    } catch (e) {
+      return await this.retry(req, signal, started, asSourceError(e, this.inner.location), deadline.signal);
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', cancel);
+    }
+  }
+
+  /** The passes after a failed first one, with backoff between them. */
+  private async retry(req: BlockRequest, signal: AbortSignal | undefined, started: number, first: HfkError, deadline?: AbortSignal): Promise<Block> {
+    const any = AbortSignal.any([this.closed.signal, ...(signal ? [signal] : []), ...(deadline ? [deadline] : [])]);
+    let last = first;
+    for (let round = 0; ; round++) {
       if (this.closed.signal.aborted) throw new AbortedError('fetcher closed');
       if (signal?.aborted) throw new AbortedError('read cancelled');
       const timedOut = deadline?.aborted || (this.o.mode === 'soft' && this.o.now() - started >= this.o.softTimeoutMs);
       if (failureKind(last) === 'aborted' && !timedOut) throw last;
       if (timedOut) {
-        throw new BrokenError('(all sources)', `${last.message}; gave up after ${Math.round((this.o.now() - started) / 1000)} s`, {
+        const why = failureKind(last) === 'aborted' ? `no answer for ${blockName(req)} from ${this.inner.location}` : last.message;
+        throw new BrokenError('(all sources)', `${why}; gave up after ${Math.round((this.o.now() - started) / 1000)} s`, {
           hint: 'check the network and the mirrors; hard mode (the default for a root device) keeps retrying',
           cause: last,
         });
@@ -77,7 +94,14 @@ export class Retrying implements BlockSource {
         await sleep(delay, any);
       } catch {
         if (this.closed.signal.aborted || signal?.aborted) throw new AbortedError(this.closed.signal.aborted ? 'fetcher closed' : 'read cancelled');
-        // the soft deadline passed while waiting: report above
+        continue; // the soft deadline passed while waiting: reported above
+      }
+      try {
+        return await this.inner.get(req, any);
+      } catch (e) {
+        const error = asSourceError(e, this.inner.location);
+        if (failureKind(error) !== 'aborted') last = error; // a cancelled pass keeps the last real reason
+        else if (!deadline?.aborted) last = error;
       }
     }
   }

@@ -5,7 +5,7 @@
 // LAN peers go first, the mirror group last.
 
 import { MissingError } from '../errors.ts';
-import { type Block, type BlockRequest, type BlockSource, failureKind, type SourceStats } from './source.ts';
+import { type Block, type BlockRequest, type BlockSource, failureKind, type SourceStats, blockName } from './source.ts';
 
 export class Router implements BlockSource {
   readonly location: string;
@@ -31,7 +31,7 @@ export class Router implements BlockSource {
         missing.push((e as MissingError).message);
       }
     }
-    throw new MissingError('(all sources)', `no source has ${req.what ?? `block ${req.hash.slice(0, 12)}…`}: ${missing.join('; ')}`);
+    throw new MissingError('(all sources)', `no source has ${blockName(req)}: ${missing.join('; ')}`);
   }
 
   stats(into: SourceStats): void {

@@ -14,7 +14,7 @@ import { MemoryOrigin, testBlock } from './testing/memory.ts';
 
 const A = testBlock(1);
 const B = testBlock(2);
-const req = (b: typeof A): BlockRequest => ({ hash: b.hash, length: b.data.length, objectSize: b.object.length, what: `block ${b.hash.slice(0, 4)}` });
+const req = (b: typeof A): BlockRequest => ({ hash: b.hash, length: b.data.length, objectSize: b.object.length, index: 7 });
 
 function mirror(name: string, options: { now?: () => number; blocks?: (typeof A)[] } = {}): { m: Mirror; o: MemoryOrigin } {
   const o = new MemoryOrigin(`mem://${name}/`);

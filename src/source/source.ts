@@ -33,14 +33,14 @@ export interface BlockRequest {
   objectSize?: number | undefined;
   /** The object digest the manifest signs (format 2). */
   digest?: string | undefined;
-  /** For messages: "block 12". */
-  what?: string;
-  /** Awaited once the object has arrived and before it is verified: background work yields to reads. */
-  pace?: (() => Promise<void>) | undefined;
+  /** The block's index in its image, for messages (blockName). */
+  index?: number | undefined;
+  /** Awaited (with the hash) once the object has arrived and before it is verified: background work yields to reads. */
+  pace?: ((hash: string) => Promise<void>) | undefined;
   /** Memory for the object and the block (given back by whoever took it when it is no longer needed). */
   pool?: SizedBufferPool | undefined;
   /** Room in the memory cache for a verifying thread to write the block into. */
-  reserve?: (() => Reservation | undefined) | undefined;
+  reserve?: ((hash: string, length: number) => Reservation | undefined) | undefined;
 }
 
 /** A verified block. */
@@ -83,6 +83,11 @@ export interface BlockSource {
   stats?(into: SourceStats): void;
   /** Cancels what is under way and releases connections and files. Idempotent. */
   close(): Promise<void>;
+}
+
+/** The block as messages name it: "block 12 (0123456789ab…)". */
+export function blockName(req: Pick<BlockRequest, 'hash' | 'index'>): string {
+  return req.index === undefined ? `block ${req.hash.slice(0, 12)}…` : `block ${req.index} (${req.hash.slice(0, 12)}…)`;
 }
 
 export type FailureKind = 'missing' | 'invalid' | 'broken' | 'aborted';
