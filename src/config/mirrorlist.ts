@@ -6,9 +6,12 @@ import { HfkError, InputError } from '../errors.ts';
 import { Origins } from '../source/origin.ts';
 import { parseMirrorList } from './config.ts';
 
+/** The largest mirror list read (a line per mirror: thousands of mirrors fit). */
+export const MIRROR_LIST_MAX_BYTES = 1 << 20;
+
 export interface MirrorListOptions {
   proxy?: string | undefined;
-  /** Longest wait for the list's headers and between body bytes (default 10 s). */
+  /** Longest wait for the whole list (default 10 s). */
   timeoutMs?: number;
 }
 
@@ -16,11 +19,13 @@ export interface MirrorListOptions {
 export async function readMirrorList(location: string, options: MirrorListOptions = {}): Promise<string[]> {
   const timeoutMs = options.timeoutMs ?? 10_000;
   const origins = new Origins({ proxy: options.proxy, connections: 1, pipelining: 1, headersTimeoutMs: timeoutMs, bodyTimeoutMs: timeoutMs });
+  const deadline = AbortSignal.timeout(timeoutMs);
   let bytes: Buffer;
   try {
-    bytes = await origins.readFile(location);
+    bytes = await origins.readFile(location, { maxBytes: MIRROR_LIST_MAX_BYTES, signal: deadline });
   } catch (e) {
-    throw new InputError(`cannot read the mirror list ${location}: ${e instanceof Error ? e.message : String(e)}`, {
+    const why = deadline.aborted ? `no whole answer within ${timeoutMs / 1000} s` : e instanceof Error ? e.message : String(e);
+    throw new InputError(`cannot read the mirror list ${location}: ${why}`, {
       hint: 'check the mirror list location (a URL or a file path) and the network',
       ...(e instanceof HfkError ? { cause: e } : {}),
     });

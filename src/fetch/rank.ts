@@ -11,7 +11,7 @@
 import * as net from 'node:net';
 import { HfkError } from '../errors.ts';
 import { blockPath, manifestPath, pointerPath } from '../format/layout.ts';
-import { decodeManifest, decodePointer, type Manifest } from '../format/manifest.ts';
+import { decodeManifest, decodePointer, type Manifest, POINTER_MAX_BYTES } from '../format/manifest.ts';
 import type { RequestTiming } from '../store/store.ts';
 import type { Mirror } from '../source/mirror.ts';
 import { median } from '../source/score.ts';
@@ -160,7 +160,7 @@ async function probe(
     live.rounds++;
     const timing: RequestTiming = { ttfbMs: 0, bodyMs: 0 };
     try {
-      const body = await m.read(pointerPath(o.name), { fresh: true, timing, signal });
+      const body = await m.read(pointerPath(o.name), { fresh: true, maxBytes: POINTER_MAX_BYTES, timing, signal });
       const p = decodePointer(body, `pointer from ${m.url}`);
       live.version = p.version;
       pointer = { rel: manifestPath(o.name, p.version), size: p.size };

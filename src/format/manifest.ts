@@ -269,6 +269,9 @@ export function encodePointer(p: Pointer): Buffer {
   return Buffer.from(`${JSON.stringify(Pointer.parse(p), null, 1)}\n`, 'utf8');
 }
 
+/** The largest pointer file a reader accepts (one is a few hundred bytes of JSON). */
+export const POINTER_MAX_BYTES = 64 * 1024;
+
 export function decodePointer(bytes: Buffer, what = 'pointer'): Pointer {
   let json: unknown;
   try {

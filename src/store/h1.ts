@@ -53,6 +53,7 @@ interface Exchange {
   url: string;
   fresh: boolean;
   expectedSize: number | undefined;
+  maxBytes: number | undefined;
   alloc: (size: number) => Buffer;
   resolve: (b: Buffer) => void;
   reject: (e: Error) => void;
@@ -161,7 +162,7 @@ class Connection {
     const origin = this.pool.origin;
     const declared = h.contentLength;
     ex.declared = declared;
-    const bad = statusError(origin, ex.url, h.status) ?? declaredSizeError(origin, ex.url, declared, ex.expectedSize);
+    const bad = statusError(origin, ex.url, h.status) ?? declaredSizeError(origin, ex.url, declared, ex.expectedSize, ex.maxBytes);
     if (bad) return this.pool.settle(ex, bad);
     if (preallocate(declared, ex.expectedSize)) ex.body = ex.alloc(declared);
   }
@@ -171,7 +172,7 @@ class Connection {
     if (!ex || ex.settled) return;
     const n = end - start;
     ex.received += n;
-    const over = overrunError(this.pool.origin, ex.url, ex.received, ex.expectedSize);
+    const over = overrunError(this.pool.origin, ex.url, ex.received, ex.expectedSize, ex.maxBytes);
     if (over) return this.pool.settle(ex, over);
     if (ex.body) buf.copy(ex.body, ex.received - n, start, end);
     else ex.chunks.push(Buffer.from(buf.subarray(start, end))); // the read buffer is reused
@@ -413,6 +414,7 @@ export class H1Origin implements StoreReader {
         url,
         fresh: options.fresh ?? false,
         expectedSize: options.expectedSize,
+        maxBytes: options.maxBytes,
         alloc: options.alloc ?? Buffer.allocUnsafeSlow,
         resolve,
         reject,

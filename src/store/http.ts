@@ -141,7 +141,7 @@ export class HttpOrigin implements StoreReader {
   private readWith(dispatcher: Dispatcher, rel: string, options: ReadOptions): Promise<Buffer> {
     const u = new URL(rel, this.location); // parsed once: the request's origin and path, and `url` for messages
     const url = u.href;
-    const { signal, expectedSize, timing } = options;
+    const { signal, expectedSize, maxBytes, timing } = options;
     // A buffer of its own by default (never a slice of a shared pool): it may be transferred to a worker thread.
     const alloc = options.alloc ?? Buffer.allocUnsafeSlow;
     if (signal?.aborted) return Promise.reject(transportError(this.location, url, signal.reason, signal));
@@ -200,14 +200,14 @@ export class HttpOrigin implements StoreReader {
               if (status) return done(status);
               const cl = headers['content-length'];
               if (typeof cl === 'string') declared = Number(cl);
-              const wrong = declaredSizeError(location, url, declared, expectedSize);
+              const wrong = declaredSizeError(location, url, declared, expectedSize, maxBytes);
               if (wrong) return fail(c, wrong);
               if (preallocate(declared, expectedSize)) body = alloc(declared);
             },
             onResponseData(c, chunk) {
               if (settled) return; // an error answer's body, or one already given up on
               received += chunk.length;
-              const over = overrunError(location, url, received, expectedSize);
+              const over = overrunError(location, url, received, expectedSize, maxBytes);
               if (over) return fail(c, over);
               if (body) {
                 if (received > body.length) return fail(c, new BrokenError(location, `${url}: more than the ${body.length} bytes declared`));

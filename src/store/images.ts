@@ -12,13 +12,14 @@ import {
   type Manifest,
   manifestDigest,
   type Pointer,
+  POINTER_MAX_BYTES,
 } from '../format/manifest.ts';
 import type { ReadOptions, StoreReader } from './store.ts';
 
 export async function readPointer(store: StoreReader, name: string, options: ReadOptions = {}): Promise<Pointer> {
   let bytes: Buffer;
   try {
-    bytes = await store.read(pointerPath(name), { ...options, fresh: true });
+    bytes = await store.read(pointerPath(name), { ...options, fresh: true, maxBytes: POINTER_MAX_BYTES });
   } catch (e) {
     if (e instanceof MissingError) {
       throw new MissingError(e.source, `there is no image '${name}' in ${store.location} (no ${pointerPath(name)})`, {

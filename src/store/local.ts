@@ -5,7 +5,7 @@
 import { constants as fsc } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { errnoCode, MissingError, StoreError } from '../errors.ts';
+import { errnoCode, InvalidError, MissingError, StoreError } from '../errors.ts';
 import { BLOCKS_DIR, IMAGES_DIR, imageDir, parseManifestFile } from '../format/layout.ts';
 import { TMP_PREFIX, writeFileAtomic } from '../util/atomic.ts';
 import type { ReadOptions, StoreWriter, WriteOptions } from './store.ts';
@@ -85,10 +85,22 @@ export class LocalStore implements StoreWriter {
     return path.join(this.root, ...rel.split('/'));
   }
 
-  async read(rel: string, _options: ReadOptions = {}): Promise<Buffer> {
+  async read(rel: string, options: ReadOptions = {}): Promise<Buffer> {
     try {
-      return await fs.readFile(this.abs(rel));
+      if (options.maxBytes === undefined) return await fs.readFile(this.abs(rel));
+      // A file of unknown size: its size is checked before it is read.
+      const fh = await fs.open(this.abs(rel), 'r');
+      try {
+        const { size } = await fh.stat();
+        if (size > options.maxBytes) throw new InvalidError(this.location, `${rel} in ${this.location} has ${size} bytes, more than such a file may have (${options.maxBytes} bytes)`);
+        const buf = Buffer.alloc(size);
+        const { bytesRead } = await fh.read(buf, 0, size, 0);
+        return buf.subarray(0, bytesRead);
+      } finally {
+        await fh.close();
+      }
     } catch (e) {
+      if (e instanceof InvalidError) throw e;
       if (errnoCode(e) === 'ENOENT') throw new MissingError(this.location, `${rel} is not in store ${this.location}`);
       throw new StoreError(`cannot read ${rel} in store ${this.location}: ${(e as Error).message}`);
     }

@@ -14,16 +14,23 @@ export function statusError(origin: string, url: string, status: number): Source
   return undefined;
 }
 
-/** A declared length other than the one the manifest gives: the mirror serves a wrong object. */
-export function declaredSizeError(origin: string, url: string, declared: number | undefined, expected: number | undefined): SourceError | undefined {
-  if (expected === undefined || declared === undefined || declared === expected) return undefined;
-  return new InvalidError(origin, `${url}: ${declared} bytes, the manifest says ${expected}`);
+/** A declared length other than the one the manifest gives (a wrong object), or over the file's limit. */
+export function declaredSizeError(origin: string, url: string, declared: number | undefined, expected: number | undefined, max?: number): SourceError | undefined {
+  if (declared === undefined) return undefined;
+  if (expected !== undefined && declared !== expected) return new InvalidError(origin, `${url}: ${declared} bytes, the manifest says ${expected}`);
+  if (max !== undefined && declared > max) return tooLarge(origin, url, `${declared} bytes`, max);
+  return undefined;
 }
 
-/** More bytes than the manifest allows, as soon as they arrive. */
-export function overrunError(origin: string, url: string, received: number, expected: number | undefined): SourceError | undefined {
-  if (expected === undefined || received <= expected) return undefined;
-  return new InvalidError(origin, `${url}: more than ${expected} bytes, the manifest says ${expected}`);
+function tooLarge(origin: string, url: string, what: string, max: number): SourceError {
+  return new InvalidError(origin, `${url}: ${what}, more than such a file may have (${max} bytes)`);
+}
+
+/** More bytes than the manifest or the file's limit allows, as soon as they arrive. */
+export function overrunError(origin: string, url: string, received: number, expected: number | undefined, max?: number): SourceError | undefined {
+  if (expected !== undefined && received > expected) return new InvalidError(origin, `${url}: more than ${expected} bytes, the manifest says ${expected}`);
+  if (max !== undefined && received > max) return tooLarge(origin, url, `more than ${max} bytes`, max);
+  return undefined;
 }
 
 /** At the end of the body: cut short against its declared length (transport), or not the manifest's size (wrong object). */

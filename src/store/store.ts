@@ -9,7 +9,9 @@
 export interface ReadOptions {
   signal?: AbortSignal;
   /** The exact size the object must have, when the caller knows it. */
-  expectedSize?: number;
+  expectedSize?: number | undefined;
+  /** The most bytes a file of unknown size may have (a pointer, a mirror list): more is an InvalidError, found as the bytes come. */
+  maxBytes?: number | undefined;
   /** Mutable files (the pointer) must bypass caches that may be stale. */
   fresh?: boolean;
   /** Filled in by network readers: how long the response took. */
