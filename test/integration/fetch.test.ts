@@ -8,7 +8,8 @@ import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from 'v
 import { AbortedError, BrokenError, MissingError, RollbackError, SignatureError } from '../../src/errors.ts';
 import { type BlockFetcher, RECENT_FETCHES } from '../../src/fetch/fetcher.ts';
 import { HeapCache, ShmCache } from '../../src/fetch/memcache.ts';
-import { makeFetcher, openImage, openMirrors } from '../../src/fetch/open.ts';
+import { makeFetcher } from '../../src/fetch/compose.ts';
+import { openImage, openMirrors } from '../../src/fetch/open.ts';
 import { rankMirrors } from '../../src/fetch/rank.ts';
 import { loadImage, TrustState } from '../../src/fetch/trust.ts';
 import { DiskCache } from '../../src/source/diskcache.ts';
