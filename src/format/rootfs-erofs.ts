@@ -7,7 +7,7 @@
 // count, then the names; mkfs.erofs sorts names bytewise across the whole
 // directory, so the scan stops at the first name past the one sought.
 
-import type { Image, Node, PathKind } from './rootfs-image.ts';
+import { type Image, modeKind, type Node, type PathKind } from './rootfs-image.ts';
 
 const SUPERBLOCK_OFFSET = 1024;
 const SUPERBLOCK_BYTES = 128;
@@ -140,12 +140,3 @@ export async function openErofs(img: Image) {
   };
 }
 
-function modeKind(mode: number): PathKind | undefined {
-  switch (mode & 0xf000) {
-    case 0x4000: return 'dir';
-    case 0x8000: return 'file';
-    case 0xa000: return 'symlink';
-    case 0x1000: case 0x2000: case 0x6000: case 0xc000: return 'other';
-    default: return undefined;
-  }
-}

@@ -5,7 +5,7 @@
 // reads htree directories: their index blocks look like one empty entry.
 // Fast symlinks keep their target in the inode's block array.
 
-import type { Image, Node, PathKind } from './rootfs-image.ts';
+import { type Image, modeKind, type Node, type PathKind } from './rootfs-image.ts';
 
 const SUPERBLOCK_OFFSET = 1024;
 const SUPERBLOCK_BYTES = 1024;
@@ -252,7 +252,11 @@ export async function openExt4(img: Image) {
       const xattrSectors = link.xattrBlock !== 0 && !(link.flags & FL_EA_INODE) ? bs / 512 : 0;
       const inline = (link.flags & FL_INLINE_DATA) !== 0 || ((link.flags & FL_EXTENTS) === 0 && link.sectors - xattrSectors === 0);
       if (inline) {
-        if (link.size > link.blocks.length) throw img.damaged(what, `fast symlink target of ${link.size} bytes (at most ${link.blocks.length})`);
+        if (link.size > link.blocks.length) {
+          // With inline_data, a longer target goes on in the system.data xattr.
+          if (link.flags & FL_INLINE_DATA) throw img.unsupported('inline data (a symlink target continued in an xattr)', what);
+          throw img.damaged(what, `fast symlink target of ${link.size} bytes (at most ${link.blocks.length})`);
+        }
         return Buffer.from(link.blocks.subarray(0, link.size));
       }
       const parts: Buffer[] = [];
@@ -262,16 +266,6 @@ export async function openExt4(img: Image) {
       return Buffer.concat(parts).subarray(0, link.size);
     },
   };
-}
-
-function modeKind(mode: number): PathKind | undefined {
-  switch (mode & 0xf000) {
-    case 0x4000: return 'dir';
-    case 0x8000: return 'file';
-    case 0xa000: return 'symlink';
-    case 0x1000: case 0x2000: case 0x6000: case 0xc000: return 'other';
-    default: return undefined;
-  }
 }
 
 /** rec_len as stored: blocks of 64 KiB and more need its two low bits as high bits. */

@@ -195,6 +195,7 @@ class MetaTable {
 
   /** `length` bytes from `pos` on, across blocks; and the position after them. */
   async bytes(pos: MetaPos, length: number, what: string): Promise<[Buffer, MetaPos]> {
+    this.img.charge(length, what);
     const out = Buffer.alloc(length);
     let filled = 0;
     let { block, offset } = pos;

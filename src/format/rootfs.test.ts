@@ -390,3 +390,36 @@ describe('lz4Block', () => {
     expect(() => lz4Block(Buffer.from(input), 64)).toThrow(RangeError);
   });
 });
+
+describe('a lookup ends, whatever the image claims', () => {
+  it('an ext2 directory whose block map points at one block again and again (cached reads cost no I/O) is damage, not an endless scan', async () => {
+    const file = join(work, 'loop.ext2');
+    execFileSync('mkfs.ext2', ['-q', '-F', '-b', '1024', '-N', '64', file, '4M'], { stdio: 'ignore' });
+    const image = readFileSync(file);
+    const bs = 1024;
+    const inodeSize = image.readUInt16LE(1024 + 88);
+    const inodeTable = image.readUInt32LE(2 * bs + 8); // group 0's descriptor (1 KiB blocks: block 2)
+    const root = inodeTable * bs + (2 - 1) * inodeSize;
+    const dirBlock = image.readUInt32LE(root + 40);
+    const [ind, dind, tind] = [4000, 4001, 4002]; // free at the end of a near-empty 4 MiB image
+    for (let i = 0; i < bs / 4; i++) {
+      image.writeUInt32LE(dirBlock, ind * bs + i * 4);
+      image.writeUInt32LE(ind, dind * bs + i * 4);
+      image.writeUInt32LE(dind, tind * bs + i * 4);
+    }
+    for (let i = 1; i < 12; i++) image.writeUInt32LE(dirBlock, root + 40 + i * 4);
+    image.writeUInt32LE(ind, root + 40 + 12 * 4);
+    image.writeUInt32LE(dind, root + 40 + 13 * 4);
+    image.writeUInt32LE(tind, root + 40 + 14 * 4);
+    image.writeUInt32LE(0, root + 4); // i_size: 2^40 bytes, a directory of ~10^9 blocks
+    image.writeUInt32LE(256, root + 108);
+    image.writeUInt32LE(2 ** 31, 1024 + 4); // s_blocks_count: an image large enough to hold it
+    const read = reader(image);
+    const err = await lookupPath(read, 'ext4', '/nonexistent').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(FormatError);
+    expect((err as Error).message).toMatch(/the lookup would go through more than 268435456 bytes/);
+    expect(read.asked).toBeLessThan(256 * 1024);
+    // Given the real size, the directory's claim is refused at once.
+    await expect(lookupPath(reader(image), 'ext4', '/nonexistent', { size: image.length })).rejects.toThrow(/is larger than the image/);
+  });
+});

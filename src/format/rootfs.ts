@@ -43,6 +43,8 @@ export interface PathInfo {
 export interface LookupOptions {
   /** Follow a symlink in the last component (lstat when false). Default true. */
   follow?: boolean;
+  /** The image's real size, when known: no structure may claim more. */
+  size?: number | undefined;
 }
 
 /** Linux's limit on symlinks followed in one lookup (MAXSYMLINKS). */
@@ -53,6 +55,12 @@ export const MAX_PATH_BYTES = 4096;
 const MAX_NAME_BYTES = 256;
 /** What one lookup may read in all before the image is called damaged. */
 export const MAX_LOOKUP_BYTES = 64 * 1024 * 1024;
+/**
+ * What one lookup may go through in all, cached or not (directory entries
+ * scanned, metadata decoded): a directory whose blocks all point at one
+ * cached block costs no reads, and must still end.
+ */
+export const MAX_LOOKUP_WORK = 256 * 1024 * 1024;
 /** The largest single read a filesystem reader asks for (an ext4 block). */
 const MAX_READ = 64 * 1024;
 
@@ -77,7 +85,7 @@ export async function lookupPath(read: ReadAt, fs: RootFilesystem, path: string,
     throw new UsageError(`cannot look paths up in a '${String(fs)}' image: expected one of ${ROOTFS_FILESYSTEMS.join(', ')}`);
   }
   const bytes = checkPath(path);
-  const image = new Image(read, fs);
+  const image = new Image(read, fs, options.size);
   const volume = await OPENERS[fs](image);
   return walk(volume, image, path, bytes, options.follow ?? true);
 }
@@ -107,14 +115,19 @@ export class Image {
   readonly fs: RootFilesystem;
   /** Bytes asked of `read` so far. */
   bytesRead = 0;
+  /** Bytes gone through so far, cached or not (MAX_LOOKUP_WORK). */
+  private work = 0;
+  /** The real size, when the caller knows it. */
+  private readonly real: number | undefined;
   /** The size the superblock declares, once known; reads past it are damage. */
   private declared: number | undefined;
   private readonly read: ReadAt;
   private readonly pages = new Map<number, Buffer>();
 
-  constructor(read: ReadAt, fs: RootFilesystem) {
+  constructor(read: ReadAt, fs: RootFilesystem, realSize?: number) {
     this.read = read;
     this.fs = fs;
+    this.real = realSize;
   }
 
   /** Records the image size its superblock declares. */
@@ -123,9 +136,15 @@ export class Image {
     this.declared = bytes;
   }
 
-  /** The image size the superblock declared (MAX_SAFE_INTEGER before it is known). */
+  /** The image size: what the superblock declared, at most the real size (MAX_SAFE_INTEGER while neither is known). */
   get size(): number {
-    return this.declared ?? Number.MAX_SAFE_INTEGER;
+    return Math.min(this.declared ?? Number.MAX_SAFE_INTEGER, this.real ?? Number.MAX_SAFE_INTEGER);
+  }
+
+  /** Counts `bytes` gone through against the lookup's work budget. */
+  charge(bytes: number, what: string): void {
+    this.work += bytes;
+    if (this.work > MAX_LOOKUP_WORK) throw this.damaged(what, `the lookup would go through more than ${MAX_LOOKUP_WORK} bytes`);
   }
 
   /** Exactly `length` bytes at `offset`, or a FormatError naming `what`. */
@@ -137,6 +156,7 @@ export class Image {
       throw this.damaged(what, `${length} bytes at offset ${offset} lie past the image's end at ${this.size}`);
     }
     if (length === 0) return Buffer.alloc(0);
+    this.charge(length, what);
     const first = Math.floor(offset / PAGE);
     const last = Math.floor((offset + length - 1) / PAGE);
     const parts: Buffer[] = [];

@@ -217,7 +217,7 @@ export class RecordingSystem implements System {
     }
     let info;
     try {
-      info = await lookupPath((o, n) => f.read(o, n), fsType, inImage);
+      info = await lookupPath((o, n) => f.read(o, n), fsType, inImage, { size: f.size });
     } catch (e) {
       if (!(e instanceof UnsupportedFormatError)) throw e;
       this.warnings.push(`the init is not checked before the boot: this ${fsType} image uses ${e.feature}, which the check does not read`);
