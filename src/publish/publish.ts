@@ -23,7 +23,7 @@ import { readManifest } from '../store/images.ts';
 import type { StoreWriter } from '../store/store.ts';
 import { chunkSizeFor, openInput } from './input.ts';
 import { BufferPool } from '../util/bufpool.ts';
-import { transferable } from '../util/worker.ts';
+import { transferable } from '../util/transfer.ts';
 import { publishPool } from './worker.ts';
 
 export interface PublishOptions {

@@ -4,11 +4,12 @@
 //
 // The threads run verify-worker.ts (see src/util/worker.ts).
 
-import { HfkError, InvalidError } from '../errors.ts';
+import { BrokenError, HfkError, InvalidError } from '../errors.ts';
 import { verifyObject } from '../store/images.ts';
 import type { SizedBufferPool } from '../util/bufpool.ts';
 import { startWorker, WorkerPool } from '../util/worker.ts';
-import { asBuffer, type Job, type Reply, transferable, VERIFY_ROLE } from './verify-worker.ts';
+import { transferable } from '../util/transfer.ts';
+import { asBuffer, type Job, type Reply, VERIFY_ROLE } from './verify-worker.ts';
 
 export interface Verified {
   data: Buffer;
@@ -91,9 +92,11 @@ export class WorkerVerifier implements Verifier {
       }
     } catch (e) {
       if (out) pool!.put(out);
-      // No thread left to take it (they died, or the pool closed meanwhile): verify here.
-      if (e instanceof HfkError && e.code === 'E_WORKER') return inlineVerifier.verify(source, hash, object, length, options);
-      throw e;
+      if (!(e instanceof HfkError && e.code === 'E_WORKER')) throw e;
+      // No thread took it (they died, or the pool closed): verify here, unless the object went to a
+      // thread that then died (its memory is gone with it): then it is fetched again.
+      if (object.buffer instanceof ArrayBuffer && object.buffer.detached) throw new BrokenError(source, `block ${hash.slice(0, 12)}… from ${source}: the thread verifying it stopped (${e.message})`, { cause: e });
+      return inlineVerifier.verify(source, hash, object, length, options);
     }
     // The same words as verifyObject's, wherever the check ran.
     if (!r.ok) {

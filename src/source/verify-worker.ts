@@ -5,6 +5,7 @@
 import { writeSync } from 'node:fs';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { BlockDecodeError, decodeChecked } from '../format/codec.ts';
+import { transferable } from '../util/transfer.ts';
 
 export const VERIFY_ROLE = 'hfk-verify-worker';
 
@@ -25,10 +26,6 @@ export type Reply =
   | { id: number; ok: true; data?: Uint8Array; object?: Uint8Array; stored?: boolean }
   | { id: number; ok: false; message: string; object?: Uint8Array };
 
-/** A Buffer that owns its whole ArrayBuffer can be transferred; anything else is copied. */
-export function transferable(b: Uint8Array): Uint8Array {
-  return b.byteOffset === 0 && b.buffer instanceof ArrayBuffer && b.byteLength === b.buffer.byteLength ? b : new Uint8Array(b);
-}
 
 export const asBuffer = (u: Uint8Array) => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 

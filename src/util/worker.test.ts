@@ -1,7 +1,8 @@
 import { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
 import { HfkError, UsageError } from '../errors.ts';
-import { transferable, WorkerPool } from './worker.ts';
+import { transferable } from './transfer.ts';
+import { WorkerPool } from './worker.ts';
 
 // A thread that answers { id, op, ms } after `ms`: 'echo' with its thread id
 // (and the bytes it was given), 'exit' by exiting, 'throw' by failing.
@@ -77,7 +78,7 @@ describe('WorkerPool', () => {
       third = true;
       return s.reply;
     });
-    await new Promise((r) => setTimeout(r, 10));
+    for (let i = 0; i < 5; i++) await new Promise(setImmediate); // a few turns of the event loop: no room yet
     expect(third).toBe(false);
     await first.reply;
     await Promise.all([second.reply, waiting]);

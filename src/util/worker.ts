@@ -31,10 +31,6 @@ export function startWorker(name: WorkerName, source: URL, workerData: unknown):
 // ---------------------------------------------------------------------------
 // A pool of threads that answer jobs
 
-/** A Uint8Array whose memory can be transferred to a thread: `b` itself when it owns its whole ArrayBuffer, else a copy. */
-export function transferable(b: Uint8Array): Uint8Array {
-  return b.byteOffset === 0 && b.buffer instanceof ArrayBuffer && b.byteLength === b.buffer.byteLength ? b : new Uint8Array(b);
-}
 
 export interface WorkerPoolOptions {
   /** How many threads (at least 1). */
@@ -116,21 +112,34 @@ export class WorkerPool<J extends object, R extends { id: number }> {
    */
   async submit(job: J, transfer: readonly TransferListItem[] = []): Promise<{ reply: Promise<R> }> {
     for (;;) {
-      if (this.closedError) throw this.closedError;
-      let best: Thread | undefined;
-      for (const t of this.threads) if (!t.stopped && (!best || t.inFlight < best.inFlight)) best = t;
-      if (!best) {
-        const why = this.threads[0]!.stopped!;
-        throw new HfkError('E_WORKER', `no ${this.what} is left to take the job: ${why.message}`, { cause: why });
-      }
+      const best = this.leastBusy();
       if (best.inFlight < this.depth) return { reply: this.post(best, job, transfer) };
       await new Promise<void>((resolve) => this.roomWaiters.push(resolve));
     }
   }
 
-  /** Posts the job (after waiting for room) and resolves with its reply. */
-  async run(job: J, transfer: readonly TransferListItem[] = []): Promise<R> {
-    return (await this.submit(job, transfer)).reply;
+  /** Posts the job (after waiting for room) and resolves with its reply; posted at once when a thread has room. */
+  run(job: J, transfer: readonly TransferListItem[] = []): Promise<R> {
+    let best: Thread;
+    try {
+      best = this.leastBusy();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    if (best.inFlight < this.depth) return this.post(best, job, transfer);
+    return this.submit(job, transfer).then((s) => s.reply);
+  }
+
+  /** The live thread with the fewest jobs; throws when the pool is closed or no thread is left. */
+  private leastBusy(): Thread {
+    if (this.closedError) throw this.closedError;
+    let best: Thread | undefined;
+    for (const t of this.threads) if (!t.stopped && (!best || t.inFlight < best.inFlight)) best = t;
+    if (!best) {
+      const why = this.threads[0]!.stopped!;
+      throw new HfkError('E_WORKER', `no ${this.what} is left to take the job: ${why.message}`, { cause: why });
+    }
+    return best;
   }
 
   /** Stops every thread; jobs in flight fail. Idempotent. */
