@@ -32,6 +32,16 @@ describe('readMirrorList: every byte from the network or disk bounded in size an
     expect(await readMirrorList(file)).toEqual(['http://c.example/']);
   });
 
+  it('a list URL may carry a query, and the server gets it', async () => {
+    const asked: string[] = [];
+    const base = await serve((q, res) => {
+      asked.push(q.url ?? '');
+      res.end('http://a.example/\n');
+    });
+    expect(await readMirrorList(`${base}lists/mirrors.txt?site=lab&v=2`)).toEqual(['http://a.example/']);
+    expect(asked).toEqual(['/lists/mirrors.txt?site=lab&v=2']);
+  });
+
   it('an endless body is cut off at the limit, not buffered', async () => {
     let sent = 0;
     const base = await serve((_q, res) => {

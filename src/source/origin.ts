@@ -105,9 +105,9 @@ export class Origins {
     const url = isUrl(location) || /^file:\/\//i.test(location);
     const full = url ? new URL(location) : undefined;
     const base = full ? new URL('.', full).href : path.dirname(path.resolve(location));
-    const name = full ? full.pathname.slice(full.pathname.lastIndexOf('/') + 1) : path.basename(location);
-    if (!name) throw new InputError(`${location} names a folder, not a file`);
-    if (full && (full.search || full.hash)) throw new InputError(`${location}: a query or fragment is not supported here`);
+    const file = full ? full.pathname.slice(full.pathname.lastIndexOf('/') + 1) : path.basename(location);
+    if (!file) throw new InputError(`${location} names a folder, not a file`);
+    const name = full && full.protocol !== 'file:' ? file + full.search : file;
     const origin = this.open(base);
     try {
       return await origin.read(name, { fresh: true, ...options });

@@ -403,7 +403,7 @@ export class H1Origin implements StoreReader {
   }
 
   read(rel: string, options: ReadOptions = {}): Promise<Buffer> {
-    const path = PLAIN_PATH.test(rel) && !rel.startsWith('/') && !rel.includes('..') ? this.base.pathname + rel : new URL(rel, this.base).pathname;
+    const path = PLAIN_PATH.test(rel) && !rel.startsWith('/') && !rel.includes('..') ? this.base.pathname + rel : pathAndQuery(new URL(rel, this.base));
     const url = `${this.base.origin}${path}`;
     const { signal } = options;
     if (signal?.aborted) return Promise.reject(new AbortedError(`${url}: cancelled`, { cause: signal.reason }));
@@ -443,4 +443,9 @@ export class H1Origin implements StoreReader {
   close(): Promise<void> {
     return this.pool.close();
   }
+}
+
+/** The request target of a URL: its path and its query (a mirror list's URL may carry one). */
+function pathAndQuery(u: URL): string {
+  return u.pathname + u.search;
 }

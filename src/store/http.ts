@@ -178,7 +178,7 @@ export class HttpOrigin implements StoreReader {
         dispatcher.dispatch(
           {
             origin: u.origin,
-            path: u.pathname,
+            path: u.pathname + u.search,
             method: 'GET',
             // Not "blocking" (undici's default for GET): a request may go out on a connection before
             // the answers ahead of it have their headers, so `pipelining` really pipelines. Cancelling
