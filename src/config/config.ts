@@ -17,6 +17,7 @@ import { parseImageRef } from '../format/manifest.ts';
 import { normalizeBaseUrl } from '../store/http.ts';
 import { parseSize } from '../util/size.ts';
 import { STAGES, type StageName } from './stages.ts';
+import { MAX_VERIFY_THREADS } from '../reader/spec.ts';
 
 export const DEFAULT_CONFIG_PATH = '/etc/hfk/hfk.yaml';
 
@@ -206,7 +207,6 @@ export const Bool = z.unknown().transform((v, ctx) => {
   return bad(ctx, v, 'is not true or false');
 });
 
-export const MAX_VERIFY_THREADS = 16;
 
 /** Worker threads that decode and verify blocks: a whole number from 0 to MAX_VERIFY_THREADS. */
 export const ThreadCount = z.unknown().transform((v, ctx) => {

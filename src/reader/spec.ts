@@ -10,6 +10,9 @@ import type { Ranking } from '../fetch/rank.ts';
 import { ImageName } from '../format/manifest.ts';
 
 /** Everything a background reader needs, handed over as a JSON file. */
+/** The most worker threads that may verify blocks (config init.reader.verifyThreads, hfk mount --verify-threads). */
+export const MAX_VERIFY_THREADS = 16;
+
 export const ReaderSpec = z.strictObject({
   mountpoint: z.string().min(1),
   name: ImageName,
@@ -40,7 +43,7 @@ export const ReaderSpec = z.strictObject({
   /** Whether that readahead also reads blocks the disk cache holds (default true; a boot turns it off). */
   prefetchCached: z.boolean().optional(),
   /** Worker threads that decode and verify blocks (0: the main thread does it). */
-  verifyThreads: z.number().int().nonnegative().max(16).optional(),
+  verifyThreads: z.number().int().nonnegative().max(MAX_VERIFY_THREADS).optional(),
   /** Keep-alive connections (requests in flight) per mirror. */
   connections: z.number().int().positive().max(256).optional(),
   /** Extra facts for stats.json (e.g. the init's ranking). */
