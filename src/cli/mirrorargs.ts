@@ -3,7 +3,7 @@
 // the proxy (--proxy, or the config).
 
 import { UsageError } from '../errors.ts';
-import { loadConfig } from '../config/config.ts';
+import { Config, loadConfig, transferOptions } from '../config/config.ts';
 import { readMirrorList } from '../config/mirrorlist.ts';
 import { normalizeBaseUrl } from '../store/http.ts';
 import { type CommandContext, list, type OptionSpec, str } from './command.ts';
@@ -19,6 +19,8 @@ export const MIRROR_OPTIONS = {
 export interface MirrorSources {
   mirrors: string[];
   proxy: string | undefined;
+  /** The transfer budget from --config's fetch: (else the defaults). */
+  transfer: ReturnType<typeof transferOptions>;
 }
 
 export async function mirrorSources(ctx: Pick<CommandContext, 'values'>, extra: string[] = []): Promise<MirrorSources> {
@@ -35,5 +37,5 @@ export async function mirrorSources(ctx: Pick<CommandContext, 'values'>, extra: 
   if (mirrors.length === 0) {
     throw new UsageError('no mirrors given', { hint: 'pass mirror URLs, --mirrors URL,…, --mirrorlist FILE|URL, or --config hfk.yaml with a mirrors: list' });
   }
-  return { mirrors: [...new Set(mirrors)], proxy };
+  return { mirrors: [...new Set(mirrors)], proxy, transfer: transferOptions((cfg ?? Config.parse({})).fetch) };
 }

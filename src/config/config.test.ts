@@ -23,7 +23,7 @@ describe('parseConfig', () => {
       mirrors: [],
       cache: { memory: 256 * 2 ** 20, maxSize: 4 * 2 ** 30 },
       init: { cache: { kind: 'tmpfs' }, overlay: { kind: 'tmpfs' }, timeout: 30, modules: [], reader: { readahead: 512 * 2 ** 10, verifyThreads: 0, cpuProfile: false } },
-      fetch: { soft: false, softTimeout: 60 },
+      fetch: { soft: false, softTimeout: 60, headTimeout: 20, minRate: 1024, rateGrace: 10 },
     };
     expect(parseConfig('', 'x.yaml')).toEqual(d);
     expect(parseConfig('# only comments\n', 'x.yaml')).toEqual(d);
@@ -76,7 +76,7 @@ describe('parseConfig', () => {
         break: 'mirrors',
         reader: { readahead: 2 ** 20, prefetch: 0, verifyThreads: 2, cpuProfile: true },
       },
-      fetch: { soft: true, softTimeout: 15 },
+      fetch: { soft: true, softTimeout: 15, headTimeout: 20, minRate: 1024, rateGrace: 10 },
     });
   });
 

@@ -15,6 +15,7 @@ import { z } from 'zod';
 import { errnoCode, HfkError } from '../errors.ts';
 import { parseImageRef } from '../format/manifest.ts';
 import { normalizeBaseUrl } from '../store/http.ts';
+import { DEFAULT_BUDGET } from '../store/budget.ts';
 import { parseSize } from '../util/size.ts';
 import { STAGES, type StageName } from './stages.ts';
 import { MAX_VERIFY_THREADS } from '../reader/spec.ts';
@@ -223,6 +224,9 @@ export const DEFAULTS = {
   cacheMaxSize: 4 * 1024 ** 3,
   timeout: 30,
   softTimeout: 60,
+  headTimeout: DEFAULT_BUDGET.headTimeoutMs / 1000,
+  minRate: DEFAULT_BUDGET.minBytesPerSec,
+  rateGrace: DEFAULT_BUDGET.graceMs / 1000,
   readerReadahead: 512 * 1024,
   readerVerifyThreads: 0,
 } as const;
@@ -307,8 +311,14 @@ export const Config = z.strictObject({
       /** Soft: a block that cannot be fetched fails the read (EIO) after softTimeout; hard: retry forever. */
       soft: Bool.default(false),
       softTimeout: Seconds.default(DEFAULTS.softTimeout),
+      /** Longest wait for an answer's head (status line and headers) from a mirror; bytes trickled do not extend it. */
+      headTimeout: Seconds.default(DEFAULTS.headTimeout),
+      /** After rateGrace, a body slower than this (bytes a second, over windows of rateGrace) counts as a timeout. */
+      minRate: Size.default(DEFAULTS.minRate),
+      /** Seconds after an answer's head in which its body may be slow. */
+      rateGrace: Seconds.default(DEFAULTS.rateGrace),
     })
-    .default({ soft: false, softTimeout: DEFAULTS.softTimeout }),
+    .default({ soft: false, softTimeout: DEFAULTS.softTimeout, headTimeout: DEFAULTS.headTimeout, minRate: DEFAULTS.minRate, rateGrace: DEFAULTS.rateGrace }),
 });
 export type Config = z.output<typeof Config>;
 
@@ -501,4 +511,9 @@ export function parseMirrorList(text: string, source: string): string[] {
   }
   if (out.length === 0) throw new MirrorListError(source, `${source} lists no mirrors`);
   return out;
+}
+
+/** The transfer budget of `fetch:` (headTimeout, minRate, rateGrace) as the mirrors' options. */
+export function transferOptions(f: Config['fetch']): { headersTimeoutMs: number; minBytesPerSec: number; graceMs: number } {
+  return { headersTimeoutMs: f.headTimeout * 1000, minBytesPerSec: f.minRate, graceMs: f.rateGrace * 1000 };
 }

@@ -10,6 +10,7 @@
 // openImage() runs them all.
 
 import type { LookupFunction } from 'node:net';
+import { BrokenError } from '../errors.ts';
 import type { PublicKey } from '../format/keys.ts';
 import { decodeManifest, type Manifest } from '../format/manifest.ts';
 import { DiskCache } from '../source/diskcache.ts';
@@ -27,9 +28,13 @@ export interface MirrorOptions {
   connections?: number;
   /** Requests pipelined on each connection (default 8). */
   pipelining?: number;
+  /** Longest wait for an answer's head; bytes do not extend it. */
   headersTimeoutMs?: number;
   bodyTimeoutMs?: number;
   connectTimeoutMs?: number;
+  /** After graceMs, a body slower than this (bytes a second) counts as a timeout. */
+  minBytesPerSec?: number;
+  graceMs?: number;
   health?: Partial<HealthOptions>;
 }
 
@@ -49,8 +54,9 @@ export interface OpenImageOptions {
   /** Where the newest seen versions are kept (rollback protection); default: the cache folder, else memory only. */
   trustFile?: string | undefined;
   mode?: 'hard' | 'soft';
+  /** Soft mode: how long a block read may take, and also opening the image (ranking, pointer, manifest); default 30 s. */
   softTimeoutMs?: number;
-  rank?: Omit<RankOptions, 'name' | 'manifests'>;
+  rank?: Omit<RankOptions, 'name' | 'manifests' | 'key' | 'signal'>;
   mirrorOptions?: MirrorOptions;
   group?: Omit<GroupOptions, 'owns'>;
   fetcher?: Partial<Pick<FetcherOptions, 'readaheadBytes' | 'readaheadDisk' | 'profileGapBytes'>>;
@@ -81,6 +87,8 @@ export function openMirrors(
     ...(m.connectTimeoutMs ? { connectTimeoutMs: m.connectTimeoutMs } : {}),
     ...(m.headersTimeoutMs ? { headersTimeoutMs: m.headersTimeoutMs } : {}),
     ...(m.bodyTimeoutMs ? { bodyTimeoutMs: m.bodyTimeoutMs } : {}),
+    ...(m.minBytesPerSec ? { minBytesPerSec: m.minBytesPerSec } : {}),
+    ...(m.graceMs ? { graceMs: m.graceMs } : {}),
   });
   const capacity = (m.connections ?? 4) * (m.pipelining ?? 8);
   const unique = [...new Set(urls.map((u) => normalizeLocation(u)))];
@@ -123,17 +131,46 @@ export class ImageOpener {
     }
   }
 
-  /** Measures the mirrors (netselect) and orders them best first. */
-  async rank(options: Omit<RankOptions, 'name' | 'manifests'> = {}): Promise<Ranking> {
-    this.ranking = await rankMirrors(this.mirrors, {
-      name: this.o.name,
-      manifests: this.manifests,
-      viaProxy: Boolean(this.o.proxy),
-      ...this.o.rank,
-      ...options,
-    });
+  /**
+   * In soft mode, a signal that fires when opening the image has taken the
+   * soft deadline, its reason the error to report; the caller clears it.
+   * Undefined in hard mode (the root waits for the network).
+   */
+  softDeadline(): { signal: AbortSignal; clear(): void } | undefined {
+    if (this.o.mode !== 'soft') return undefined;
+    const ms = this.o.softTimeoutMs ?? 30_000;
+    const ac = new AbortController();
+    const timer = setTimeout(() => {
+      ac.abort(
+        new BrokenError('(all mirrors)', `opening ${this.o.name} took longer than the soft deadline of ${ms / 1000} s`, {
+          hint: 'a mirror stalls or the network is slow: try other mirrors, or give more time (--soft-timeout)',
+        }),
+      );
+    }, ms);
+    return { signal: ac.signal, clear: () => clearTimeout(timer) };
+  }
+
+  /** Measures the mirrors (netselect) and orders them best first; `signal` ends the probing early. */
+  async rank(options: Omit<RankOptions, 'name' | 'manifests' | 'key'> = {}): Promise<Ranking> {
+    const own = options.signal ? undefined : this.softDeadline();
+    try {
+      this.ranking = await rankMirrors(this.mirrors, {
+        name: this.o.name,
+        key: this.o.key,
+        manifests: this.manifests,
+        viaProxy: Boolean(this.o.proxy),
+        ...this.o.rank,
+        ...options,
+        ...(own ? { signal: own.signal } : {}),
+      });
+    } finally {
+      own?.clear();
+    }
     const order = new Map(this.ranking.mirrors.map((r, i) => [r.url, i]));
     this.mirrors.sort((a, b) => order.get(a.url)! - order.get(b.url)!);
+    for (const r of this.ranking.mirrors) {
+      if (r.refused) this.o.log?.(`mirror ${r.url} is not trusted for ${this.o.name} (ranked after those serving a verified version): ${r.refused}`);
+    }
     return this.ranking;
   }
 
@@ -148,21 +185,32 @@ export class ImageOpener {
     return this.cache;
   }
 
-  /** The manifest to use: signed by the key, not older than seen (see trust.ts), from the best mirror that has it. */
-  async load(): Promise<LoadedImage> {
+  /**
+   * The manifest to use: signed by the key, not older than seen (see
+   * trust.ts), from the best mirror that has it. In soft mode it ends within
+   * the soft deadline (or `signal`'s).
+   */
+  async load(signal?: AbortSignal): Promise<LoadedImage> {
     const cache = await this.openCache();
     const trustFile = this.o.trustFile ?? (cache ? `${cache.dir}/trust.json` : undefined);
     const trust = trustFile ? await TrustState.open(trustFile) : TrustState.memory();
-    this.image = await loadImage({
-      name: this.o.name,
-      version: this.o.version,
-      key: this.o.key,
-      mirrors: this.mirrors,
-      trust,
-      cache,
-      known: this.manifests,
-      ...(this.o.log ? { log: this.o.log } : {}),
-    });
+    const own = signal ? undefined : this.softDeadline();
+    const s = signal ?? own?.signal;
+    try {
+      this.image = await loadImage({
+        name: this.o.name,
+        version: this.o.version,
+        key: this.o.key,
+        mirrors: this.mirrors,
+        trust,
+        cache,
+        known: this.manifests,
+        ...(s ? { signal: s } : {}),
+        ...(this.o.log ? { log: this.o.log } : {}),
+      });
+    } finally {
+      own?.clear();
+    }
     return this.image;
   }
 
@@ -212,16 +260,20 @@ export interface OpenedImage {
 /** Ranks the mirrors, loads the trusted manifest and makes the fetcher. */
 export async function openImage(o: OpenImageOptions): Promise<OpenedImage> {
   const opener = new ImageOpener(o);
+  // Soft mode: one deadline over ranking, pointer and manifest together.
+  const deadline = opener.softDeadline();
   try {
     const cache = await opener.openCache();
     // A warm cache means few blocks will come from mirrors: do not spend any on probing.
-    const ranking = await opener.rank({ blocks: !cache || cache.stats().objects === 0 });
-    const image = await opener.load();
+    const ranking = await opener.rank({ blocks: !cache || cache.stats().objects === 0, ...(deadline ? { signal: deadline.signal } : {}) });
+    const image = await opener.load(deadline?.signal);
     const fetcher = await opener.fetcher();
     return { mirrors: opener.mirrors, ranking, image, fetcher, cache, close: () => fetcher.close() };
   } catch (e) {
     await opener.close();
     throw e;
+  } finally {
+    deadline?.clear();
   }
 }
 

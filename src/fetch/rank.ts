@@ -7,11 +7,26 @@
 // inflated by loss). A fast TCP handshake (or ICMP echo) alone proves
 // nothing: a host can accept connections at once and still serve slowly, so
 // neither is scored.
+//
+// The pointer is unsigned: the version it claims orders the ranking only once
+// that mirror's manifest of that version has verified with the pinned key. A
+// mirror whose claim fails is reported and ranked after those that serve a
+// verified version; nothing unsigned is decoded.
 
 import * as net from 'node:net';
-import { HfkError } from '../errors.ts';
+import { HfkError, InvalidError } from '../errors.ts';
+import type { PublicKey } from '../format/keys.ts';
 import { blockPath, manifestPath, pointerPath } from '../format/layout.ts';
-import { decodeManifest, decodePointer, type Manifest, POINTER_MAX_BYTES } from '../format/manifest.ts';
+import {
+  decodeManifest,
+  decodePointer,
+  MANIFEST_MAX_BYTES,
+  type Manifest,
+  manifestDigest,
+  manifestReadLimit,
+  type Pointer,
+  POINTER_MAX_BYTES,
+} from '../format/manifest.ts';
 import type { RequestTiming } from '../store/store.ts';
 import type { Mirror } from '../source/mirror.ts';
 import { median } from '../source/score.ts';
@@ -20,6 +35,14 @@ import { isUrl } from '../store/store.ts';
 export interface RankOptions {
   /** Image whose pointer and manifest are probed. */
   name: string;
+  /**
+   * The pinned key. A pointer's version counts only once its manifest
+   * verifies with it; without a key no version counts (mirrors are ranked by
+   * speed alone) and no manifest is decoded, so no block is probed.
+   */
+  key?: PublicKey | undefined;
+  /** Ends the probing early (the caller's overall deadline); the ranking so far is returned. */
+  signal?: AbortSignal | undefined;
   /** Pointer rounds per mirror (default 3). */
   rounds?: number;
   /** Give up on mirrors still probing after this long (default 1500 ms). */
@@ -36,9 +59,9 @@ export interface RankOptions {
    */
   blocks?: boolean;
   /**
-   * Filled with the manifests the probes fetched (store path → bytes, as
-   * received, not yet verified), so that loading the image need not fetch
-   * the same bytes again (loadImage's `known`).
+   * Filled with the manifests the probes fetched and verified (store path →
+   * bytes), so that loading the image need not fetch the same bytes again
+   * (loadImage's `known`).
    */
   manifests?: Map<string, Buffer>;
 }
@@ -56,8 +79,12 @@ export interface MirrorRank {
   loss: number;
   /** Expected milliseconds per block; Infinity when the mirror is unusable. */
   score: number;
-  /** Latest version the mirror offers, if its pointer was read. */
+  /** Latest version the mirror offers: its pointer's, once the manifest of that version verified with the key. */
   version: number | null;
+  /** The version the mirror's pointer claims (unsigned: not used for ordering). */
+  claimed: number | null;
+  /** Why the pointer's claim was not counted (its manifest was missing, too big, forged…), or null. */
+  refused: string | null;
   error: string | null;
   /** The error's kind (E_MISSING: the mirror lacks the image; E_BROKEN: unreachable). */
   errorCode: string | null;
@@ -136,12 +163,12 @@ interface Progress {
 /** Probes one mirror; `live` holds what was measured so far (read at the deadline). */
 async function probe(
   m: Mirror,
-  o: Required<Omit<RankOptions, 'objectBytes' | 'manifests'>>,
+  o: Required<Omit<RankOptions, 'objectBytes' | 'manifests' | 'key' | 'signal'>> & { key: PublicKey | undefined },
   live: MirrorRank,
   prog: Progress,
   signal: AbortSignal,
   onUpdate: () => void,
-  decoded: Map<string, { bytes: Buffer; manifest: Manifest }>,
+  verified: Map<string, { rel: string; bytes: Buffer; manifest: Manifest }>,
 ): Promise<void> {
   const connects: number[] = [];
   const ttfbs: number[] = [];
@@ -155,15 +182,16 @@ async function probe(
         }
       })();
   const icmpJob = o.icmp ? icmpMs(m.url).then((v) => void (live.icmpMs = v)) : Promise.resolve();
-  let pointer: { rel: string; size: number } | undefined;
+  let pointer: Pointer | undefined;
   for (let i = 0; i < o.rounds && !signal.aborted; i++) {
     live.rounds++;
     const timing: RequestTiming = { ttfbMs: 0, bodyMs: 0 };
     try {
       const body = await m.read(pointerPath(o.name), { fresh: true, maxBytes: POINTER_MAX_BYTES, timing, signal });
       const p = decodePointer(body, `pointer from ${m.url}`);
-      live.version = p.version;
-      pointer = { rel: manifestPath(o.name, p.version), size: p.size };
+      if (p.name !== o.name) throw new InvalidError(m.url, `${pointerPath(o.name)} in ${m.url} names image '${p.name}', not '${o.name}'`);
+      live.claimed = p.version;
+      pointer = p;
       ttfbs.push(timing.ttfbMs);
       live.ok++;
       live.ttfbMs = median(ttfbs);
@@ -177,18 +205,25 @@ async function probe(
   }
   let manifest: Manifest | undefined;
   if (pointer && !signal.aborted) {
-    Object.assign(prog, { phase: 'manifest', phaseStart: performance.now(), manifestBytes: pointer.size });
+    const rel = manifestPath(o.name, pointer.version);
+    Object.assign(prog, { phase: 'manifest', phaseStart: performance.now(), manifestBytes: Math.min(pointer.size, MANIFEST_MAX_BYTES) });
     const timing: RequestTiming = { ttfbMs: 0, bodyMs: 0 };
     try {
-      const body = await m.read(pointer.rel, { timing, signal });
-      // Decoded once per version: twenty mirrors decoding the same bytes at
-      // once would stall the event loop while others are being timed.
-      const known = decoded.get(pointer.rel);
-      manifest = known && known.bytes.equals(body) ? known.manifest : decodeManifest(body, null, `manifest from ${m.url}`);
-      if (!known) decoded.set(pointer.rel, { bytes: body, manifest });
+      const maxBytes = manifestReadLimit(pointer, `pointer from ${m.url}`);
+      const body = await m.read(rel, { timing, signal, maxBytes });
       if (body.length >= 16 * 1024 && timing.bodyMs > 0) live.throughputMBps = body.length / 1000 / Math.max(timing.bodyMs, 0.05);
+      if (o.key) {
+        manifest = checkManifest(m, o.name, pointer, o.key, rel, body, verified);
+        live.version = pointer.version;
+      }
     } catch (e) {
-      if (!signal.aborted) live.error = e instanceof Error ? e.message : String(e);
+      if (!signal.aborted) {
+        const why = e instanceof Error ? e.message : String(e);
+        live.error = why;
+        live.errorCode = e instanceof HfkError ? e.code : 'E_BROKEN';
+        if (o.key) live.refused = `its pointer claims v${pointer.version}, but that manifest cannot be used: ${why}`;
+        if (e instanceof InvalidError) m.book(e);
+      }
     }
   }
   if (manifest && o.blocks && !signal.aborted) {
@@ -219,6 +254,35 @@ async function probe(
 }
 
 /**
+ * The manifest a mirror's pointer names, checked: the digest the pointer
+ * gives, then the signature on the raw bytes, then decoded (once per
+ * digest: twenty mirrors decoding the same bytes at once would stall the
+ * event loop while others are being timed), then its name and version.
+ */
+function checkManifest(
+  m: Mirror,
+  name: string,
+  p: Pointer,
+  key: PublicKey,
+  rel: string,
+  body: Buffer,
+  verified: Map<string, { rel: string; bytes: Buffer; manifest: Manifest }>,
+): Manifest {
+  const digest = manifestDigest(body);
+  if (digest !== p.sha256) {
+    throw new InvalidError(m.url, `${rel} in ${m.url} has SHA-256 ${digest.slice(0, 12)}…, its pointer says ${p.sha256.slice(0, 12)}…`);
+  }
+  const known = verified.get(digest);
+  if (known) return known.manifest;
+  const manifest = decodeManifest(body, key, `${rel} in ${m.url}`);
+  if (manifest.header.name !== name || manifest.header.version !== p.version) {
+    throw new InvalidError(m.url, `${rel} in ${m.url} describes ${manifest.header.name} v${manifest.header.version}, not ${name} v${p.version}`);
+  }
+  verified.set(digest, { rel, bytes: body, manifest });
+  return manifest;
+}
+
+/**
  * Ranks mirrors, best first, and seeds their health with what
  * was measured. Returns within about `deadlineMs` even if some never answer,
  * and much sooner once no mirror still probing can beat the best one.
@@ -231,6 +295,7 @@ export async function rankMirrors(mirrors: readonly Mirror[], options: RankOptio
     viaProxy: options.viaProxy ?? false,
     blocks: options.blocks ?? true,
     name: options.name,
+    key: options.key,
   };
   const t0 = performance.now();
   const ac = new AbortController();
@@ -247,6 +312,8 @@ export async function rankMirrors(mirrors: readonly Mirror[], options: RankOptio
       loss: 0,
       score: Infinity,
       version: null,
+      claimed: null,
+      refused: null,
       error: null,
       errorCode: null,
       partial: true,
@@ -264,9 +331,9 @@ export async function rankMirrors(mirrors: readonly Mirror[], options: RankOptio
     const now = performance.now();
     const done = lives.filter((r) => !r.partial);
     if (done.length === lives.length) return finish();
-    // Only a mirror with the newest version seen so far can set the bar.
+    // Only a mirror with the newest verified version can set the bar (without a key: any).
     const newest = Math.max(0, ...lives.map((r) => r.version ?? 0));
-    const best = Math.min(...done.filter((r) => r.version === newest).map((r) => scoreOf(r, objectBytes)));
+    const best = Math.min(...done.filter((r) => !o.key || r.version === newest).map((r) => scoreOf(r, objectBytes)));
     if (!Number.isFinite(best)) return;
     const bound = (i: number) => {
       const r = lives[i]!;
@@ -276,17 +343,23 @@ export async function rankMirrors(mirrors: readonly Mirror[], options: RankOptio
       return Math.max(r.ttfbMs ?? 0, p.phase === 'pointer' && r.ttfbMs !== null ? 0 : scaled);
     };
     const limit = best * 2 + 20;
+    // A mirror claiming a newer version is waited for (up to the deadline) until its manifest verifies or fails.
+    const claimsNewer = (r: MirrorRank) => o.key !== undefined && r.version === null && !r.refused && (r.claimed ?? 0) > newest;
     const pending = lives.map((r, i) => (r.partial ? i : -1)).filter((i) => i >= 0);
-    if (pending.every((i) => bound(i) > limit)) return finish();
+    if (pending.every((i) => bound(i) > limit && !claimsNewer(lives[i]!))) return finish();
     clearTimeout(recheck);
     recheck = setTimeout(evaluate, 10);
   };
-  const decoded = new Map<string, { bytes: Buffer; manifest: Manifest }>();
-  const jobs = mirrors.map((m, i) => probe(m, o, lives[i]!, progress[i]!, ac.signal, evaluate, decoded).catch(() => {}));
+  const verified = new Map<string, { rel: string; bytes: Buffer; manifest: Manifest }>();
+  const stop = () => finish();
+  if (options.signal?.aborted) finish();
+  options.signal?.addEventListener('abort', stop, { once: true });
+  const jobs = mirrors.map((m, i) => probe(m, o, lives[i]!, progress[i]!, ac.signal, evaluate, verified).catch(() => {}));
   const deadline = setTimeout(finish, o.deadlineMs);
   void Promise.all(jobs).then(() => finish());
   await finished;
-  for (const [rel, d] of decoded) options.manifests?.set(rel, d.bytes);
+  options.signal?.removeEventListener('abort', stop);
+  for (const d of verified.values()) options.manifests?.set(d.rel, d.bytes);
   clearTimeout(deadline);
   clearTimeout(recheck);
   ac.abort();
@@ -294,14 +367,17 @@ export async function rankMirrors(mirrors: readonly Mirror[], options: RankOptio
     if (r.partial && r.ok === 0 && !r.error) r.error = `no answer within ${Math.round(performance.now() - t0)} ms`;
     r.score = scoreOf(r, objectBytes);
   }
-  // Best first: mirrors fully measured with the newest version, by score;
-  // then those cut short (probing was stopped because they could no longer
-  // win, or time ran out), by their estimate; then those that never answered
-  // in time; then stale mirrors (they only have an older version); then
-  // those that failed.
+  // Best first: mirrors fully measured with the newest verified version, by
+  // score; then those cut short (probing was stopped because they could no
+  // longer win, or time ran out), by their estimate; then those that never
+  // answered in time; then stale mirrors (they only have an older version)
+  // and those whose pointer's claim did not verify; then those that failed.
+  // An unverified claim only ever counts against its mirror: claiming an
+  // older version than the newest verified one makes it stale.
   const newest = Math.max(0, ...lives.map((r) => r.version ?? 0));
-  const klass = (r: MirrorRank) =>
-    r.ok === 0 ? (r.partial ? 2 : 4) : r.version !== null && r.version < newest ? 3 : r.partial ? 1 : 0;
+  const unverified = (r: MirrorRank) => o.key !== undefined && r.version === null && !r.partial;
+  const stale = (r: MirrorRank) => (r.version ?? r.claimed ?? newest) < newest;
+  const klass = (r: MirrorRank) => (r.ok === 0 ? (r.partial ? 2 : 4) : stale(r) || unverified(r) ? 3 : r.partial ? 1 : 0);
   const order = lives.map((r, i) => ({ r, m: mirrors[i]! }));
   order.sort((a, b) => klass(a.r) - klass(b.r) || a.r.score - b.r.score);
   for (const { r, m } of order) {
@@ -320,7 +396,7 @@ export function formatRanking(r: Ranking): string {
   ];
   r.mirrors.forEach((m, i) => {
     rows.push(
-      `${String(i + 1).padStart(2)}  ${m.url.padEnd(w)}  ${`${f(m.connectMs)} ms`.padStart(8)}  ${`${f(m.ttfbMs)} ms`.padStart(8)}  ${`${f(m.blockMs)} ms`.padStart(8)}  ${f(m.throughputMBps).padStart(7)}  ${m.icmpMs === null ? '-'.padStart(7) : `${f(m.icmpMs)} ms`.padStart(7)}  ${`${Math.round(m.loss * 100)}%`.padStart(5)}  ${(Number.isFinite(m.score) ? m.score.toFixed(1) : 'dead').padStart(8)}  ${m.version ?? '-'}${m.error && m.ok === 0 ? `  (${m.error})` : ''}`,
+      `${String(i + 1).padStart(2)}  ${m.url.padEnd(w)}  ${`${f(m.connectMs)} ms`.padStart(8)}  ${`${f(m.ttfbMs)} ms`.padStart(8)}  ${`${f(m.blockMs)} ms`.padStart(8)}  ${f(m.throughputMBps).padStart(7)}  ${m.icmpMs === null ? '-'.padStart(7) : `${f(m.icmpMs)} ms`.padStart(7)}  ${`${Math.round(m.loss * 100)}%`.padStart(5)}  ${(Number.isFinite(m.score) ? m.score.toFixed(1) : 'dead').padStart(8)}  ${m.version ?? (m.claimed !== null ? `${m.claimed}?` : '-')}${m.error && m.ok === 0 ? `  (${m.error})` : m.refused ? `  (${m.refused})` : ''}`,
     );
   });
   rows.push(`ranked ${r.mirrors.length} mirror${r.mirrors.length === 1 ? '' : 's'} in ${Math.round(r.ms)} ms`);

@@ -6,7 +6,7 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { z } from 'zod';
-import { BrokenError, HfkError, MissingError, RollbackError, SignatureError } from '../errors.ts';
+import { AbortedError, BrokenError, errnoCode, HfkError, MissingError, RollbackError, SignatureError } from '../errors.ts';
 import type { PublicKey } from '../format/keys.ts';
 import { decodeManifest, ImageName, type Manifest, manifestDigest, Sha256Hex } from '../format/manifest.ts';
 import { readManifest } from '../store/images.ts';
@@ -23,7 +23,11 @@ const TrustFile = z.strictObject({
 });
 type TrustFile = z.infer<typeof TrustFile>;
 
-/** The newest version seen per image and key, kept in a small JSON file (or only in memory). */
+/**
+ * The newest version seen per image and key, kept in a small JSON file (or
+ * only in memory). A missing file is a first use; a damaged one is refused
+ * (E_TRUST_STATE), never reset: starting afresh would accept any old version.
+ */
 export class TrustState {
   private data: TrustFile;
   private readonly file: string | undefined;
@@ -38,13 +42,22 @@ export class TrustState {
   }
 
   static async open(file: string): Promise<TrustState> {
+    let text: string;
     try {
-      const parsed = TrustFile.safeParse(JSON.parse(await fs.readFile(file, 'utf8')));
-      if (parsed.success) return new TrustState(file, parsed.data);
-    } catch {
-      // missing or unreadable: start empty (a damaged file cannot lower a version it never recorded)
+      text = await fs.readFile(file, 'utf8');
+    } catch (e) {
+      if (errnoCode(e) === 'ENOENT') return new TrustState(file, { format: 'hfk-trust/1', images: {} });
+      throw damagedState(file, `cannot be read (${(e as Error).message})`, e);
     }
-    return new TrustState(file, { format: 'hfk-trust/1', images: {} });
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch (e) {
+      throw damagedState(file, text.length === 0 ? 'is empty' : `is not JSON (${(e as Error).message})`, e);
+    }
+    const parsed = TrustFile.safeParse(json);
+    if (!parsed.success) throw damagedState(file, `is not an hfk trust state: ${z.prettifyError(parsed.error).replace(/\n/g, '; ')}`);
+    return new TrustState(file, parsed.data);
   }
 
   seen(name: string, keyId: string): number {
@@ -58,11 +71,18 @@ export class TrustState {
     if (!this.file) return;
     try {
       await fs.mkdir(path.dirname(this.file), { recursive: true });
-      await writeFileAtomic(this.file, `${JSON.stringify(this.data, null, 1)}\n`);
+      await writeFileAtomic(this.file, `${JSON.stringify(this.data, null, 1)}\n`, { fsync: true });
     } catch {
       // a state that cannot be written protects this run only
     }
   }
+}
+
+function damagedState(file: string, why: string, cause?: unknown): HfkError {
+  return new HfkError('E_TRUST_STATE', `the rollback protection state ${file} ${why}: refusing to start without it, as any older version would then be accepted`, {
+    hint: `check the disk it is on and restore the file from a backup; or, to start rollback protection afresh on purpose (the next version seen becomes the oldest accepted), remove it: rm -- '${file}'`,
+    ...(cause !== undefined ? { cause } : {}),
+  });
 }
 
 export interface LoadImageOptions {
@@ -103,6 +123,10 @@ export async function loadImage(o: LoadImageOptions): Promise<LoadedImage> {
   const seen = o.trust.seen(o.name, o.key.id);
   const failures: HfkError[] = [];
   for (const m of o.mirrors) {
+    if (o.signal?.aborted) {
+      failures.push(new AbortedError(`${m.url}: not asked, the time to open ${o.name} ran out`));
+      continue;
+    }
     try {
       const loaded = await readManifest(m, o.name, o.version, o.key, o.signal ? { signal: o.signal } : {}, o.known);
       const v = loaded.manifest.header.version;
@@ -140,6 +164,11 @@ export async function loadImage(o: LoadImageOptions): Promise<LoadedImage> {
         // a damaged cached manifest: try an older one
       }
     }
+  }
+  // Out of time (the caller's deadline, e.g. --soft): its reason says which, with what each mirror did.
+  if (o.signal?.aborted && o.signal.reason instanceof HfkError) {
+    const r = o.signal.reason;
+    throw new HfkError(r.code, `${r.message}: ${failures.map((e) => e.message).join('; ')}`, r.hint ? { hint: r.hint } : {});
   }
   throw summarize(o.name, o.mirrors.length, failures);
 }

@@ -11,8 +11,11 @@ import {
   encodeManifest,
   encodePointer,
   type Manifest,
+  MANIFEST_MAX_BYTES,
   manifestDigest,
+  manifestReadLimit,
   parseImageRef,
+  verifyManifestSignature,
 } from './manifest.ts';
 
 /** A fixed key: Ed25519 signatures are deterministic, so the bytes are too. */
@@ -143,8 +146,34 @@ describe('manifest', () => {
     for (const at of [20, bytes.length - 100, bytes.length - 70, bytes.length - 1]) {
       const bad = Buffer.from(bytes);
       bad[at]! ^= 1;
-      expect(() => decodeManifest(bad, key.publicKey), `byte ${at}`).toThrow(/bad signature|corrupt|signed by key/);
+      expect(() => decodeManifest(bad, key.publicKey), `byte ${at}`).toThrow(SignatureError);
+      expect(() => decodeManifest(bad, key.publicKey), `byte ${at}`).toThrow(/bad signature|not a manifest signed by the pinned key/);
     }
+  });
+
+  it('checks the signature before decoding: undecodable bytes under the pinned key are a signature error', () => {
+    // Without a key these bytes fail to decode (FormatError); with one, no decode is reached.
+    const garbage = Buffer.alloc(4096, 0x5a);
+    expect(() => decodeManifest(garbage, null)).toThrow(FormatError);
+    expect(() => decodeManifest(garbage, key.publicKey)).toThrow(SignatureError);
+    expect(() => decodeManifest(garbage, key.publicKey)).toThrow(/not a manifest signed by the pinned key/);
+    // A header that would fail the schema, in a manifest whose signature is bad: still the signature error.
+    const bytes = encodeManifest(sample(key), key);
+    const bad = Buffer.from(bytes);
+    bad.write('{"x":1}', 12, 'utf8');
+    expect(() => decodeManifest(bad, null)).toThrow(FormatError);
+    expect(() => decodeManifest(bad, key.publicKey)).toThrow(SignatureError);
+    expect(() => verifyManifestSignature(bytes, key.publicKey)).not.toThrow();
+    expect(() => verifyManifestSignature(Buffer.alloc(10), key.publicKey)).toThrow(SignatureError);
+  });
+
+  it('bounds the manifest read by the pointer\'s declared size and an absolute ceiling', () => {
+    expect(manifestReadLimit({ version: 3, size: 1234 })).toBe(1234);
+    expect(manifestReadLimit(undefined)).toBe(MANIFEST_MAX_BYTES);
+    expect(manifestReadLimit({ version: 3, size: MANIFEST_MAX_BYTES })).toBe(MANIFEST_MAX_BYTES);
+    expect(() => manifestReadLimit({ version: 99, size: MANIFEST_MAX_BYTES + 1 }, 'the pointer from X')).toThrow(
+      /the pointer from X declares a manifest \(v99\) of \d+ bytes, more than hfk accepts/,
+    );
   });
 
   it('reports truncated and malformed manifests as FormatError', () => {

@@ -179,10 +179,55 @@ export function encodeManifest(m: Manifest, key: PrivateKey): Buffer {
 }
 
 /**
+ * Checks a manifest's signature on its raw bytes, before any of them is
+ * parsed: an unsigned manifest costs one hash over its bytes, never a decode.
+ * SignatureError when the bytes are not signed by `key`.
+ */
+export function verifyManifestSignature(bytes: Buffer, key: PublicKey, what = 'manifest'): void {
+  if (bytes.length > SIGNATURE_BYTES && verifyBytes(key, bytes.subarray(0, bytes.length - SIGNATURE_BYTES), bytes.subarray(bytes.length - SIGNATURE_BYTES))) return;
+  const claim = peekSigner(bytes);
+  if (!claim) {
+    throw new SignatureError(`${what} is not a manifest signed by the pinned key ${key.id} (${bytes.length} bytes that are not an hfk manifest, or are damaged)`, {
+      hint: 'the mirror or a proxy serves something else than the image\'s manifest; try another mirror',
+    });
+  }
+  const which = `${what} (${claim.name} v${claim.version})`;
+  if (claim.keyId !== key.id) {
+    throw new SignatureError(`${which} is signed by key ${claim.keyId}, not by the pinned key ${key.id}`, {
+      hint: 'pin the publisher\'s public key (its PREFIX.pub), or check that the mirror serves the image you meant',
+    });
+  }
+  throw new SignatureError(`${which} has a bad signature: its bytes were changed after signing`, {
+    hint: 'the mirror or a proxy serves a damaged or forged manifest; try another mirror',
+  });
+}
+
+/**
+ * What an unverified manifest's header says of itself (name, version, key
+ * id), only to explain why its signature fails; the header is at most
+ * MAX_HEADER_BYTES, so this look is bounded whatever the file's size.
+ */
+function peekSigner(bytes: Buffer): { name: string; version: string; keyId: string } | undefined {
+  if (bytes.length < 12 || bytes.toString('latin1', 0, 4) !== MANIFEST_MAGIC) return undefined;
+  const hlen = bytes.readUInt32LE(8);
+  if (hlen > MAX_HEADER_BYTES || 12 + hlen > bytes.length) return undefined;
+  try {
+    const h = JSON.parse(bytes.toString('utf8', 12, 12 + hlen)) as Record<string, unknown>;
+    const text = (v: unknown) => (typeof v === 'string' || typeof v === 'number' ? String(v).slice(0, 80) : '?');
+    return h && typeof h === 'object' ? { name: text(h.name), version: text(h.version), keyId: text(h.keyId) } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * Parses and checks a manifest. With `key`, the signature must verify
- * (SignatureError otherwise); without it, the caller only wants to look.
+ * (SignatureError otherwise), and is checked before anything is parsed;
+ * without it, the caller only wants to look at bytes it trusts already (its
+ * own store).
  */
 export function decodeManifest(bytes: Buffer, key: PublicKey | null, what = 'manifest'): Manifest {
+  if (key) verifyManifestSignature(bytes, key, what);
   const fail = (why: string): never => {
     throw new FormatError(`${what} is corrupt: ${why}`);
   };
@@ -197,7 +242,6 @@ export function decodeManifest(bytes: Buffer, key: PublicKey | null, what = 'man
   const hlen = bytes.readUInt32LE(8);
   if (hlen > MAX_HEADER_BYTES || 12 + hlen + 4 > bytes.length - SIGNATURE_BYTES) fail(`header length ${hlen} is out of range`);
   const body = bytes.subarray(0, bytes.length - SIGNATURE_BYTES);
-  const signature = bytes.subarray(bytes.length - SIGNATURE_BYTES);
   let json: unknown;
   try {
     json = JSON.parse(bytes.toString('utf8', 12, 12 + hlen));
@@ -207,17 +251,9 @@ export function decodeManifest(bytes: Buffer, key: PublicKey | null, what = 'man
   const parsed = ManifestHeader.safeParse(json);
   if (!parsed.success) fail(`header: ${z.prettifyError(parsed.error).replace(/\n/g, '; ')}`);
   const header = parsed.data!;
-  if (key) {
-    if (header.keyId !== key.id) {
-      throw new SignatureError(`${what} (${header.name} v${header.version}) is signed by key ${header.keyId}, not by the pinned key ${key.id}`, {
-        hint: 'pin the publisher\'s public key (its PREFIX.pub), or check that the mirror serves the image you meant',
-      });
-    }
-    if (!verifyBytes(key, body, signature)) {
-      throw new SignatureError(`${what} (${header.name} v${header.version}) has a bad signature: its bytes were changed after signing`, {
-        hint: 'the mirror or a proxy serves a damaged or forged manifest; try another mirror',
-      });
-    }
+  if (key && header.keyId !== key.id) {
+    // Signed by the pinned key, yet naming another: the publisher's mistake, not a forgery.
+    fail(`its header names key ${header.keyId}, but it is signed by the pinned key ${key.id}`);
   }
   if (header.blockCount !== blockCountFor(header.imageSize, header.blockSize)) {
     fail(`blockCount ${header.blockCount} does not match imageSize ${header.imageSize} / blockSize ${header.blockSize}`);
@@ -271,6 +307,28 @@ export function encodePointer(p: Pointer): Buffer {
 
 /** The largest pointer file a reader accepts (one is a few hundred bytes of JSON). */
 export const POINTER_MAX_BYTES = 64 * 1024;
+
+/**
+ * The largest manifest a reader accepts, whatever a pointer declares: 4
+ * bytes per block plus 72 per distinct block, so an image of about 900,000
+ * blocks (58 GiB in 64 KiB blocks).
+ */
+export const MANIFEST_MAX_BYTES = 64 * 1024 * 1024;
+
+/**
+ * How many bytes reading the manifest a pointer names may take: the size the
+ * pointer declares (no pointer, as for a pinned NAME@VERSION: the ceiling).
+ * A pointer declaring more than the ceiling is refused before any read.
+ */
+export function manifestReadLimit(p: Pick<Pointer, 'size' | 'version'> | undefined, what = 'pointer'): number {
+  if (!p) return MANIFEST_MAX_BYTES;
+  if (p.size > MANIFEST_MAX_BYTES) {
+    throw new FormatError(`${what} declares a manifest (v${p.version}) of ${p.size} bytes, more than hfk accepts (${MANIFEST_MAX_BYTES} bytes)`, {
+      hint: 'the mirror serves a damaged or forged pointer; try another mirror',
+    });
+  }
+  return p.size;
+}
 
 export function decodePointer(bytes: Buffer, what = 'pointer'): Pointer {
   let json: unknown;

@@ -23,8 +23,14 @@ export interface OriginOptions {
   /** Requests pipelined on each connection (default 8). */
   pipelining?: number;
   connectTimeoutMs?: number;
+  /** Longest wait for an answer's head; bytes do not extend it (default: budget.ts DEFAULT_BUDGET). */
   headersTimeoutMs?: number;
+  /** Longest pause within a body (default 10 s). */
   bodyTimeoutMs?: number;
+  /** After graceMs, a body must bring this many bytes a second (default: budget.ts DEFAULT_BUDGET). */
+  minBytesPerSec?: number;
+  /** Time after a head in which its body may be slow (default: budget.ts DEFAULT_BUDGET). */
+  graceMs?: number;
   /** DNS lookup for the connections (the init pins resolved addresses). */
   lookup?: LookupFunction | undefined;
 }
@@ -58,10 +64,7 @@ export class Origins {
   /** The client for one store location (a base URL or a folder). */
   open(location: string): StoreReader {
     const where = normalizeLocation(location);
-    const timeouts = {
-      ...(this.o.headersTimeoutMs ? { headersTimeoutMs: this.o.headersTimeoutMs } : {}),
-      ...(this.o.bodyTimeoutMs ? { bodyTimeoutMs: this.o.bodyTimeoutMs } : {}),
-    };
+    const timeouts = this.timeouts();
     let origin: StoreReader;
     switch (clientFor(where, this.proxy)) {
       case 'folder':
@@ -74,6 +77,8 @@ export class Origins {
           pipelining: this.o.pipelining ?? 8,
           ...(this.o.connectTimeoutMs ? { connectTimeoutMs: this.o.connectTimeoutMs } : {}),
           ...(this.o.lookup ? { lookup: this.o.lookup } : {}),
+          // A redirect to https: undici carries that hop, as part of this origin (errors name it, its mirror is booked).
+          elsewhere: (url, options) => this.redirected(where).read(url, options),
         });
         break;
       case 'undici':
@@ -84,6 +89,27 @@ export class Origins {
     return origin;
   }
 
+  private timeouts(): { headersTimeoutMs?: number; bodyTimeoutMs?: number; minBytesPerSec?: number; graceMs?: number } {
+    return {
+      ...(this.o.headersTimeoutMs ? { headersTimeoutMs: this.o.headersTimeoutMs } : {}),
+      ...(this.o.bodyTimeoutMs ? { bodyTimeoutMs: this.o.bodyTimeoutMs } : {}),
+      ...(this.o.minBytesPerSec ? { minBytesPerSec: this.o.minBytesPerSec } : {}),
+      ...(this.o.graceMs ? { graceMs: this.o.graceMs } : {}),
+    };
+  }
+
+  /** The undici client for the https hops of redirects from a plain-HTTP origin, made on first need. */
+  private readonly hops = new Map<string, HttpOrigin>();
+  private redirected(where: string): HttpOrigin {
+    let o = this.hops.get(where);
+    if (!o) {
+      o = new HttpOrigin(where, { dispatcher: this.shared(), ...this.timeouts() });
+      this.hops.set(where, o);
+      this.opened.add(o);
+    }
+    return o;
+  }
+
   private shared(): Promise<Dispatcher> {
     this.dispatcher ??= makeDispatcher({
       connections: this.o.connections ?? 4,
@@ -91,8 +117,7 @@ export class Origins {
       ...(this.proxy ? { proxy: this.proxy } : {}),
       ...(this.o.lookup ? { lookup: this.o.lookup } : {}),
       ...(this.o.connectTimeoutMs ? { connectTimeoutMs: this.o.connectTimeoutMs } : {}),
-      ...(this.o.headersTimeoutMs ? { headersTimeoutMs: this.o.headersTimeoutMs } : {}),
-      ...(this.o.bodyTimeoutMs ? { bodyTimeoutMs: this.o.bodyTimeoutMs } : {}),
+      ...this.timeouts(),
     });
     return this.dispatcher;
   }
@@ -124,6 +149,7 @@ export class Origins {
   async close(): Promise<void> {
     const all = [...this.opened];
     this.opened.clear();
+    this.hops.clear();
     await Promise.all(all.map((o) => o.close().catch(() => {})));
     const d = this.dispatcher;
     this.dispatcher = undefined;

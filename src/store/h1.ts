@@ -10,11 +10,21 @@
 // (h1parse.ts) works on slices of it, and the body is copied once.
 //
 // Behaviour the fetcher relies on:
-// - Answers are classified as the other store readers do: 404/410 →
+// - Answers are classified as the other store readers do: 404/410/403 →
 //   MissingError, wrong size → InvalidError, anything else that fails
-//   (refused, reset, cut short, stalled, 5xx) → BrokenError.
-// - Cancelling a request (a hedge's loser) does not disturb the connection:
-//   its answer is read and dropped when it comes.
+//   (refused, reset, cut short, stalled, too slow, 5xx) → BrokenError.
+// - Every answer has a byte ceiling and a time budget (budget.ts): a head
+//   that does not come in time, a body slower than the minimum rate, a
+//   declared or counted size over the limit close the connection at once;
+//   nothing over a limit is drained.
+// - Cancelling a request that waits behind others (a hedge's loser) does not
+//   disturb the connection: its answer is read and dropped when it comes.
+//   Cancelling the one being answered closes the connection; the requests
+//   behind it are sent again elsewhere.
+// - Redirects are followed (response.ts: redirectTarget). A hop to another
+//   host gets a pool of its own, a few kept per origin, so that
+//   redirector-style mirror networks keep their pipelining without undici;
+//   a hop to https goes to `elsewhere` (undici, given by Origins).
 // - Requests written on a connection the server then closes without
 //   answering them (keep-alive ran out, `Connection: close`) are sent again
 //   once on another connection; GETs of immutable files are safe to repeat.
@@ -22,7 +32,19 @@
 
 import * as net from 'node:net';
 import { AbortedError, BrokenError, errnoCode, UsageError } from '../errors.ts';
-import { declaredSizeError, endError, overrunError, preallocate, statusError } from './response.ts';
+import { AnswerClock, type TimeBudget, tickMs, timeBudget } from './budget.ts';
+import {
+  declaredSizeError,
+  DROP_MAX,
+  endError,
+  isRedirect,
+  overrunError,
+  preallocate,
+  READ_MAX_BYTES,
+  Redirected,
+  redirectTarget,
+  statusError,
+} from './response.ts';
 import { type ResponseHead, ResponseParser } from './h1parse.ts';
 import type { ReadOptions, RequestTiming, StoreReader } from './store.ts';
 
@@ -33,18 +55,24 @@ export interface H1Options {
   pipelining?: number;
   /** Time to wait for a connection (default 5000 ms). */
   connectTimeoutMs?: number;
-  /** Longest wait for a response's head once the answers ahead of it are in (default 10000 ms). */
+  /** Longest wait for a response's head once the answers ahead of it are in; bytes do not extend it (default 20000 ms). */
   headersTimeoutMs?: number;
   /** Longest pause within a body (default 10000 ms). */
   bodyTimeoutMs?: number;
+  /** After graceMs, a body must bring this many bytes a second (default 1024). */
+  minBytesPerSec?: number;
+  /** Time after a head in which its body may be slow, and the window the rate is measured over (default 10000 ms). */
+  graceMs?: number;
+  /** Reads a URL this client cannot (a redirect to https); without it such a redirect fails. */
+  elsewhere?: ((url: string, options: ReadOptions) => Promise<Buffer>) | undefined;
   /** An idle connection is closed after this long (default 30000 ms). */
   idleTimeoutMs?: number;
   /** Custom DNS lookup (the init pins resolved addresses). */
   lookup?: net.LookupFunction;
 }
 
-/** How often stalled connections are looked for. */
-const WATCH_MS = 250;
+/** Pools kept for the other hosts redirects lead to. */
+const REDIRECT_POOLS = 4;
 /** Paths written into the request as they are (anything else goes through URL encoding). */
 const PLAIN_PATH = /^[A-Za-z0-9._~/-]+$/;
 
@@ -54,6 +82,11 @@ interface Exchange {
   fresh: boolean;
   expectedSize: number | undefined;
   maxBytes: number | undefined;
+  /** The most bytes of its answer read once it is settled (cancelled, an error); more closes the connection. */
+  dropLimit: number;
+  clock: AnswerClock;
+  /** The connection it was sent on. */
+  conn: Connection | undefined;
   alloc: (size: number) => Buffer;
   resolve: (b: Buffer) => void;
   reject: (e: Error) => void;
@@ -87,6 +120,10 @@ class Connection {
   answered = 0;
   lastActivity: number;
   error: Error | undefined;
+  /** Bytes read since the last head or end of an answer: a head trickled in, when no head has come. */
+  headBytes = 0;
+  /** Closed because of the answer being read alone: the requests behind it are sent again. */
+  private behindAgain = false;
 
   constructor(pool: H1Pool) {
     this.pool = pool;
@@ -124,6 +161,7 @@ class Connection {
 
   /** Queues a request; it leaves with the others of this turn (flush). */
   send(ex: Exchange): void {
+    ex.conn = this;
     this.sent.push(ex);
     this.outbox += `GET ${ex.path} HTTP/1.1\r\nHost: ${this.pool.host}\r\nUser-Agent: hfk\r\n${ex.fresh ? 'Cache-Control: no-cache\r\nPragma: no-cache\r\n' : ''}\r\n`;
     if (this.sent.length === 1) this.lastActivity = performance.now();
@@ -131,7 +169,10 @@ class Connection {
 
   flush(now: number): void {
     if (!this.outbox || this.dead) return;
-    for (let i = this.sent.length - 1; i >= 0 && this.sent[i]!.t0 === 0; i--) this.sent[i]!.t0 = now;
+    for (let i = this.sent.length - 1; i >= 0 && this.sent[i]!.t0 === 0; i--) {
+      this.sent[i]!.t0 = now;
+      if (i === 0) this.sent[0]!.clock.due(now); // the others are due once the answers ahead of them are in
+    }
     this.socket.ref();
     this.socket.write(this.outbox, 'latin1');
     this.outbox = '';
@@ -140,11 +181,25 @@ class Connection {
   destroy(e: Error): void {
     this.error ??= e;
     this.reusable = false;
+    this.parser.halt(); // whatever else came is not read
     this.socket.destroy();
+  }
+
+  /** Closes the connection over the answer being read (settled already), never draining it; the requests behind it go elsewhere. */
+  drop(why: string): void {
+    this.behindAgain = true;
+    this.destroy(new Error(why));
+  }
+
+  /** The answer being read is over its time budget: it fails with `why`, and the connection is closed. */
+  expire(ex: Exchange, why: string): void {
+    this.pool.settle(ex, new BrokenError(this.pool.origin, `${ex.url}: ${why}`));
+    this.destroy(new Error(why));
   }
 
   private onRead(buf: Buffer, n: number): void {
     this.lastActivity = performance.now();
+    this.headBytes += n;
     try {
       this.parser.feed(buf, 0, n);
     } catch (e) {
@@ -157,23 +212,40 @@ class Connection {
     if (!ex) return this.destroy(new Error('an answer to no request'));
     ex.headSeen = true;
     ex.t1 = performance.now();
+    this.headBytes = 0;
     if (h.close) this.reusable = false;
-    if (ex.settled) return; // cancelled: its body is read and dropped
-    const origin = this.pool.origin;
     const declared = h.contentLength;
     ex.declared = declared;
-    const bad = statusError(origin, ex.url, h.status) ?? declaredSizeError(origin, ex.url, declared, ex.expectedSize, ex.maxBytes);
-    if (bad) return this.pool.settle(ex, bad);
-    if (preallocate(declared, ex.expectedSize)) ex.body = ex.alloc(declared);
+    if (!ex.settled) {
+      const origin = this.pool.origin;
+      const bad = isRedirect(h.status)
+        ? new Redirected(h.status, h.location)
+        : (statusError(origin, ex.url, h.status) ?? declaredSizeError(origin, ex.url, declared, ex.expectedSize, ex.maxBytes));
+      if (bad) {
+        ex.dropLimit = DROP_MAX; // an error page's body is small, or not worth reading
+        this.pool.settle(ex, bad);
+      } else if (preallocate(declared, ex.expectedSize)) ex.body = ex.alloc(declared);
+    }
+    // A settled answer's body is read and dropped, unless it says it is larger than that is worth.
+    if (ex.settled && declared !== undefined && declared > ex.dropLimit) return this.drop(`an answer of ${declared} bytes not read`);
+    ex.clock.head(ex.t1, declared ?? (ex.settled ? ex.dropLimit : (ex.expectedSize ?? ex.maxBytes)));
   }
 
   private onData(buf: Buffer, start: number, end: number): void {
     const ex = this.sent[0];
-    if (!ex || ex.settled) return;
+    if (!ex) return;
     const n = end - start;
     ex.received += n;
+    ex.clock.data(n);
+    if (ex.settled) {
+      if (ex.received > ex.dropLimit) this.drop(`more than ${ex.dropLimit} bytes of an answer not read`);
+      return;
+    }
     const over = overrunError(this.pool.origin, ex.url, ex.received, ex.expectedSize, ex.maxBytes);
-    if (over) return this.pool.settle(ex, over);
+    if (over) {
+      this.pool.settle(ex, over);
+      return this.drop(over.message);
+    }
     if (ex.body) buf.copy(ex.body, ex.received - n, start, end);
     else ex.chunks.push(Buffer.from(buf.subarray(start, end))); // the read buffer is reused
   }
@@ -181,6 +253,9 @@ class Connection {
   private onEnd(): void {
     const ex = this.sent.shift()!;
     this.answered++;
+    this.headBytes = 0;
+    const next = this.sent[0];
+    if (next && next.t0 !== 0) next.clock.due(performance.now());
     if (!ex.settled) {
       const bad = endError(this.pool.origin, ex.url, ex.received, ex.declared, ex.expectedSize);
       if (bad) this.pool.settle(ex, bad);
@@ -224,7 +299,7 @@ class Connection {
       if (ex.settled) continue;
       // Never started, on a connection that had worked: the server ended it (keep-alive ran out,
       // Connection: close, an idle close racing our write). Send it again, once.
-      if (!ex.headSeen && !ex.resent && this.answered > 0 && !(ours && i === 0)) {
+      if (!ex.headSeen && !ex.resent && (this.answered > 0 || this.behindAgain) && !(ours && i === 0)) {
         ex.resent = true;
         ex.t0 = 0;
         again.push(ex);
@@ -244,7 +319,8 @@ class H1Pool {
   readonly host: string;
   readonly hostname: string;
   readonly port: number;
-  readonly options: Required<Omit<H1Options, 'lookup'>> & Pick<H1Options, 'lookup'>;
+  readonly options: Required<Omit<H1Options, 'lookup' | 'elsewhere' | 'headersTimeoutMs' | 'minBytesPerSec' | 'graceMs'>> & Pick<H1Options, 'lookup'>;
+  readonly budget: TimeBudget;
   /** Every socket read lands here and is consumed before the callback returns. */
   readonly readBuffer = Buffer.allocUnsafe(256 * 1024);
   private readonly conns: Connection[] = [];
@@ -264,11 +340,15 @@ class H1Pool {
       connections: options.connections ?? 4,
       pipelining: options.pipelining ?? 8,
       connectTimeoutMs: options.connectTimeoutMs ?? 5000,
-      headersTimeoutMs: options.headersTimeoutMs ?? 10_000,
       bodyTimeoutMs: options.bodyTimeoutMs ?? 10_000,
       idleTimeoutMs: options.idleTimeoutMs ?? 30_000,
       lookup: options.lookup,
     };
+    this.budget = timeBudget({
+      ...(options.headersTimeoutMs !== undefined ? { headTimeoutMs: options.headersTimeoutMs } : {}),
+      ...(options.minBytesPerSec !== undefined ? { minBytesPerSec: options.minBytesPerSec } : {}),
+      ...(options.graceMs !== undefined ? { graceMs: options.graceMs } : {}),
+    });
     for (const k of ['connections', 'pipelining'] as const) {
       const v = this.options[k];
       if (!Number.isInteger(v) || v < 1 || v > 256) throw new UsageError(`${k} must be an integer from 1 to 256: got ${v}`);
@@ -320,7 +400,7 @@ class H1Pool {
         process.nextTick(() => this.flush());
       }
     }
-    if (this.live > 0 && !this.watch) this.watch = setInterval(() => this.check(), WATCH_MS).unref();
+    if (this.live > 0 && !this.watch) this.watch = setInterval(() => this.check(), Math.min(tickMs(this.budget), this.options.bodyTimeoutMs / 4)).unref();
   }
 
   private pick(): Connection | undefined {
@@ -347,7 +427,13 @@ class H1Pool {
     this.pump();
   }
 
-  /** Connections that stall (no byte for the timeout) are ended; idle ones closed after idleTimeoutMs. */
+  /** A request cancelled while sent: the answer being read is not waited for (its connection is closed); one behind it is read and dropped. */
+  cancelled(ex: Exchange): void {
+    const c = ex.conn;
+    if (c && !c.dead && c.sent[0] === ex) c.drop('a cancelled request');
+  }
+
+  /** Answers over their time budget, and connections that stall (no byte for bodyTimeoutMs), are ended; idle ones closed after idleTimeoutMs. */
   private check(): void {
     const now = performance.now();
     const o = this.options;
@@ -362,7 +448,8 @@ class H1Pool {
         continue;
       }
       const head = c.sent[0]!;
-      if (!head.headSeen && quiet > o.headersTimeoutMs) c.destroy(new Error(`no answer within ${o.headersTimeoutMs} ms`));
+      const why = head.clock.overdue(now, c.headBytes);
+      if (why) c.expire(head, why);
       else if (head.headSeen && quiet > o.bodyTimeoutMs) c.destroy(new Error(`the answer stalled for ${o.bodyTimeoutMs} ms`));
     }
     if (this.live === 0 && this.conns.every((c) => c.load === 0) && (this.closed || this.conns.length === 0)) {
@@ -392,6 +479,9 @@ export class H1Origin implements StoreReader {
   readonly location: string;
   private readonly base: URL;
   private readonly pool: H1Pool;
+  private readonly options: H1Options;
+  /** Pools for the other hosts redirects lead to, least recently used first. */
+  private readonly elsewhere = new Map<string, H1Pool>();
 
   constructor(baseUrl: string, options: H1Options = {}) {
     const u = new URL(baseUrl);
@@ -399,25 +489,33 @@ export class H1Origin implements StoreReader {
     u.pathname = u.pathname.replace(/\/*$/, '/');
     this.base = u;
     this.location = u.toString();
+    this.options = options;
     this.pool = new H1Pool(this.location, u, options);
   }
 
   read(rel: string, options: ReadOptions = {}): Promise<Buffer> {
     const path = PLAIN_PATH.test(rel) && !rel.startsWith('/') && !rel.includes('..') ? this.base.pathname + rel : pathAndQuery(new URL(rel, this.base));
-    const url = `${this.base.origin}${path}`;
+    return this.start(this.pool, path, `${this.base.origin}${path}`, options);
+  }
+
+  private start(pool: H1Pool, path: string, url: string, options: ReadOptions): Promise<Buffer> {
     const { signal } = options;
     if (signal?.aborted) return Promise.reject(new AbortedError(`${url}: cancelled`, { cause: signal.reason }));
-    if (this.pool.isClosed) return Promise.reject(new AbortedError(`${url}: the connection pool is closed`));
+    if (pool.isClosed) return Promise.reject(new AbortedError(`${url}: the connection pool is closed`));
     return new Promise<Buffer>((resolve, reject) => {
+      const maxBytes = options.maxBytes ?? (options.expectedSize === undefined ? READ_MAX_BYTES : undefined);
       const ex: Exchange = {
         path,
         url,
         fresh: options.fresh ?? false,
         expectedSize: options.expectedSize,
-        maxBytes: options.maxBytes,
+        maxBytes,
+        dropLimit: Math.max(DROP_MAX, options.expectedSize ?? maxBytes ?? 0),
+        clock: new AnswerClock(pool.budget),
+        conn: undefined,
         alloc: options.alloc ?? Buffer.allocUnsafeSlow,
         resolve,
-        reject,
+        reject: (e) => (e instanceof Redirected ? this.follow(url, e, options).then(resolve, reject) : reject(e)),
         settled: false,
         signal,
         onAbort: undefined,
@@ -433,15 +531,49 @@ export class H1Origin implements StoreReader {
         received: 0,
       };
       if (signal) {
-        ex.onAbort = () => this.pool.settle(ex, new AbortedError(`${url}: cancelled`, { cause: signal.reason }));
+        ex.onAbort = () => {
+          pool.settle(ex, new AbortedError(`${url}: cancelled`, { cause: signal.reason }));
+          pool.cancelled(ex);
+        };
         signal.addEventListener('abort', ex.onAbort, { once: true });
       }
-      this.pool.add(ex);
+      pool.add(ex);
     });
   }
 
-  close(): Promise<void> {
-    return this.pool.close();
+  /** The next hop of a redirected read: on this client (a pool per host), or `elsewhere` for https. */
+  private follow(url: string, r: Redirected, options: ReadOptions): Promise<Buffer> {
+    const chain = [...(options.redirects ?? []), url];
+    const to = redirectTarget(this.location, chain, r);
+    if (!(to instanceof URL)) return Promise.reject(to);
+    const next = { ...options, redirects: chain };
+    if (to.protocol === 'https:') {
+      if (this.options.elsewhere) return this.options.elsewhere(to.href, next);
+      return Promise.reject(new BrokenError(this.location, `${url}: redirected to ${to.href}, which this plain-HTTP client cannot follow`));
+    }
+    return this.start(this.poolFor(to), pathAndQuery(to), to.href, next);
+  }
+
+  private poolFor(u: URL): H1Pool {
+    if (u.host === this.base.host) return this.pool;
+    let p = this.elsewhere.get(u.host);
+    if (p) this.elsewhere.delete(u.host); // put back as the most recently used
+    else {
+      p = new H1Pool(this.location, u, this.options);
+      if (this.elsewhere.size >= REDIRECT_POOLS) {
+        const [host, oldest] = this.elsewhere.entries().next().value!;
+        this.elsewhere.delete(host);
+        void oldest.close();
+      }
+    }
+    this.elsewhere.set(u.host, p);
+    return p;
+  }
+
+  async close(): Promise<void> {
+    const all = [this.pool, ...this.elsewhere.values()];
+    this.elsewhere.clear();
+    await Promise.all(all.map((p) => p.close()));
   }
 }
 

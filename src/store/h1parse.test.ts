@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { MAX_HEAD_BYTES, parseHead, type ResponseHead, ResponseParseError, ResponseParser } from './h1parse.ts';
+import { MAX_FRAMING_BYTES, MAX_HEAD_BYTES, MAX_INTERIM, parseHead, type ResponseHead, ResponseParseError, ResponseParser } from './h1parse.ts';
 
 // What the parser said, in order. Consecutive body slices are joined, so a
 // stream cut anywhere must give exactly the same list as the stream whole.
@@ -363,5 +363,29 @@ describe('ResponseParser', () => {
       r.parser.feed(stream.subarray(cut));
       expect(r.events).toEqual([head(200, { contentLength: 1 }), { data: '!' }, 'end']);
     }
+  });
+});
+
+describe('ResponseParser limits', () => {
+  const feed = (text: string) => {
+    const heads: ResponseHead[] = [];
+    const p = new ResponseParser({ onHead: (h) => heads.push(h), onData: () => {}, onEnd: () => {} });
+    p.feed(Buffer.from(text, 'latin1'));
+    return heads;
+  };
+
+  it('reads the Location of a redirect', () => {
+    expect(feed('HTTP/1.1 302 Found\r\nLocation: /there?x=1\r\nContent-Length: 0\r\n\r\n')[0]!.location).toBe('/there?x=1');
+  });
+
+  it('takes a few interim answers, not endless ones', () => {
+    expect(feed(`${'HTTP/1.1 100 Continue\r\n\r\n'.repeat(MAX_INTERIM)}HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n`)[0]!.status).toBe(200);
+    expect(() => feed('HTTP/1.1 100 Continue\r\n\r\n'.repeat(MAX_INTERIM + 1))).toThrow(/more than 8 interim \(1xx\) answers/);
+  });
+
+  it('refuses chunked framing (trailers, empty extensions) that outgrows its data', () => {
+    const head = 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n';
+    expect(feed(`${head}5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n`)).toHaveLength(1);
+    expect(() => feed(`${head}5\r\nhello\r\n0\r\n${'X-Trailer: more\r\n'.repeat(MAX_FRAMING_BYTES / 16 + 1)}`)).toThrow(ResponseParseError);
   });
 });

@@ -18,6 +18,8 @@ export interface ResponseHead {
   chunked: boolean;
   /** The server closes the connection after this response (Connection: close, or HTTP/1.0 without keep-alive). */
   close: boolean;
+  /** The Location header (a redirect's target), as sent. */
+  location?: string | undefined;
 }
 
 export interface ParserEvents {
@@ -35,6 +37,10 @@ export class ResponseParseError extends Error {
 
 /** Longest response head accepted (status line and headers). */
 export const MAX_HEAD_BYTES = 64 * 1024;
+/** Interim (1xx) answers accepted before one response's real head: a server sends one or two. */
+export const MAX_INTERIM = 8;
+/** Bytes of chunked framing (size lines, trailers) a body may have beyond its data's own size. */
+export const MAX_FRAMING_BYTES = 64 * 1024;
 
 const CRLF2 = Buffer.from('\r\n\r\n');
 
@@ -68,15 +74,16 @@ export function parseHead(text: string): ResponseHead {
   let contentLength: number | undefined;
   let te: string | undefined;
   let connection = '';
+  let location: string | undefined;
   for (let at = first < 0 ? text.length : first + 2; first >= 0; ) {
     const next = text.indexOf('\r\n', at);
     const end = next < 0 ? text.length : next;
     const c = text.indexOf(':', at);
     if (c <= at || c >= end) throw new ResponseParseError(`malformed header line: '${text.slice(at, Math.min(end, at + 80))}'`);
-    // Only names as long as one of the three read (10, 14, 17 characters) become strings: most of a mirror's headers never do.
+    // Only names as long as one of the four read (8, 10, 14, 17 characters) become strings: most of a mirror's headers never do.
     let name: string | undefined;
     if (isSpace(text.charCodeAt(at)) || isSpace(text.charCodeAt(c - 1))) name = text.slice(at, c).trim().toLowerCase();
-    else if (c - at === 10 || c - at === 14 || c - at === 17) name = text.slice(at, c).toLowerCase();
+    else if (c - at === 8 || c - at === 10 || c - at === 14 || c - at === 17) name = text.slice(at, c).toLowerCase();
     if (name === 'content-length') {
       const v = text.slice(c + 1, end).trim();
       if (!/^\d{1,15}$/.test(v)) throw new ResponseParseError(`bad Content-Length: '${v.slice(0, 40)}'`);
@@ -87,6 +94,7 @@ export function parseHead(text: string): ResponseHead {
       const v = text.slice(c + 1, end).trim().toLowerCase();
       te = te === undefined ? v : `${te}, ${v}`;
     } else if (name === 'connection') connection += `,${text.slice(c + 1, end).trim().toLowerCase()}`;
+    else if (name === 'location') location = text.slice(c + 1, end).trim();
     if (next < 0) break;
     at = next + 2;
   }
@@ -95,8 +103,8 @@ export function parseHead(text: string): ResponseHead {
   const codings = te?.split(',').map((t) => t.trim()).filter(Boolean);
   const chunked = codings !== undefined && codings[codings.length - 1] === 'chunked';
   // A body without chunked framing under Transfer-Encoding ends with the connection (RFC 9112 §6.3).
-  if (codings !== undefined) return { status, minor, contentLength: undefined, chunked, close: chunked ? close : true };
-  return { status, minor, contentLength, chunked: false, close: close || (contentLength === undefined && hasBody(status)) };
+  if (codings !== undefined) return { status, minor, contentLength: undefined, chunked, close: chunked ? close : true, location };
+  return { status, minor, contentLength, chunked: false, close: close || (contentLength === undefined && hasBody(status)), location };
 }
 
 /** Responses that never have a body (RFC 9110: 1xx, 204, 304). */
@@ -107,6 +115,12 @@ function hasBody(status: number): boolean {
 export class ResponseParser {
   private state: State = 'head';
   private left = 0;
+  /** Interim answers seen before the current head. */
+  private interim = 0;
+  /** Data and framing bytes of the current chunked body: framing may not outgrow its data by more than MAX_FRAMING_BYTES. */
+  private data = 0;
+  private framing = 0;
+  private halted = false;
   /** A head (or chunk-size/trailer line) split across reads. */
   private partial: Buffer | undefined;
   private readonly ev: ParserEvents;
@@ -125,10 +139,15 @@ export class ResponseParser {
     return this.state === 'close';
   }
 
+  /** Stops the parser for good: the rest of the bytes fed are ignored (the connection is being dropped). */
+  halt(): void {
+    this.halted = true;
+  }
+
   /** Feeds `buf[start, end)`. Throws ResponseParseError on bytes that are not HTTP. */
   feed(buf: Buffer, start = 0, end = buf.length): void {
     let at = start;
-    while (at < end) {
+    while (at < end && !this.halted) {
       switch (this.state) {
         case 'head':
           at = this.head(buf, at, end);
@@ -147,6 +166,7 @@ export class ResponseParser {
           break;
         case 'chunk-data': {
           const n = Math.min(this.left, end - at);
+          this.data += n;
           this.ev.onData(buf, at, at + n);
           at += n;
           this.left -= n;
@@ -204,8 +224,12 @@ export class ResponseParser {
     const h = parseHead(text);
     if (h.status >= 100 && h.status < 200) {
       if (h.status === 101) throw new ResponseParseError('the server switched protocols (101): not for a GET of a file');
+      if (++this.interim > MAX_INTERIM) throw new ResponseParseError(`more than ${MAX_INTERIM} interim (1xx) answers before the response`);
       return next; // an interim answer: the real one follows
     }
+    this.interim = 0;
+    this.data = 0;
+    this.framing = 0;
     this.ev.onHead(h);
     if (!hasBody(h.status)) this.finish();
     else if (h.chunked) this.state = 'chunk-size';
@@ -220,6 +244,8 @@ export class ResponseParser {
   /** One CRLF-terminated line of the chunked framing (size, the CRLF after data, trailers). */
   private line(buf: Buffer, at: number, end: number): number {
     const nl = (end === buf.length ? buf : buf.subarray(0, end)).indexOf(10, at); // '\n'
+    this.framing += (nl < 0 ? end : nl + 1) - at;
+    if (this.framing > this.data + MAX_FRAMING_BYTES) throw new ResponseParseError(`chunked framing (chunk sizes, trailers) of more than ${MAX_FRAMING_BYTES} bytes beyond its data`);
     if (nl < 0) {
       this.partial = this.partial ? Buffer.concat([this.partial, buf.subarray(at, end)]) : Buffer.from(buf.subarray(at, end));
       if (this.partial.length > 4096) throw new ResponseParseError('a chunked-encoding line longer than 4096 bytes');

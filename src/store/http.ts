@@ -2,12 +2,27 @@
 // one. Keep-alive connections through an undici dispatcher; failures are
 // reported by kind so the caller can decide between "try elsewhere" (404),
 // "discard and blame" (bad bytes) and "fail over and retry" (transport).
+// Every answer has a byte ceiling and a time budget (budget.ts); an answer
+// over either is cut off and its connection closed. Redirects are followed
+// here, hop by hop (response.ts: redirectTarget), as part of the same origin.
 
 import { readFileSync } from 'node:fs';
 import * as tls from 'node:tls';
 import type { Dispatcher } from 'undici';
 import { AbortedError, BrokenError, errnoCode, UsageError } from '../errors.ts';
-import { declaredSizeError, endError, overrunError, preallocate, statusError } from './response.ts';
+import { AnswerClock, type TimeBudget, tickMs, timeBudget } from './budget.ts';
+import {
+  declaredSizeError,
+  DROP_MAX,
+  endError,
+  isRedirect,
+  overrunError,
+  preallocate,
+  READ_MAX_BYTES,
+  Redirected,
+  redirectTarget,
+  statusError,
+} from './response.ts';
 import type { ReadOptions, StoreReader } from './store.ts';
 
 export interface HttpOriginOptions {
@@ -21,10 +36,14 @@ export interface HttpOriginOptions {
   pipelining?: number;
   /** Time to wait for a connection (default 5000 ms). */
   connectTimeoutMs?: number;
-  /** Time to wait for the response headers (default 10000 ms). */
+  /** Longest wait for the response head from when the request is written; bytes do not extend it (default 20000 ms). */
   headersTimeoutMs?: number;
   /** Longest pause between body chunks before the response counts as stalled (default 10000 ms). */
   bodyTimeoutMs?: number;
+  /** After graceMs, a body must bring this many bytes a second (default 1024). */
+  minBytesPerSec?: number;
+  /** Time after a head in which its body may be slow, and the window the rate is measured over (default 10000 ms). */
+  graceMs?: number;
   /** HTTP proxy to send requests through (plain HTTP is forwarded, not tunnelled, so caching proxies cache). */
   proxy?: string;
   /** A dispatcher to share (tests, the fetcher); overrides connections/proxy. */
@@ -66,7 +85,7 @@ export async function makeDispatcher(options: HttpOriginOptions = {}): Promise<D
     connections: options.connections ?? 8,
     pipelining: options.pipelining ?? 1,
     keepAliveTimeout: 30_000,
-    headersTimeout: options.headersTimeoutMs ?? 10_000,
+    headersTimeout: options.headersTimeoutMs ?? 20_000,
     bodyTimeout: options.bodyTimeoutMs ?? 10_000,
     connect,
   };
@@ -111,15 +130,29 @@ export function coalesceWrites(s: import('node:net').Socket): void {
 }
 
 
+/** An answer in flight, looked at on the origin's tick: over its time budget, `expire` ends it. */
+interface Watched {
+  clock: AnswerClock;
+  expire: (why: string) => void;
+}
+
 export class HttpOrigin implements StoreReader {
   readonly location: string;
   private readonly dispatcher: Promise<Dispatcher>;
   private readonly ownDispatcher: boolean;
   private readonly options: HttpOriginOptions;
+  private readonly budget: TimeBudget;
+  private readonly live = new Set<Watched>();
+  private tick: NodeJS.Timeout | undefined;
 
   constructor(baseUrl: string, options: HttpOriginOptions = {}) {
     this.location = normalizeBaseUrl(baseUrl, 'store URL');
     this.options = options;
+    this.budget = timeBudget({
+      ...(options.headersTimeoutMs !== undefined ? { headTimeoutMs: options.headersTimeoutMs } : {}),
+      ...(options.minBytesPerSec !== undefined ? { minBytesPerSec: options.minBytesPerSec } : {}),
+      ...(options.graceMs !== undefined ? { graceMs: options.graceMs } : {}),
+    });
     this.dispatcher = makeDispatcher(options);
     this.dispatcher.catch(() => {}); // reported by read()
     this.ownDispatcher = !options.dispatcher;
@@ -135,13 +168,41 @@ export class HttpOrigin implements StoreReader {
    * once into a buffer of their own (less than half the CPU of `request()`).
    */
   async read(rel: string, options: ReadOptions = {}): Promise<Buffer> {
-    return this.readWith(await this.dispatcher, rel, options);
+    const dispatcher = await this.dispatcher;
+    let u = new URL(rel, this.location); // parsed once: the request's origin and path, and `url` for messages
+    let chain = options.redirects ?? [];
+    for (;;) {
+      try {
+        return await this.readWith(dispatcher, u, options);
+      } catch (e) {
+        if (!(e instanceof Redirected)) throw e;
+        chain = [...chain, u.href];
+        const to = redirectTarget(this.location, chain, e);
+        if (!(to instanceof URL)) throw to;
+        u = to;
+      }
+    }
   }
 
-  private readWith(dispatcher: Dispatcher, rel: string, options: ReadOptions): Promise<Buffer> {
-    const u = new URL(rel, this.location); // parsed once: the request's origin and path, and `url` for messages
+  private watch(w: Watched): void {
+    this.live.add(w);
+    this.tick ??= setInterval(() => {
+      const now = performance.now();
+      for (const x of this.live) {
+        const why = x.clock.overdue(now);
+        if (why) x.expire(why);
+      }
+      if (this.live.size === 0) {
+        clearInterval(this.tick);
+        this.tick = undefined;
+      }
+    }, tickMs(this.budget)).unref();
+  }
+
+  private readWith(dispatcher: Dispatcher, u: URL, options: ReadOptions): Promise<Buffer> {
     const url = u.href;
-    const { signal, expectedSize, maxBytes, timing } = options;
+    const { signal, expectedSize, timing } = options;
+    const maxBytes = options.maxBytes ?? (expectedSize === undefined ? READ_MAX_BYTES : undefined);
     // A buffer of its own by default (never a slice of a shared pool): it may be transferred to a worker thread.
     const alloc = options.alloc ?? Buffer.allocUnsafeSlow;
     if (signal?.aborted) return Promise.reject(transportError(this.location, url, signal.reason, signal));
@@ -156,10 +217,21 @@ export class HttpOrigin implements StoreReader {
       let body: Buffer | undefined;
       const chunks: Buffer[] = [];
       let received = 0;
+      /** The most bytes of an answer read once settled (an error page, a redirect): more aborts it. */
+      const dropLimit = DROP_MAX;
       const onAbort = () => {
         const e = transportError(location, url, signal!.reason, signal);
         controller?.abort(e);
         done(e);
+      };
+      const watched: Watched = {
+        clock: new AnswerClock(this.budget),
+        expire: (why) => {
+          const e = new BrokenError(location, `${url}: ${why}`);
+          this.live.delete(watched);
+          done(e);
+          controller?.abort(e);
+        },
       };
       const done = (v: Buffer | Error) => {
         if (settled) return;
@@ -168,6 +240,7 @@ export class HttpOrigin implements StoreReader {
         if (v instanceof Error) reject(v);
         else resolve(v);
       };
+      const live = this.live;
       /** Ends the exchange early with an error (the connection is dropped). */
       const fail = (c: Dispatcher.DispatchController, e: Error) => {
         done(e);
@@ -185,28 +258,41 @@ export class HttpOrigin implements StoreReader {
             // one (a hedge's loser) resets its connection; undici sends the requests behind it again.
             blocking: false,
             headers: options.fresh ? { 'cache-control': 'no-cache' } : {},
-            headersTimeout: this.options.headersTimeoutMs ?? 10_000,
+            headersTimeout: 2 * this.budget.headTimeoutMs, // a backstop: the budget (which bytes do not extend) ends a slow head first
             bodyTimeout: this.options.bodyTimeoutMs ?? 10_000,
           },
           {
-            onRequestStart(c) {
+            onRequestStart: (c) => {
               controller = c;
-              if (settled) c.abort(new AbortedError(`${url}: cancelled`)); // aborted while queued
+              if (settled) return c.abort(new AbortedError(`${url}: cancelled`)); // aborted while queued
+              watched.clock.due(performance.now()); // the request is being written
+              this.watch(watched);
             },
             onResponseStart(c, statusCode, headers) {
               t1 = performance.now();
-              // An error answer: its (small) body is read and dropped, so the connection stays open.
-              const status = statusError(location, url, statusCode);
-              if (status) return done(status);
               const cl = headers['content-length'];
               if (typeof cl === 'string') declared = Number(cl);
+              watched.clock.head(t1, declared ?? expectedSize ?? maxBytes);
+              // An error answer or a redirect: its (small) body is read and dropped, so the connection stays open.
+              const where = headers['location'];
+              const status = isRedirect(statusCode) ? new Redirected(statusCode, Array.isArray(where) ? where[0] : where) : statusError(location, url, statusCode);
+              if (status) {
+                done(status);
+                if (declared !== undefined && declared > dropLimit) c.abort(status);
+                return;
+              }
               const wrong = declaredSizeError(location, url, declared, expectedSize, maxBytes);
               if (wrong) return fail(c, wrong);
               if (preallocate(declared, expectedSize)) body = alloc(declared);
             },
             onResponseData(c, chunk) {
-              if (settled) return; // an error answer's body, or one already given up on
+              watched.clock.data(chunk.length);
               received += chunk.length;
+              if (settled) {
+                // An error answer's body, or one already given up on: read and dropped, up to a point.
+                if (received > dropLimit) c.abort(new AbortedError(`${url}: answer not read`));
+                return;
+              }
               const over = overrunError(location, url, received, expectedSize, maxBytes);
               if (over) return fail(c, over);
               if (body) {
@@ -215,6 +301,7 @@ export class HttpOrigin implements StoreReader {
               } else chunks.push(chunk);
             },
             onResponseEnd() {
+              live.delete(watched);
               if (settled) return;
               const bad = endError(location, url, received, declared, expectedSize);
               if (bad) return done(bad);
@@ -230,6 +317,7 @@ export class HttpOrigin implements StoreReader {
               done(body);
             },
             onResponseError(_c, e) {
+              live.delete(watched);
               done(transportError(location, url, e, signal));
             },
           },

@@ -11,6 +11,7 @@ import {
   decodePointer,
   type Manifest,
   manifestDigest,
+  manifestReadLimit,
   type Pointer,
   POINTER_MAX_BYTES,
 } from '../format/manifest.ts';
@@ -57,10 +58,13 @@ export async function readManifest(
 ): Promise<LoadedManifest> {
   let expectDigest: string | undefined;
   let v = version;
+  // At most what the pointer declares (without a pointer: the absolute ceiling), enforced as bytes arrive.
+  let maxBytes = manifestReadLimit(undefined);
   if (v === undefined) {
     const p = await readPointer(store, name, options);
     v = p.version;
     expectDigest = p.sha256;
+    maxBytes = manifestReadLimit(p, `${pointerPath(name)} in ${store.location}`);
   }
   const rel = manifestPath(name, v);
   let bytes: Buffer;
@@ -69,7 +73,7 @@ export async function readManifest(
   const have = expectDigest !== undefined ? known?.get(rel) : undefined;
   const haveDigest = have && manifestDigest(have);
   try {
-    bytes = have && haveDigest === expectDigest ? have : await store.read(rel, options);
+    bytes = have && haveDigest === expectDigest ? have : await store.read(rel, { ...options, maxBytes });
   } catch (e) {
     if (e instanceof MissingError) {
       throw new MissingError(e.source, `image '${name}' has no version ${v} in ${store.location} (no ${rel})`, {

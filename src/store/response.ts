@@ -7,11 +7,67 @@ import { BrokenError, InvalidError, MissingError, type SourceError } from '../er
 /** Largest body given its buffer before it arrives when no expected size says how large it must be. */
 export const PREALLOCATE_MAX = 4 << 20;
 
-/** 404/410: the store lacks the file; any other status but 200: a transport failure. */
+/** The most bytes a read takes when it gives no size or limit of its own. */
+export const READ_MAX_BYTES = 64 * 1024 * 1024;
+
+/** The most bytes of an answer read only to be dropped (an error page, a redirect, a cancelled request's); more closes the connection. */
+export const DROP_MAX = 64 * 1024;
+
+/**
+ * 404/410: the store lacks the file; 403 too: an object store (S3, GCS)
+ * answers it for a missing key when listing is denied. Any other status but
+ * 200 (and the redirects, see redirectTarget): a transport failure.
+ */
 export function statusError(origin: string, url: string, status: number): SourceError | undefined {
   if (status === 404 || status === 410) return new MissingError(origin, `${url}: HTTP ${status}`);
+  if (status === 403) return new MissingError(origin, `${url}: HTTP 403 (forbidden: how an object store answers for a missing key)`);
   if (status !== 200) return new BrokenError(origin, `${url}: HTTP ${status}`);
   return undefined;
+}
+
+/** Redirects followed on one read. */
+export const MAX_REDIRECTS = 5;
+
+/** Statuses that send a GET elsewhere (300 and 305 are not followed). */
+export function isRedirect(status: number): boolean {
+  return status === 301 || status === 302 || status === 303 || status === 307 || status === 308;
+}
+
+/** A redirect answer, passed from one hop of a read to the next (never seen outside the clients). */
+export class Redirected extends Error {
+  readonly status: number;
+  readonly location: string | undefined;
+  constructor(status: number, location: string | undefined) {
+    super(`HTTP ${status}`);
+    this.status = status;
+    this.location = location;
+  }
+}
+
+/**
+ * Where a redirect leads: its Location resolved against the URL that was
+ * asked, http or https, never from https down to http, at most MAX_REDIRECTS
+ * hops without a loop. `chain`: the URLs asked so far, the first one first.
+ * Anything else is a BrokenError naming the mirror.
+ */
+export function redirectTarget(origin: string, chain: readonly string[], r: Redirected): URL | SourceError {
+  const from = chain[chain.length - 1]!;
+  const first = chain[0]!;
+  if (!r.location) return new BrokenError(origin, `${from}: HTTP ${r.status} without a Location to follow`);
+  let to: URL;
+  try {
+    to = new URL(r.location, from);
+  } catch {
+    return new BrokenError(origin, `${from}: HTTP ${r.status} to '${r.location.slice(0, 200)}', which is not a URL`);
+  }
+  to.hash = '';
+  if (to.protocol !== 'http:' && to.protocol !== 'https:') return new BrokenError(origin, `${from}: redirected to ${to.protocol} URL ${to.href.slice(0, 200)}: only http and https are followed`);
+  if (to.protocol === 'http:' && new URL(from).protocol === 'https:') {
+    return new BrokenError(origin, `${from}: redirected from https down to plain http (${to.href.slice(0, 200)}): refused`, { hint: 'give the mirror by the URL it redirects to, if it is to be trusted over plain http' });
+  }
+  if (chain.includes(to.href)) return new BrokenError(origin, `${first}: redirects in a loop (${[...chain, to.href].join(' → ')})`);
+  if (chain.length > MAX_REDIRECTS) return new BrokenError(origin, `${first}: more than ${MAX_REDIRECTS} redirects (last to ${to.href.slice(0, 200)})`);
+  return to;
 }
 
 /** A declared length other than the one the manifest gives (a wrong object), or over the file's limit. */

@@ -21,6 +21,8 @@ export interface ReadOptions {
    * e.g. a pool the caller gives the memory back to.
    */
   alloc?: (size: number) => Buffer;
+  /** Between the clients only: the URLs a read was redirected through so far, the first one first. */
+  redirects?: readonly string[];
 }
 
 export interface RequestTiming {

@@ -99,13 +99,13 @@ describe('ranking (netselect for HTTP)', () => {
     const stale = await mirror({ kind: 'ok' }, storeV1);
     const dead = await deadUrl();
     const set = mirrorsFor([dead, slow.url, decoy.url, stale.url, nginx.url]);
-    const r = await rankMirrors(set.mirrors, { name: 't', rounds: 3, deadlineMs: 3000 });
+    const r = await rankMirrors(set.mirrors, { name: 't', key: key(), rounds: 3, deadlineMs: 3000 });
     const order = r.mirrors.map((m) => m.url);
     expect(order[0]).toBe(nginx.url);
     expect(new Set(order.slice(1, 3))).toEqual(new Set([slow.url, decoy.url]));
     expect(order.slice(3)).toEqual([stale.url, dead]);
     expect(r.mirrors[0]!.version).toBe(2);
-    expect(r.mirrors[3]!.version).toBe(1);
+    expect(r.mirrors[3]!.claimed).toBe(1); // its pointer says v1: stale, whether or not its manifest was verified before ranking stopped
     expect(r.mirrors[4]!.score).toBe(Infinity);
     expect(r.mirrors[4]!.error).toMatch(/ECONNREFUSED/);
     const by = (u: string) => r.mirrors.find((m) => m.url === u)!;

@@ -71,6 +71,7 @@ The file appears under its name only when complete.`,
       cacheBytes: parseSize(str(ctx, 'cache-size') ?? '4G', '--cache-size'),
       mode: soft ? 'soft' : 'hard',
       softTimeoutMs: (int(ctx, 'soft-timeout', 1, 86_400) ?? 30) * 1000,
+      mirrorOptions: src.transfer,
       log: (l) => {
         ctx.io.err(`${ctx.io.tty ? '\r\x1b[2K' : ''}${l}\n`); // clears the progress bar's line on a terminal
         if (!soft && !toldHard && /retrying in/.test(l)) {
