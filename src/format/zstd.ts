@@ -140,28 +140,99 @@ export class ZstdDecodeError extends Error {
   override name = 'ZstdDecodeError';
 }
 
+const ZSTD_MAGIC = 0xfd2fb528;
+/** Largest window a frame without a content size may ask for (8 MiB; a block is at most 1 MiB). */
+const WINDOW_LOG_MAX = 23;
+
+/**
+ * Walks the structure of one zstd frame without decoding it: magic, header,
+ * block headers, checksum. The frame must end exactly at the end of
+ * `payload`, with its last block marked last: a frame left open would leave
+ * the decoder mid-frame (and the next block decoded on that context wrong).
+ * A content size in the header must be `expected`. Returns that content
+ * size, or undefined when the header has none. Throws ZstdDecodeError.
+ */
+export function checkZstdFrame(payload: Uint8Array, expected: number): number | undefined {
+  const fail = (why: string): never => {
+    throw new ZstdDecodeError(why);
+  };
+  const b = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+  if (b.length < 6) fail(`a zstd frame has at least 6 bytes, this object ${b.length}`);
+  if (b.readUInt32LE(0) !== ZSTD_MAGIC) fail(`not a zstd frame (magic ${b.readUInt32LE(0).toString(16)})`);
+  const fhd = b[4]!;
+  if (fhd & 0x08) fail('zstd frame header has its reserved bit set');
+  const fcsFlag = fhd >> 6;
+  const single = (fhd >> 5) & 1;
+  const hasChecksum = (fhd >> 2) & 1;
+  const dictBytes = [0, 1, 2, 4][fhd & 3]!;
+  const fcsBytes = [single, 2, 4, 8][fcsFlag]!;
+  let p = 5 + (single ? 0 : 1) + dictBytes;
+  if (p + fcsBytes > b.length) fail('zstd frame ends inside its header');
+  if (dictBytes > 0 && b.readUIntLE(p - dictBytes, dictBytes) !== 0) fail('zstd frame needs a dictionary');
+  let contentSize: number | undefined;
+  if (fcsBytes === 1) contentSize = b[p]!;
+  else if (fcsBytes === 2) contentSize = b.readUInt16LE(p) + 256;
+  else if (fcsBytes === 4) contentSize = b.readUInt32LE(p);
+  else if (fcsBytes === 8) contentSize = Number(b.readBigUInt64LE(p)); // loses precision only far above any block
+  if (contentSize !== undefined && contentSize !== expected) fail(`block decodes to ${contentSize} bytes, expected ${expected}`);
+  p += fcsBytes;
+  for (let last = 0; !last; ) {
+    if (p + 3 > b.length) fail("zstd frame does not end: its last block is not marked last (unfinished frame)");
+    const header = b.readUIntLE(p, 3);
+    last = header & 1;
+    const type = (header >> 1) & 3;
+    const size = header >>> 3;
+    if (type === 3) fail('zstd frame holds a block of the reserved type');
+    p += 3 + (type === 1 ? 1 : size);
+    if (p > b.length) fail('zstd frame ends inside a block (truncated)');
+  }
+  if (hasChecksum) p += 4;
+  if (p > b.length) fail('zstd frame ends inside its checksum (truncated)');
+  if (p !== b.length) fail(`the object holds more than one frame (${b.length - p} bytes after the frame's last block)`);
+  return contentSize;
+}
+
+/** One-shot decoding, bounded in output and in the window it may allocate. */
+function decompressOnce(payload: Buffer, expected: number): Buffer {
+  return zlib.zstdDecompressSync(payload, {
+    maxOutputLength: Math.max(expected, 1),
+    chunkSize: Math.max(64, expected),
+    params: { [zlib.constants.ZSTD_d_windowLogMax]: WINDOW_LOG_MAX },
+  });
+}
+
 /**
  * Decodes one zstd frame that must hold exactly `expected` bytes into `out`
  * (exactly that long), or a new buffer of that size. Output beyond
- * `expected` is an error, never an allocation. Throws ZstdDecodeError (or
- * zlib's error on the fallback path).
+ * `expected` is an error, never an allocation. The frame's structure is
+ * checked first (checkZstdFrame), so only a whole frame of the right size
+ * reaches the kept context; a frame without a content size is decoded by
+ * the one-shot call, which cannot leave output behind in a kept context.
+ * Throws ZstdDecodeError (or zlib's error on the one-shot path).
  */
 export function zstdDecompress(payload: Buffer, expected: number, out?: Buffer): Buffer {
   if (out && out.length !== expected) throw new RangeError(`the output buffer holds ${out.length} bytes, the block ${expected}`);
+  const contentSize = checkZstdFrame(payload, expected);
   if (usable && !decompressor) {
     decompressor = Context.create(new zlib.ZstdDecompress());
     if (!decompressor) usable = false;
   }
-  if (!decompressor) {
-    const got = zlib.zstdDecompressSync(payload, { maxOutputLength: Math.max(expected, 1), chunkSize: Math.max(64, expected) });
+  if (!decompressor || contentSize === undefined) {
+    const got = decompressOnce(payload, expected);
     if (got.length !== expected) throw new ZstdDecodeError(`block decodes to ${got.length} bytes, expected ${expected}`);
     if (!out) return got;
     got.copy(out);
     return out;
   }
   const dest = out ?? Buffer.allocUnsafe(expected);
-  const n = decompressor.frame(payload, dest);
+  let n: number | { error: string };
+  try {
+    n = decompressor.frame(payload, dest);
+  } catch (e) {
+    n = { error: (e as Error).message };
+  }
   if (typeof n === 'number' && n === expected) return dest;
+  // Whatever went wrong, the context may be mid-frame: the next call builds a fresh one.
   decompressor.close();
   decompressor = undefined;
   throw new ZstdDecodeError(typeof n === 'number' ? `block decodes to ${n} bytes, expected ${expected}` : n.error);

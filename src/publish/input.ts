@@ -5,13 +5,7 @@
 
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import {
-  CLOOP_HEADER_BYTES,
-  inflateCloopBlock,
-  looksLikeCloop,
-  parseCloopHeader,
-  parseCloopOffsets,
-} from '../cloop/cloop.ts';
+import { inflateCloopBlock, looksLikeCloop, readCloopIndex } from '../cloop/cloop.ts';
 import { errnoCode, InputError } from '../errors.ts';
 import type { BufferPool } from '../util/bufpool.ts';
 
@@ -155,14 +149,8 @@ class CloopSource implements ImageInput {
 
   static async open(fh: fs.FileHandle, p: string, fileSize: number): Promise<CloopSource> {
     const what = `cloop file ${path.basename(p)}`;
-    const fixed = Buffer.alloc(Math.min(fileSize, CLOOP_HEADER_BYTES + 8));
-    await readFully(fh, fixed, 0);
-    const header = parseCloopHeader(fixed, fileSize, what);
-    const table = Buffer.alloc(header.tableBytes);
-    const n = await readFully(fh, table, CLOOP_HEADER_BYTES + 8);
-    if (n !== table.length) throw new InputError(`${what} is truncated inside the block index`);
-    const offsets = parseCloopOffsets(header, table, fileSize, what);
-    return new CloopSource(fh, p, header.numBlocks * header.blockSize, header.blockSize, offsets);
+    const index = await readCloopIndex((buf, position) => readFully(fh, buf, position), fileSize, what);
+    return new CloopSource(fh, p, index.numBlocks * index.blockSize, index.blockSize, index.offsets);
   }
 
   async *chunks(blockSize: number, _pool?: BufferPool): AsyncIterable<Buffer> {

@@ -22,7 +22,7 @@ export class ReadThroughCache implements BlockSource {
   }
 
   async get(req: BlockRequest, signal?: AbortSignal): Promise<Block> {
-    const data = await this.disk.getBlock(req.hash, req.length, req.digest);
+    const data = await this.disk.getBlock(req.hash, req.length, req.digest, req.objectSize);
     if (data) {
       this.hits++;
       return { data, from: 'disk' };

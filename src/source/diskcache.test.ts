@@ -1,10 +1,15 @@
-import { existsSync, readdirSync, rmSync, statSync, utimesSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { tempDir } from '../../test/helpers/tmp.ts';
 import { blockHash, encodeBlock } from '../format/codec.ts';
 import { blockPath } from '../format/layout.ts';
+import { ReadThroughCache } from './cache.ts';
 import { DiskCache } from './diskcache.ts';
+import { MirrorGroup } from './group.ts';
+import { Mirror } from './mirror.ts';
+import { MemoryOrigin, testBlock } from './testing/memory.ts';
 
 function object(seed: number, size = 4096): { hash: string; data: Buffer; object: Buffer } {
   const data = Buffer.alloc(size, seed);
@@ -102,5 +107,123 @@ describe('DiskCache', () => {
     await c.flush();
     expect(existsSync(join(dir, blockPath(a.hash)))).toBe(true);
     expect(readdirSync(join(dir, 'blocks', a.hash.slice(0, 2))).some((n) => n.includes('.tmp') || n.startsWith('.'))).toBe(false);
+  });
+});
+
+describe('DiskCache: what is on disk is untrusted', () => {
+  const A = testBlock(77);
+  const req = { hash: A.hash, length: A.data.length, objectSize: A.object.length };
+
+  // Each kind of garbage a damaged or tampered cache folder can hold where an object should be.
+  const garbage: [string, (file: string) => void][] = [
+    ['a folder', (f) => mkdirSync(join(f, 'inside'), { recursive: true })],
+    ['a symlink to a copy of the object', (f) => {
+      const copy = `${f}.copy`;
+      writeFileSync(copy, A.object);
+      symlinkSync(copy, f);
+    }],
+    ['a symlink to /dev/zero', (f) => symlinkSync('/dev/zero', f)],
+    ['a FIFO nobody writes', (f) => execFileSync('mkfifo', [f])],
+    ['a zero-length file', (f) => writeFileSync(f, '')],
+    ['a 1.5 GB sparse file', (f) => {
+      writeFileSync(f, '');
+      truncateSync(f, 1536 << 20);
+    }],
+    ['a file one byte short', (f) => writeFileSync(f, A.object.subarray(1))],
+    ['a file of the right size with the wrong bytes', (f) => writeFileSync(f, Buffer.alloc(A.object.length, 0x55))],
+    ['an unreadable file', (f) => {
+      writeFileSync(f, Buffer.alloc(A.object.length, 0x33));
+      chmodSync(f, 0);
+    }],
+  ];
+
+  function goodMirror(): { cacheOver: (disk: DiskCache) => ReadThroughCache; origin: MemoryOrigin } {
+    const origin = new MemoryOrigin('mem://good/');
+    origin.files.set(A.rel, A.object);
+    const cacheOver = (disk: DiskCache) => new ReadThroughCache(disk, new MirrorGroup([new Mirror(origin.location, origin)], { hedge: false }));
+    return { cacheOver, origin };
+  }
+
+  /** After the cache has written the block again, its file is exactly the object. */
+  function expectObjectAt(file: string): void {
+    const st = lstatSync(file);
+    expect(st.isFile()).toBe(true);
+    expect(readFileSync(file).equals(A.object)).toBe(true);
+  }
+
+  for (const [kind, make] of garbage) {
+    it(`${kind} in place of a cached object (while open): a miss, removed, and the block comes exact from a good mirror`, { timeout: 20_000 }, async () => {
+      const dir = tempDir();
+      const disk = await DiskCache.open(dir, 8 << 20);
+      const { cacheOver, origin } = goodMirror();
+      const cache = cacheOver(disk);
+      await (await cache.get(req)).kept;
+      const file = join(dir, A.rel);
+      rmSync(file);
+      make(file);
+      const before = disk.stats().discarded;
+      const got = await cache.get(req);
+      expect(got.from).toBe('mem://good/');
+      expect(got.data.equals(A.data)).toBe(true);
+      expect(disk.stats().discarded).toBe(before + 1);
+      await got.kept;
+      expectObjectAt(file);
+      expect(origin.asked).toEqual([A.rel, A.rel]);
+      // And it is a hit again.
+      expect((await cache.get(req)).from).toBe('disk');
+      await cache.close();
+    });
+
+    it(`${kind} in place of an object when the cache is opened: removed or never read, and the block comes exact from a good mirror`, { timeout: 20_000 }, async () => {
+      const dir = tempDir();
+      const file = join(dir, A.rel);
+      mkdirSync(join(file, '..'), { recursive: true });
+      make(file);
+      const disk = await DiskCache.open(dir, 8 << 20);
+      const cache = goodMirror().cacheOver(disk);
+      const got = await cache.get(req);
+      expect(got.from).toBe('mem://good/');
+      expect(got.data.equals(A.data)).toBe(true);
+      await got.kept;
+      expectObjectAt(file);
+      expect(disk.stats().bytes).toBe(A.object.length); // nothing of the garbage counts against the limit
+      await cache.close();
+    });
+  }
+
+  it('never reads a file larger than the object: a sparse 1.5 GB file costs one fstat, not 1.5 GB', async () => {
+    const dir = tempDir();
+    const disk = await DiskCache.open(dir, 8 << 20);
+    await disk.putObject(A.hash, A.object);
+    const file = join(dir, A.rel);
+    truncateSync(file, 1536 << 20);
+    const rss = process.memoryUsage().arrayBuffers;
+    expect(await disk.getBlock(A.hash, A.data.length, undefined, A.object.length)).toBeUndefined();
+    expect(process.memoryUsage().arrayBuffers - rss).toBeLessThan(64 << 20);
+    expect(existsSync(file)).toBe(false);
+    expect(disk.stats()).toMatchObject({ objects: 0, bytes: 0, discarded: 1, misses: 1 });
+  });
+
+  it('without the object size, a file larger than any object for the block is a miss, a good one a hit', async () => {
+    const dir = tempDir();
+    const disk = await DiskCache.open(dir, 8 << 20);
+    await disk.putObject(A.hash, A.object);
+    expect((await disk.getBlock(A.hash, A.data.length))?.equals(A.data)).toBe(true);
+    const file = join(dir, A.rel);
+    writeFileSync(file, Buffer.concat([A.object, Buffer.alloc(A.data.length)]));
+    expect(await disk.getBlock(A.hash, A.data.length)).toBeUndefined();
+    expect(existsSync(file)).toBe(false);
+  });
+
+  it('skips a cached manifest that is not a bounded regular file', async () => {
+    const dir = tempDir();
+    const disk = await DiskCache.open(dir, 8 << 20);
+    await disk.putManifest('img', 1, Buffer.from('manifest one'));
+    await disk.putManifest('img', 2, Buffer.from('manifest two'));
+    const v2 = join(dir, 'images', 'img', 'v2.hfkm');
+    truncateSync(v2, 3 << 30);
+    symlinkSync(join(dir, 'images', 'img', 'v1.hfkm'), join(dir, 'images', 'img', 'v3.hfkm'));
+    const found = await disk.manifests('img');
+    expect(found.map((m) => [m.version, m.bytes.toString()])).toEqual([[1, 'manifest one']]);
   });
 });

@@ -5,13 +5,14 @@
 // survives reboots: the next boot needs only a manifest check, and none at
 // all when the network is gone but the blocks are here.
 
-import { readdirSync, readFile, rmSync, statSync } from 'node:fs';
+import { close, constants, fstat, lstatSync, open, read, readdirSync, rmSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { errnoCode, InvalidError, StoreError } from '../errors.ts';
-import { decodeBlockSync } from '../format/codec.ts';
+import { decodeBlockSync, MAX_BLOCK_SIZE } from '../format/codec.ts';
 import { blockPath, manifestFile, manifestPath, parseManifestFile, imageDir } from '../format/layout.ts';
+import { MANIFEST_MAX_BYTES } from '../format/manifest.ts';
 import { verifyObject } from '../store/images.ts';
 import { TMP_PREFIX, writeFileAtomic } from '../util/atomic.ts';
 
@@ -26,9 +27,45 @@ export interface DiskCacheStats {
   discarded: number;
 }
 
-// node:fs's callback form: the same system calls as fs/promises' readFile,
-// with much less work around them (a boot reads hundreds of objects).
-const readFileCb = promisify(readFile);
+// node:fs's callback forms: the same system calls as fs/promises', with
+// much less work around them (a boot reads hundreds of objects).
+const cb = { open: promisify(open), fstat: promisify(fstat), read: promisify(read), close: promisify(close) };
+
+/** Never follows a symlink, never waits on a FIFO. */
+const OPEN_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
+
+/** No stored object is larger than this (a block stored raw, plus its tag byte). */
+const MAX_OBJECT_BYTES = MAX_BLOCK_SIZE + 1;
+
+/**
+ * Reads a file the cache holds, trusting nothing about it: it must be a
+ * regular file (not a symlink, folder or device) whose size `fits`, checked
+ * on the open file before anything is read, so a huge or sparse file costs
+ * one fstat. Throws for anything else.
+ */
+async function readUntrusted(file: string, fits: (size: number) => boolean): Promise<Buffer> {
+  const fd = await cb.open(file, OPEN_FLAGS);
+  try {
+    const st = await cb.fstat(fd);
+    if (!st.isFile()) throw new Error(`${file} is not a regular file`);
+    if (!fits(st.size)) throw new Error(`${file} has ${st.size} bytes`);
+    const buf = Buffer.allocUnsafe(st.size);
+    let got = 0;
+    while (got < buf.length) {
+      const { bytesRead } = await cb.read(fd, buf, got, buf.length - got, got);
+      if (bytesRead === 0) throw new Error(`${file} ends at byte ${got} of ${buf.length}`);
+      got += bytesRead;
+    }
+    return buf;
+  } finally {
+    await cb.close(fd).catch(() => {});
+  }
+}
+
+/** Removes whatever is at `file` (a folder too); a failure only leaves it for the next try. */
+async function remove(file: string): Promise<void> {
+  await fs.rm(file, { recursive: true, force: true }).catch(() => {});
+}
 
 /** How long after a read its object's times are set on disk (in one batch with the others). */
 const TOUCH_DELAY_MS = 30_000;
@@ -136,8 +173,20 @@ export class DiskCache {
           continue;
         }
         if (!/^[0-9a-f]{64}$/.test(f)) continue;
-        const st = statSync(p, { throwIfNoEntry: false });
-        if (st?.isFile()) found.push({ hash: f, size: st.size, used: st.mtimeMs });
+        const st = lstatSync(p, { throwIfNoEntry: false });
+        if (!st) continue;
+        if (st.isFile() && st.size > 0 && st.size <= MAX_OBJECT_BYTES) {
+          found.push({ hash: f, size: st.size, used: st.mtimeMs });
+          continue;
+        }
+        // Nothing a cache writes: a folder, symlink or device, or a file no object can be.
+        // Removed now, or it would block the object's own file or count against the limit.
+        try {
+          rmSync(p, { recursive: true, force: true });
+        } catch {
+          // left as it is: not indexed, so never read
+        }
+        c.discarded++;
       }
     }
     found.sort((a, b) => a.used - b.used);
@@ -158,11 +207,14 @@ export class DiskCache {
   }
 
   /**
-   * The verified block, or undefined if the cache lacks it. A cached object
-   * that fails verification (disk damage) is removed and reported as a miss.
+   * The verified block, or undefined if the cache lacks it. What is on disk
+   * is untrusted: a file of another size than `objectSize` (the manifest's;
+   * when unknown, any size an object can have for a block of `length`), one
+   * that cannot be read, or one that fails verification is removed, counted
+   * as discarded, and reported as a miss; nothing larger is ever read.
    * `digest`: the object digest the manifest signs, if any (verifyObject).
    */
-  async getBlock(hash: string, length: number, digest?: string): Promise<Buffer | undefined> {
+  async getBlock(hash: string, length: number, digest?: string, objectSize?: number): Promise<Buffer | undefined> {
     const held = this.held.get(hash);
     if (held) {
       this.hits++;
@@ -173,14 +225,13 @@ export class DiskCache {
       return undefined;
     }
     const p = this.abs(blockPath(hash));
+    const fits = (size: number) => (objectSize === undefined ? size > 0 && size <= length + 1 : size === objectSize);
     let object: Buffer;
     try {
-      object = await readFileCb(p);
+      if (!fits(this.index.get(hash)!)) throw new Error(`${p} has another size than the object`);
+      object = await readUntrusted(p, fits);
     } catch (e) {
-      if (errnoCode(e) !== 'ENOENT') throw e;
-      this.drop(hash);
-      this.misses++;
-      return undefined;
+      return this.discard(hash, p, errnoCode(e) !== 'ENOENT');
     }
     try {
       const data = await verifyObject(`disk cache ${this.dir}`, hash, object, length, digest);
@@ -189,12 +240,19 @@ export class DiskCache {
       return data;
     } catch (e) {
       if (!(e instanceof InvalidError)) throw e;
-      this.discarded++;
-      this.drop(hash);
-      await fs.rm(p, { force: true });
-      this.misses++;
-      return undefined;
+      return this.discard(hash, p, true);
     }
+  }
+
+  /** A cached object that is gone or damaged: forgotten, removed, and a miss. */
+  private async discard(hash: string, file: string, damaged: boolean): Promise<undefined> {
+    this.drop(hash);
+    if (damaged) {
+      this.discarded++;
+      await remove(file);
+    }
+    this.misses++;
+    return undefined;
   }
 
   /**
@@ -363,7 +421,9 @@ export class DiskCache {
       .sort((a, b) => b - a);
     const out: { version: number; bytes: Buffer }[] = [];
     for (const v of versions) {
-      const bytes = await fs.readFile(this.abs(`${imageDir(name)}/${manifestFile(v)}`)).catch(() => undefined);
+      // Bounded like a manifest from a mirror; what fails here is only not offered (it is checked again when used).
+      const file = this.abs(`${imageDir(name)}/${manifestFile(v)}`);
+      const bytes = await readUntrusted(file, (size) => size > 0 && size <= MANIFEST_MAX_BYTES).catch(() => undefined);
       if (bytes) out.push({ version: v, bytes });
     }
     return out;

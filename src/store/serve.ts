@@ -28,19 +28,41 @@ export function cacheControlFor(rel: string): string {
   return path.posix.basename(rel) === POINTER_FILE ? POINTER_CACHE : IMMUTABLE_CACHE;
 }
 
+/**
+ * The store path a request target names, or undefined for a bad one: not
+ * a path, malformed percent-encoding, or a segment that decodes to `.`,
+ * `..`, or holds a slash, backslash, NUL or other control character.
+ * Segments are checked before any normalisation (which would hide a `..`).
+ */
+export function requestPath(target: string): string | undefined {
+  const raw = target.replace(/^[a-z][a-z0-9+.-]*:\/\/[^/?#]*/i, '').replace(/[?#].*$/s, '');
+  if (!raw.startsWith('/')) return undefined;
+  const segments: string[] = [];
+  for (const s of raw.split('/')) {
+    if (s === '') continue;
+    let d: string;
+    try {
+      d = decodeURIComponent(s);
+    } catch {
+      return undefined;
+    }
+    if (d === '.' || d === '..' || /[\x00-\x1f\x7f/\\]/.test(d)) return undefined;
+    segments.push(d);
+  }
+  return segments.join('/');
+}
+
 export async function serveStore(o: ServeOptions): Promise<StoreServer> {
   const root = path.resolve(o.root);
-  const server = http.createServer((req, res) => {
+  const handle = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const done = (status: number, size = 0) => o.log?.(`${req.method} ${req.url} ${status} ${size}`);
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD' }).end();
       return done(405);
     }
-    let rel: string;
-    try {
-      rel = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname).replace(/^\/+/, '');
-    } catch {
-      res.writeHead(400).end();
+    const rel = requestPath(req.url ?? '/');
+    if (rel === undefined) {
+      res.writeHead(400, { 'content-type': 'text/plain' }).end('bad path\n');
       return done(400);
     }
     const file = path.resolve(root, rel);
@@ -75,6 +97,16 @@ export async function serveStore(o: ServeOptions): Promise<StoreServer> {
       stream.pipe(res);
       res.on('finish', () => done(200, st.size));
     });
+  };
+  // One request that throws must not take the server down with it.
+  const server = http.createServer((req, res) => {
+    try {
+      handle(req, res);
+    } catch {
+      if (res.headersSent) res.destroy();
+      else res.writeHead(500).end();
+      o.log?.(`${req.method} ${req.url} 500 0`);
+    }
   });
   server.keepAliveTimeout = 30_000;
   await new Promise<void>((resolve, reject) => {
