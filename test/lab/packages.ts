@@ -14,6 +14,8 @@ export const PACKAGES = [
   // boot entries
   'xorriso', 'grub-pc-bin', 'grub-common', 'isolinux', 'syslinux', 'syslinux-common', 'pxelinux', 'mtools', 'dosfstools',
   'ca-certificates', 'openssl', 'iproute2', 'procps', 'util-linux',
+  // peak memory of a command (/usr/bin/time -f %M)
+  'time',
 ] as const;
 
 if (import.meta.url === `file://${process.argv[1]}`) {
