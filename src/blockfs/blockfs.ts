@@ -66,7 +66,8 @@ export class BlockFs implements FileSystem {
   private readonly gid: number;
   /** stats.json renderings by open handle. */
   private readonly snapshots = new Map<number, Buffer>();
-  private nextFh = 1;
+  /** Random, so that a reader taking over a live mount (reader/keeper.ts) does not reuse its predecessor's handles. */
+  private nextFh = 1 + Math.floor(Math.random() * 2 ** 40);
   /** Present when the device can fill the FUSE layer's buffers (FileSystem.readInto). */
   readonly readInto?: (ino: number, offset: number, dest: Buffer, signal: AbortSignal, fh: number) => Promise<number>;
 
@@ -162,8 +163,9 @@ export class BlockFs implements FileSystem {
       return this.device.read(offset, end - offset, signal);
     }
     if (ino === STATS_INO) {
-      const snap = this.snapshots.get(fh);
-      if (!snap) throw new FuseErrnoError(Errno.EBADF, `stats.json handle ${fh} is not open`);
+      let snap = this.snapshots.get(fh);
+      // A handle opened before a takeover: a fresh rendering from now on.
+      if (!snap) this.snapshots.set(fh, (snap = this.renderStats()));
       return snap.subarray(Math.min(offset, snap.length), Math.min(offset + size, snap.length));
     }
     if (ino === ROOT_ID || ino === HFK_DIR_INO) throw new FuseErrnoError(Errno.EISDIR, `node ${ino} is a folder`);

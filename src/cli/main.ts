@@ -35,6 +35,11 @@ function overview(): string {
 
 export async function main(argv: string[], io: Output = stdio()): Promise<number> {
   const [name, ...rest] = argv;
+  // (internal) a reader process started by hfk mount's keeper (reader/keeper.ts)
+  if (name === '--reader-child') {
+    await (await import('../reader/child.ts')).readerChild();
+    return 0;
+  }
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     const sub = name === 'help' ? COMMANDS.find((c) => c.name === rest[0]) : undefined;
     io.out(sub ? helpText('hfk', sub) : overview());

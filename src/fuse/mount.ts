@@ -13,7 +13,7 @@ import { errnoCode, UsageError } from '../errors.ts';
 import { FuseDeviceError, MountError, MountpointError, NotRootError } from './errors.ts';
 import type { FileSystem } from './fs.ts';
 import { PAGE_SIZE } from './protocol.ts';
-import { FuseSession, type SessionEnd, type SessionOptions } from './session.ts';
+import { FuseSession, type RequestFeed, type SessionEnd, type SessionOptions } from './session.ts';
 
 export const FUSE_DEVICE = '/dev/fuse';
 /** The descriptor number /dev/fuse gets in the mount command. */
@@ -237,7 +237,8 @@ export async function checkMountpoint(mountpoint: string, mounts?: readonly Moun
   return real;
 }
 
-function openFuseDevice(device: string): number {
+/** Opens the FUSE device read-write; typed errors for a missing device and for no permission. */
+export function openFuseDevice(device: string = FUSE_DEVICE): number {
   try {
     return fs.openSync(device, fs.constants.O_RDWR);
   } catch (e) {
@@ -302,6 +303,10 @@ export interface MountOptions extends SessionOptions {
    * flight. Default 4096; 0 leaves the kernel's choice.
    */
   readAheadKb?: number;
+  /** An open /dev/fuse descriptor to mount with (a keeper's, see reader/keeper.ts) instead of opening the device. */
+  fd?: number;
+  /** Called once the mount command has mounted, before INIT is answered (a keeper then starts reading the fd). */
+  onMounted?: () => void;
 }
 
 export const DEFAULT_READ_AHEAD_KB = 4096;
@@ -345,10 +350,11 @@ export async function mount(filesystem: FileSystem, options: MountOptions): Prom
     maxWrite: options.maxWrite,
     readdirplus: options.readdirplus,
     onError: options.onError,
+    feed: options.feed,
   };
   const umountCommand = options.umountCommand ?? ['umount'];
   const mountpoint = await checkMountpoint(options.mountpoint);
-  const fd = openFuseDevice(options.device ?? FUSE_DEVICE);
+  const fd = options.fd ?? openFuseDevice(options.device ?? FUSE_DEVICE);
 
   const argv = [
     ...(options.mountCommand ?? ['mount']),
@@ -383,6 +389,7 @@ export async function mount(filesystem: FileSystem, options: MountOptions): Prom
   let entry: MountinfoEntry | undefined;
   const abort = () => abortConnection(entry, mountpoint, umountCommand);
   const session = FuseSession.start(fd, filesystem, { ...sessionOptions, abort });
+  options.onMounted?.();
   try {
     entry = findMount(await readMountinfo(), mountpoint);
     await session.initialized;
@@ -410,6 +417,32 @@ export async function mount(filesystem: FileSystem, options: MountOptions): Prom
     },
   };
   return m;
+}
+
+/**
+ * Serves a connection that is already mounted, for a reader that takes over
+ * from another (reader/keeper.ts): requests come from `feed`, which replays
+ * the connection's INIT first, so this resolves once that is handled.
+ */
+export async function attach(
+  filesystem: FileSystem,
+  options: { fd: number; feed: RequestFeed; mountpoint: string; umountCommand?: readonly string[]; onError?: SessionOptions['onError'] },
+): Promise<FuseMount> {
+  const umountCommand = options.umountCommand ?? ['umount'];
+  // The options mount() negotiated with (its defaults): the replayed INIT must come out the same.
+  const maxPages = Math.max(1, Math.min(256, Math.floor(DEFAULT_MAX_READ / PAGE_SIZE)));
+  const session = FuseSession.start(options.fd, filesystem, { feed: options.feed, onError: options.onError, maxPages });
+  await session.initialized;
+  return {
+    mountpoint: options.mountpoint,
+    session,
+    connectionId: undefined,
+    done: session.done,
+    async unmount(opts: { lazy?: boolean } = {}): Promise<SessionEnd> {
+      if (session.running) await unmount(options.mountpoint, { lazy: opts.lazy, umountCommand });
+      return session.done;
+    },
+  };
 }
 
 // ---------------------------------------------------------------------------

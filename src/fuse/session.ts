@@ -53,7 +53,7 @@ export interface ReaderEnd {
   message: string;
 }
 
-type ReaderMessage = Uint8Array | ReaderEnd;
+export type ReaderMessage = Uint8Array | ReaderEnd;
 
 // ---------------------------------------------------------------------------
 // The reader thread: read(2) /dev/fuse in a loop, post each request.
@@ -85,6 +85,19 @@ for (;;) {
 `;
 
 /**
+ * Starts a thread that reads requests from a mounted /dev/fuse fd and posts
+ * each (a Uint8Array), then a ReaderEnd. `stop` is an Int32 flag: 1 = stop
+ * after the current read. The keeper (reader/keeper.ts) uses it too.
+ */
+export function startDeviceReader(fd: number, bufferSize: number, stop: SharedArrayBuffer): Worker {
+  return new Worker(READER_SOURCE, {
+    eval: true,
+    execArgv: [], // whatever flags this process has (e.g. --input-type=module), the worker is plain script
+    workerData: { role: ROLE, fd, bufferSize, stop } satisfies ReaderConfig,
+  });
+}
+
+/**
  * How the session ended, from how its reader stopped. A connection that is
  * gone reads as ENODEV, or as ECONNABORTED when the kernel marked it
  * aborted (seen once in many runs on Linux 6.18 after `umount -l`, with
@@ -112,6 +125,21 @@ export interface SessionOptions extends ProtocolOptions {
    * the reader cannot be woken by a notification.
    */
   abort?: () => void;
+  /**
+   * Requests come from a keeper process instead of this process's own read
+   * of the fd (reader/keeper.ts): the keeper reads /dev/fuse and keeps every
+   * request until it is handled, so a new reader can take over the fd.
+   * Replies are still written to `fd` here.
+   */
+  feed?: RequestFeed;
+}
+
+/** Requests handed to a session by whoever reads /dev/fuse for it. */
+export interface RequestFeed {
+  /** Called once by the session: where requests and the end go. `replay`: handle, but do not answer (INIT again, for a new reader). */
+  attach(sink: { request(req: Buffer, replay: boolean): void; end(end: SessionEnd): void }): void;
+  /** The request `unique` was answered (or needs no answer). */
+  handled(unique: bigint): void;
 }
 
 /** How a session ended. */
@@ -133,7 +161,8 @@ export class FuseSession {
   /** Resolves when the session has ended, the reader has exited and the fd is closed. */
   readonly done: Promise<SessionEnd>;
 
-  private readonly worker: Worker;
+  private readonly worker: Worker | undefined;
+  private readonly feed: RequestFeed | undefined;
   private readonly stopFlag = new SharedArrayBuffer(4);
   private readonly onError: (error: unknown, opcode?: string) => void;
   private readonly abort: (() => void) | undefined;
@@ -162,17 +191,20 @@ export class FuseSession {
       onProtocolError: (e) => this.onError(e),
     });
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
-    this.worker = new Worker(READER_SOURCE, {
-      eval: true,
-      execArgv: [], // whatever flags this process has (e.g. --input-type=module), the worker is plain script
-      workerData: { role: ROLE, fd, bufferSize: requestBufferSize(opts.maxWrite), stop: this.stopFlag } satisfies ReaderConfig,
-    });
-    this.worker.on('message', (m: ReaderMessage) => {
+    this.feed = options.feed;
+    if (this.feed) {
+      this.worker = undefined;
+      this.workerExited = true;
+      this.feed.attach({ request: (req, replay) => this.handle(req, replay), end: (end) => this.finish(end) });
+      return;
+    }
+    const worker = (this.worker = startDeviceReader(fd, requestBufferSize(opts.maxWrite), this.stopFlag));
+    worker.on('message', (m: ReaderMessage) => {
       if (m instanceof Uint8Array) this.handle(Buffer.from(m.buffer, m.byteOffset, m.byteLength));
       else this.finish(readerEnd(m));
     });
-    this.worker.on('error', (e) => this.finish({ reason: 'failed', error: e }));
-    this.worker.on('exit', () => {
+    worker.on('error', (e) => this.finish({ reason: 'failed', error: e }));
+    worker.on('exit', () => {
       this.workerExited = true;
       this.finish({ reason: 'failed', error: new FuseProtocolError('the /dev/fuse reader thread exited') });
       this.closeFd();
@@ -199,6 +231,7 @@ export class FuseSession {
    * answers ENOTCONN until it is unmounted. Resolves with `done`.
    */
   stop(): Promise<SessionEnd> {
+    if (this.feed) this.finish({ reason: 'stopped' });
     this.wakeReaderToStop();
     return this.done;
   }
@@ -223,12 +256,23 @@ export class FuseSession {
     }
   }
 
-  private handle(request: Buffer): void {
+  private handle(request: Buffer, replay = false): void {
+    const feed = this.feed;
+    const handled = () => {
+      if (feed && request.length >= 16) feed.handled(request.readBigUInt64LE(8));
+    };
     this.connection.dispatch(request).then(
       (reply) => {
-        if (reply) this.write(reply);
+        if (reply) {
+          if (replay) this.connection.release(reply);
+          else this.write(reply);
+        }
+        if (!replay) handled();
       },
-      (e) => this.onError(e),
+      (e) => {
+        this.onError(e);
+        if (!replay) handled();
+      },
     );
   }
 

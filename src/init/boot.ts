@@ -21,7 +21,7 @@ import type { LaunchedReader } from '../reader/launch.ts';
 import type { ReaderSpec } from '../reader/spec.ts';
 import { preloadHttpClient } from '../store/http.ts';
 import { type BootSettings, parseCmdline, resolveBootSettings } from '../config/cmdline.ts';
-import { defaultConfig, formatMountSource, type InitReader, type MountSource, parseConfig } from '../config/config.ts';
+import { defaultConfig, formatMountSource, type InitReader, type MountSource, parseConfig, transferOptions } from '../config/config.ts';
 import { readMirrorList } from '../config/mirrorlist.ts';
 import { ModuleDb } from './modalias.ts';
 import { formatNetworkReport, type NetworkOptions, type NetworkReport } from './network.ts';
@@ -306,6 +306,7 @@ export const mirrors: Step<BootContext, void> = step('mirrors', 'measure the mir
     name: s.image.name,
     version: s.image.version,
     key: state.key!,
+    mirrorOptions: transferOptions(s.config.fetch),
     log: (l) => sys.log.warn(l),
   });
   // One mirror: nothing to choose between, only check that it answers.
@@ -398,6 +399,7 @@ export const fuse: Step<BootContext, void> = step('fuse', 'start the block reade
     trustFile: path.join(state.cacheDir!, 'trust.json'),
     mode: s.config.fetch.soft ? 'soft' : 'hard',
     softTimeoutMs: s.config.fetch.softTimeout * 1000,
+    transfer: transferOptions(s.config.fetch),
     mountCommand: ['mount'],
     umountCommand: ['umount'],
     // A boot reads many small files: modest readahead (see bootReadAheadKb).

@@ -4,7 +4,8 @@
 //
 //   /init                          as PID 1: boot (boot.ts)
 //   hfk-init --dry-run [options]   on a running host: everything that changes nothing (dryrun.ts)
-//   hfk-init --reader SPEC.json    the long-lived block reader the boot starts
+//   hfk-init --reader SPEC.json    the long-lived block reader the boot starts (its keeper)
+//   hfk-init --reader-child        a reader process the keeper starts (../reader/child.ts)
 //
 // This file only picks the mode; each mode's code is loaded when it runs
 // (pid1.ts, ../reader/daemon.ts, dryrun.ts), so a process evaluates only
@@ -21,11 +22,13 @@ const USAGE = `Usage:
   hfk-init                          run as the initramfs init (PID 1)
   hfk-init --dry-run [--cmdline "…"] [--config FILE] [--key PUB] [--initrd FILE] [--modules DIR] [--json]
                                     check a boot on this host without changing anything
-  hfk-init --reader SPEC.json       (internal) the block reader process
+  hfk-init --reader SPEC.json       (internal) the block reader's keeper process
+  hfk-init --reader-child           (internal) a reader process its keeper starts
 `;
 
 async function main(argv: string[]): Promise<void> {
   if (argv[0] === '--reader' && argv[1]) return (await import('../reader/daemon.ts')).readerDaemon(argv[1]);
+  if (argv[0] === '--reader-child') return (await import('../reader/child.ts')).readerChild();
   if (argv.includes('--dry-run')) {
     const { runDryRun } = await import('./dryrun.ts');
     process.exitCode = await runDryRun(argv.filter((a) => a !== '--dry-run'));

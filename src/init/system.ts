@@ -59,8 +59,9 @@ export function machineSystem(o: { run: CommandRunner; log: () => Logger }): Sys
       fs.mkdirSync(PATHS.run, { recursive: true });
       const logFd = fs.openSync(PATHS.readerLog, 'a');
       try {
-        // '@' as argv[0]: systemd's mark of a root-storage daemon, spared at shutdown.
-        return launchReader({ argv: [process.execPath, process.argv[1]!, '--reader', '-'], argv0: '@hfk-reader', logFd, timeoutMs: 300_000 });
+        // '@' as argv[0]: systemd's mark of a root-storage daemon, spared at shutdown. This is the
+        // reader's keeper (reader/keeper.ts), which holds the mount; its readers are '@hfk-reader'.
+        return launchReader({ argv: [process.execPath, process.argv[1]!, '--reader', '-'], argv0: '@hfk-keeper', logFd, timeoutMs: 300_000 });
       } finally {
         fs.closeSync(logFd); // the child has its own copy
       }

@@ -13,7 +13,8 @@ import type { BlockFetcher } from '../fetch/fetcher.ts';
 import { openFromManifest, openImage } from '../fetch/open.ts';
 import type { Ranking } from '../fetch/rank.ts';
 import { publicKeyFromRaw } from '../format/keys.ts';
-import { type FuseMount, mount, unmountOnSignals } from '../fuse/mount.ts';
+import { attach, type FuseMount, mount, unmountOnSignals } from '../fuse/mount.ts';
+import type { RequestFeed } from '../fuse/session.ts';
 import { ReaderSpec, type ReadyMessage } from './spec.ts';
 
 export interface MountImageOptions {
@@ -25,6 +26,8 @@ export interface MountImageOptions {
   /** Added to .hfk/stats.json (ranking, where the manifest came from, …). */
   info?: () => Record<string, unknown>;
   onError?: (e: unknown) => void;
+  /** Serve a keeper's connection (see Supervised): mount with its fd, or take over when `takeOver`. */
+  keeper?: { fd: number; feed: RequestFeed; takeOver: boolean; onMounted?: () => void };
 }
 
 /** Mounts NAME.img (and .hfk/stats.json) for a fetcher. */
@@ -36,14 +39,31 @@ export async function mountImage(o: MountImageOptions): Promise<FuseMount> {
     mtimeMs: Date.parse(o.fetcher.manifest.header.created),
     stats: () => ({ pid: process.pid, mountedAt: started.toISOString(), mountpoint: o.mountpoint, ...o.info?.(), ...o.fetcher.stats(), profile: o.fetcher.profile() }),
   });
+  if (o.keeper?.takeOver) {
+    return attach(fs_, { fd: o.keeper.fd, feed: o.keeper.feed, mountpoint: o.mountpoint, ...(o.umountCommand ? { umountCommand: o.umountCommand } : {}), ...(o.onError ? { onError: o.onError } : {}) });
+  }
   return mount(fs_, {
     mountpoint: o.mountpoint,
+    ...(o.keeper ? { fd: o.keeper.fd, feed: o.keeper.feed, ...(o.keeper.onMounted ? { onMounted: o.keeper.onMounted } : {}) } : {}),
     allowOther: true,
     ...(o.readAheadKb !== undefined ? { readAheadKb: o.readAheadKb } : {}),
     ...(o.mountCommand ? { mountCommand: o.mountCommand } : {}),
     ...(o.umountCommand ? { umountCommand: o.umountCommand } : {}),
     ...(o.onError ? { onError: o.onError } : {}),
   });
+}
+
+/** A reader serving a keeper's connection (keeper.ts, child.ts). */
+export interface Supervised {
+  /** The keeper's /dev/fuse, as this process's fd. */
+  fd: number;
+  feed: RequestFeed;
+  /** Added to stats.json. */
+  info: Record<string, unknown>;
+  /** The first reader: called once mounted, with the signed manifest, for the readers after it. */
+  onMounted(manifest: Buffer): void;
+  /** A reader that takes over: the manifest of the image mounted (no ranking, no mount). */
+  resumeManifest?: Buffer;
 }
 
 /**
@@ -54,8 +74,9 @@ export async function runReader(
   specInput: ReaderSpec,
   ready: (m: ReadyMessage) => void,
   log: (line: string) => void,
-  options: { unmountOnSignals?: boolean } = {},
+  options: { unmountOnSignals?: boolean; supervised?: Supervised } = {},
 ): Promise<void> {
+  const sup = options.supervised;
   const t0 = performance.now();
   const spec = ReaderSpec.parse(specInput);
   const key = publicKeyFromRaw(Buffer.from(spec.key, 'base64'));
@@ -65,7 +86,8 @@ export async function runReader(
   // The working directory follows the folder wherever its mount goes.
   let cacheDir = spec.cacheDir;
   let trustFile = spec.trustFile;
-  if (cacheDir) {
+  // '.': already there (a reader its keeper started to take over).
+  if (cacheDir && cacheDir !== '.') {
     const abs = path.resolve(cacheDir);
     const trustAbs = trustFile ? path.resolve(trustFile) : undefined;
     fs.mkdirSync(abs, { recursive: true });
@@ -89,20 +111,23 @@ export async function runReader(
       ...(spec.profileGapBytes !== undefined ? { profileGapBytes: spec.profileGapBytes } : {}),
     },
     ...(spec.verifyThreads !== undefined ? { verifyThreads: spec.verifyThreads } : {}),
-    ...(spec.connections !== undefined ? { mirrorOptions: { connections: spec.connections } } : {}),
+    mirrorOptions: { ...spec.transfer, ...(spec.connections !== undefined ? { connections: spec.connections } : {}) },
     ...(spec.softTimeoutMs ? { softTimeoutMs: spec.softTimeoutMs } : {}),
     log,
   };
   let opened: { fetcher: BlockFetcher; close(): Promise<void> };
   let ranking: Ranking | undefined;
   let from: string | undefined;
-  if (spec.manifestFile) {
-    opened = await openFromManifest({ ...common, manifestBytes: fs.readFileSync(spec.manifestFile), ...(spec.seeds ? { seeds: spec.seeds } : {}) });
+  let manifestBytes: Buffer;
+  if (sup?.resumeManifest || spec.manifestFile) {
+    manifestBytes = sup?.resumeManifest ?? fs.readFileSync(spec.manifestFile!);
+    opened = await openFromManifest({ ...common, manifestBytes, ...(spec.seeds ? { seeds: spec.seeds } : {}) });
   } else {
     const o = await openImage({ ...common, name: spec.name, version: spec.version });
     opened = o;
     ranking = o.ranking;
     from = o.image.from;
+    manifestBytes = o.image.raw;
   }
   const tOpened = performance.now();
   let m: FuseMount;
@@ -113,8 +138,9 @@ export async function runReader(
       ...(spec.readAheadKb !== undefined ? { readAheadKb: spec.readAheadKb } : {}),
       ...(spec.mountCommand ? { mountCommand: spec.mountCommand } : {}),
       ...(spec.umountCommand ? { umountCommand: spec.umountCommand } : {}),
-      info: () => ({ ...spec.info, ...(ranking ? { ranking } : {}), ...(from ? { manifestFrom: from } : {}) }),
+      info: () => ({ ...spec.info, ...sup?.info, ...(ranking ? { ranking } : {}), ...(from ? { manifestFrom: from } : {}) }),
       onError: (e) => log(`reader: ${e instanceof Error ? e.message : String(e)}`),
+      ...(sup ? { keeper: { fd: sup.fd, feed: sup.feed, takeOver: sup.resumeManifest !== undefined, onMounted: () => sup.onMounted(manifestBytes) } } : {}),
     });
   } catch (e) {
     await opened.close();
@@ -122,9 +148,9 @@ export async function runReader(
   }
   const h = opened.fetcher.manifest.header;
   const tMounted = performance.now();
-  log(`reader: ${h.name} v${h.version} mounted on ${m.mountpoint} in ${Math.round(tMounted - t0)} ms (image opened in ${Math.round(tOpened - t0)} ms, FUSE mount ${Math.round(tMounted - tOpened)} ms; process up ${(process.uptime()).toFixed(1)} s)`);
+  log(`reader: ${h.name} v${h.version} ${sup?.resumeManifest ? 'taken over' : 'mounted'} on ${m.mountpoint} in ${Math.round(tMounted - t0)} ms (image opened in ${Math.round(tOpened - t0)} ms, FUSE mount ${Math.round(tMounted - tOpened)} ms; process up ${(process.uptime()).toFixed(1)} s)`);
   // A boot profile in the manifest: fetch those blocks now, before they are asked for.
-  void opened.fetcher.prefetchProfile();
+  if (!sup?.resumeManifest) void opened.fetcher.prefetchProfile();
   // hfk mount: SIGTERM/SIGINT unmount lazily and exit. The init's reader
   // ignores them: it must outlive the system it serves until the very end.
   if (options.unmountOnSignals) unmountOnSignals(m);

@@ -44,6 +44,8 @@ export const ReaderSpec = z.strictObject({
   prefetchCached: z.boolean().optional(),
   /** Worker threads that decode and verify blocks (0: the main thread does it). */
   verifyThreads: z.number().int().nonnegative().max(MAX_VERIFY_THREADS).optional(),
+  /** The transfer budget (config fetch.headTimeout, minRate, rateGrace; see src/store/budget.ts). */
+  transfer: z.strictObject({ headersTimeoutMs: z.number().int().positive(), minBytesPerSec: z.number().int().positive(), graceMs: z.number().int().positive() }).optional(),
   /** Keep-alive connections (requests in flight) per mirror. */
   connections: z.number().int().positive().max(256).optional(),
   /** Extra facts for stats.json (e.g. the init's ranking). */
@@ -71,3 +73,29 @@ export function reportReady(fd: number, m: ReadyMessage): void {
     // the parent is gone; nothing to tell
   }
 }
+
+// ---------------------------------------------------------------------------
+// Between a keeper (keeper.ts) and the reader processes it starts (child.ts),
+// on Node's IPC channel with 'advanced' serialization (buffers and bigints).
+
+/** What a reader that takes over is handed besides the spec: the connection's INIT and the image's signed manifest. */
+export interface Resume {
+  init: Uint8Array;
+  manifest: Uint8Array;
+}
+
+export type KeeperMessage =
+  | { t: 'start'; spec: ReaderSpec; fd: number; keeperPid: number; generation: number; title: string; resume?: Resume }
+  /** A FUSE request, as read from /dev/fuse. */
+  | { t: 'req'; b: Uint8Array }
+  /** The mount is gone: finish and exit. */
+  | { t: 'end' }
+  /** Another reader takes over: answer what was handed over, then exit. */
+  | { t: 'drain' };
+
+export type ChildMessage =
+  /** The mount command has mounted (the first reader): the keeper starts reading /dev/fuse. */
+  | { t: 'mounted'; manifest: Uint8Array }
+  | { t: 'ready'; m: ReadyMessage }
+  /** Requests answered (or needing no answer), by their unique. */
+  | { t: 'handled'; u: bigint[] };

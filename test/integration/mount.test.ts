@@ -167,6 +167,51 @@ describe('hfk mount', () => {
     expect(b.blockRequests).toBeGreaterThan(0);
   });
 
+  it('kill -9 of the reader, again and again, during a full read: exact bytes, and the keeper starts another each time', async () => {
+    const slow = await startFaultyMirror(store, { kind: 'slow', delayMs: 30 });
+    onTestFinished(() => slow.stop());
+    const { root, fuse, pid: keeper } = await mountImage('sq', [slow.url], ['--memory', '1M']);
+    const stats = () => JSON.parse(readFileSync(join(fuse, '.hfk/stats.json'), 'utf8')) as { pid: number; keeper: { pid: number; generation: number } };
+    const first = stats();
+    expect(first.keeper).toEqual({ pid: keeper, generation: 1 });
+    expect(first.pid).not.toBe(keeper);
+    const reading = new Promise<string>((resolve, reject) =>
+      execFile('sha256sum', [join(root, 'usr/big.bin')], (e, out, err) => (e ? reject(new Error(`${e.message}: ${err}`)) : resolve(out))),
+    );
+    const killed: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const before = slow.blockRequests;
+      while (slow.blockRequests < before + 3) await new Promise((r) => setTimeout(r, 10));
+      const s = stats();
+      process.kill(s.pid, 'SIGKILL');
+      killed.push(s.pid);
+    }
+    const out = await reading;
+    expect(out.split(' ')[0]).toBe(execFileSync('sha256sum', [join(tree, 'usr/big.bin')]).toString().split(' ')[0]);
+    const after = stats();
+    expect(after.keeper.pid).toBe(keeper);
+    expect(after.keeper.generation).toBeGreaterThanOrEqual(4);
+    expect(killed).not.toContain(after.pid);
+    expect(await treeListing(root)).toBe(await treeListing(tree));
+  });
+
+  it('hfk mount --upgrade: a new reader takes over while a read runs; the read is exact', async () => {
+    const slow = await startFaultyMirror(store, { kind: 'slow', delayMs: 20 });
+    onTestFinished(() => slow.stop());
+    const { root, fuse } = await mountImage('ext', [slow.url], ['--memory', '1M']);
+    const reading = new Promise<string>((resolve, reject) =>
+      execFile('sha256sum', [join(root, 'usr/big.bin')], (e, out, err) => (e ? reject(new Error(`${e.message}: ${err}`)) : resolve(out))),
+    );
+    while (slow.blockRequests < 3) await new Promise((r) => setTimeout(r, 10));
+    const r = await hfkJson(['mount', '--upgrade', fuse]) as { previousReader: number; reader: number; generation: number };
+    expect(r.reader).not.toBe(r.previousReader);
+    expect(r.generation).toBe(2);
+    const out = await reading;
+    expect(out.split(' ')[0]).toBe(execFileSync('sha256sum', [join(tree, 'usr/big.bin')]).toString().split(' ')[0]);
+    // The old reader drained and exited.
+    await expect.poll(() => existsSync(`/proc/${r.previousReader}`), { timeout: 15_000 }).toBe(false);
+  });
+
   it('a corrupting mirror: the files are still exact', async () => {
     const dir = tempDir();
     const nginx = await startNginx(store, dir);

@@ -17,7 +17,7 @@ import { generateKeyPair } from '../../src/format/keys.ts';
 import { readInitrd } from '../../src/init/initrd.ts';
 import { hfkJson, NODE } from '../helpers/cli.ts';
 import { countRequests, type FaultyMirror, type Server, startFaultyMirror, startNginx } from '../helpers/mirrors.ts';
-import { buildInitrd, GUEST_MIRRORS, labAppend, loginAndReport, powerOff, type PublishedRoot, publishedDebian } from '../lab/hfkboot.ts';
+import { buildInitrd, GUEST_MIRRORS, labAppend, loginAndReport, powerOff, type PublishedRoot, publishedDebian, shellOutput } from '../lab/hfkboot.ts';
 import { findKernel, startVm, type Vm } from '../lab/qemu.ts';
 
 const kernel = findKernel();
@@ -113,6 +113,49 @@ describe('booting Debian from two local HTTP mirrors', () => {
     expect(b.blockRequests).toBeGreaterThan(0);
     await powerOff(vm);
   }, 1_200_000);
+});
+
+describe('the root survives its reader: kill -9 of the reader process', () => {
+  /** The same listing-and-hash of /usr, run in the guest and on the host over the published image. */
+  const HASH_USR = "cd / && LC_ALL=C find usr -type f -print0 | LC_ALL=C sort -z | xargs -0 cat | sha256sum | cut -d' ' -f1";
+  const KILL = 'pkill -9 -f ^@hfk-reader';
+
+  it('in the middle of the boot, and twice while the whole of /usr is read after login: the boot completes and every byte is exact', async () => {
+    // systemd runs the command while it starts the system: systemd.run= makes it a unit (and its target the
+    // default, so systemd.unit= and systemd.wants= put multi-user.target and that unit back in the boot).
+    const kill = `systemd.run="/usr/bin/${KILL}" systemd.run_success_action=none systemd.run_failure_action=none`;
+    const { vm, startedAt } = boot('boot-reader-killed', `${kill} systemd.unit=multi-user.target systemd.wants=kernel-command-line.service`);
+    const { report, stats } = await loginAndReport(vm, startedAt);
+    expect(report.ok).toBe(true);
+    const keeper = stats.keeper as { pid: number; generation: number };
+    expect(keeper.generation).toBeGreaterThanOrEqual(2); // the reader the boot started was killed, another took over
+    // Now read all of /usr from the image (nothing from the page cache), killing the reader twice meanwhile.
+    const out = await shellOutput(
+      vm,
+      `set +m; sync; echo 3 > /proc/sys/vm/drop_caches; (${HASH_USR}) > /tmp/usr.sha & P=$!; sleep 5; kill -0 $P && echo read-running; ${KILL}; sleep 15; kill -0 $P && echo read-running; ${KILL}; wait; cat /tmp/usr.sha`,
+      1_200_000,
+    );
+    // The first kill (at least) came while the read ran; under TCG the read takes about a minute.
+    expect(out).toContain('read-running');
+    process.stderr.write(`boot-reader-killed: the read was running at ${out.split('read-running').length - 1} of the 2 kills\n`);
+    const hash = out.split('\n').pop();
+    const after = JSON.parse(await shellOutput(vm, 'cat /run/hfk/img/.hfk/stats.json')) as { keeper: { pid: number; generation: number } };
+    expect(after.keeper.pid).toBe(keeper.pid);
+    expect(after.keeper.generation).toBeGreaterThanOrEqual(keeper.generation + 2);
+    const errors = await shellOutput(vm, "dmesg | grep -ci -e 'i/o error' -e 'squashfs error' -e 'blk_update_request' || true");
+    expect(errors).toBe('0');
+    const mnt = join(work, 'usr-check');
+    mkdirSync(mnt, { recursive: true });
+    execFileSync('mount', ['-o', 'loop,ro', root.image, mnt]);
+    let want: string;
+    try {
+      want = execFileSync('bash', ['-c', HASH_USR.replace('cd /', `cd ${mnt}`)]).toString().trim();
+    } finally {
+      execFileSync('umount', [mnt]);
+    }
+    expect(hash).toBe(want);
+    await powerOff(vm);
+  }, 2_400_000);
 });
 
 describe('hfk.break=STAGE', () => {

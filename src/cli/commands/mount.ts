@@ -8,9 +8,9 @@ import { resolvePublicKey } from '../../format/keys.ts';
 import { parseImageRef } from '../../format/manifest.ts';
 import { FuseDeviceError, MountpointError, NotRootError } from '../../fuse/errors.ts';
 import { checkMountpoint, findMount, readMountinfo, unmount } from '../../fuse/mount.ts';
-import { jitForMirrors, spawnReader } from '../../reader/launch.ts';
-import { runReader } from '../../reader/reader.ts';
-import { errorMessage, type ReaderSpec, reportReady } from '../../reader/spec.ts';
+import { runKeeper } from '../../reader/keeper.ts';
+import { jitForMirrors, readerNodeFlags, spawnReader } from '../../reader/launch.ts';
+import { errorMessage, type ReaderSpec, type ReadyMessage, reportReady } from '../../reader/spec.ts';
 import { formatRanking } from '../../fetch/rank.ts';
 import { formatBytes, parseSize } from '../../util/size.ts';
 import { type Command, flag, int, noteNewFolder, printJson, required, str } from '../command.ts';
@@ -33,7 +33,13 @@ export const mountCommand: Command = {
 Then: mount -o loop,ro MOUNTPOINT/NAME.img /somewhere. MOUNTPOINT/.hfk/stats.json
 shows what the reader is doing. By default the reader runs in the background
 (its log goes to --log) and hfk mount returns once the image is mounted;
-hfk umount MOUNTPOINT ends it.`,
+hfk umount MOUNTPOINT ends it.
+
+The process that holds the mount (its keeper) serves it through a reader
+process of its own: a reader that dies (kill -9, out of memory, a bug) is
+replaced within a second and the reads it had in hand are answered by the
+next one, so no read fails. hfk mount --upgrade MOUNTPOINT swaps in a reader
+from the hfk installed now the same way.`,
   options: {
     name: { type: 'string', arg: 'NAME[@VERSION]', description: 'image to mount (the newest version if none given)' },
     ...MIRROR_OPTIONS,
@@ -48,6 +54,7 @@ hfk umount MOUNTPOINT ends it.`,
     connections: { type: 'string', arg: 'N', description: 'keep-alive connections per mirror (each pipelines 8 requests)', default: '4' },
     'verify-threads': { type: 'string', arg: 'N', description: 'worker threads that decompress and verify blocks (0: the main thread does it)', default: '1 with 2 or more CPUs, else 0' },
     foreground: { type: 'boolean', description: 'serve in this process until unmounted or signalled' },
+    upgrade: { type: 'boolean', description: 'replace the reader of the hfk mount on MOUNTPOINT by one from the hfk installed now (reads wait, none fail); no other option needed' },
     log: { type: 'string', arg: 'FILE', description: 'log of a background reader', default: '/run/hfk/mount-<hash>.log' },
     'ready-fd': { type: 'string', arg: 'FD', description: '(internal) report readiness on this file descriptor' },
     json: { type: 'boolean', description: 'print the result as JSON' },
@@ -55,6 +62,7 @@ hfk umount MOUNTPOINT ends it.`,
   positionals: { min: 1, max: 1 },
   async run(ctx) {
     const mp = ctx.positionals[0]!;
+    if (flag(ctx, 'upgrade')) return upgradeReader(ctx, mp);
     const ref = parseImageRef(required(ctx, 'name', 'the image to mount, NAME or NAME@VERSION'), '--name');
     const keyText = required(ctx, 'key', 'the public key (PREFIX.pub) the manifest must be signed with');
     const key = resolvePublicKey(keyText, '--key');
@@ -86,6 +94,7 @@ hfk umount MOUNTPOINT ends it.`,
       // With two or more cores, one thread decodes and verifies beside the main one (FUSE and the network): a faster cold read (figures: docs/PERFORMANCE.md).
       verifyThreads: int(ctx, 'verify-threads', 0, 16) ?? (os.availableParallelism() >= 2 ? 1 : 0),
       connections: int(ctx, 'connections', 1, 256) ?? 4,
+      transfer: src.transfer,
       ...(str(ctx, 'readahead') ? { readAheadKb: Math.round(parseSize(str(ctx, 'readahead')!, '--readahead') / 1024) } : {}),
       ...(str(ctx, 'prefetch') ? { prefetchBytes: parseSize(str(ctx, 'prefetch')!, '--prefetch') } : {}),
     };
@@ -94,28 +103,29 @@ hfk umount MOUNTPOINT ends it.`,
     if (spec.cacheDir && readyFd === undefined) noteNewFolder(ctx.io, `--cache ${str(ctx, 'cache')}`, spec.cacheDir);
 
     if (flag(ctx, 'foreground')) {
-      let mounted = false;
-      const done = runReader(
+      // This process keeps the mount; reader processes serve it, and one that dies is replaced (reader/keeper.ts).
+      let failed: Extract<ReadyMessage, { ready: false }> | undefined;
+      await runKeeper(
         spec,
         (m) => {
-          if (!m.ready) return;
-          mounted = true;
           if (readyFd !== undefined) reportReady(readyFd, m);
+          if (!m.ready) failed = m;
+          else if (readyFd !== undefined) return;
           else if (json) printJson(ctx.io, m);
           else {
             if (m.ranking) ctx.io.err(formatRanking(m.ranking));
             ctx.io.out(`mounted ${m.image} v${m.version} (${formatBytes(m.size)}) at ${path.join(m.mountpoint, `${m.image}.img`)}; Ctrl-C or hfk umount ${m.mountpoint} to stop\n`);
           }
         },
-        (line) => ctx.io.err(`${new Date().toISOString()} ${line}\n`),
-        { unmountOnSignals: true },
+        {
+          argv: [process.execPath, process.argv[1] ?? fileURLToPath(import.meta.url)],
+          title: 'hfk-reader',
+          log: (line) => ctx.io.err(`${new Date().toISOString()} ${line}\n`),
+          unmountOnSignals: true,
+          nodeFlags: readerNodeFlags(process.env, jitForMirrors(src.mirrors, src.proxy)),
+        },
       );
-      try {
-        await done;
-      } catch (e) {
-        if (!mounted) fail(e);
-        throw e;
-      }
+      if (failed) throw new HfkError(failed.error.code, failed.error.message, failed.error.hint ? { hint: failed.error.hint } : {});
       return 0;
     }
 
@@ -127,7 +137,7 @@ hfk umount MOUNTPOINT ends it.`,
     const script = process.argv[1] ?? fileURLToPath(import.meta.url);
     const forward = ['mount', spec.mountpoint, '--name', str(ctx, 'name')!, '--key', keyText, '--mirrors', src.mirrors.join(',')];
     if (src.proxy) forward.push('--proxy', src.proxy);
-    for (const o of ['cache', 'cache-size', 'memory', 'soft-timeout', 'verify-threads', 'connections', 'readahead', 'prefetch'] as const) if (str(ctx, o)) forward.push(`--${o}`, str(ctx, o)!);
+    for (const o of ['cache', 'cache-size', 'memory', 'soft-timeout', 'verify-threads', 'connections', 'readahead', 'prefetch', 'config'] as const) if (str(ctx, o)) forward.push(`--${o}`, str(ctx, o)!);
     if (flag(ctx, 'soft')) forward.push('--soft');
     forward.push('--foreground', '--ready-fd', '3');
     let r;
@@ -146,6 +156,47 @@ hfk umount MOUNTPOINT ends it.`,
     return 0;
   },
 };
+
+interface KeeperStats {
+  pid: number;
+  keeper?: { pid: number; generation: number };
+}
+
+function readStats(fuse: string): KeeperStats | undefined {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(fuse, '.hfk', 'stats.json'), 'utf8')) as KeeperStats;
+  } catch {
+    return undefined;
+  }
+}
+
+/** hfk mount --upgrade: the keeper starts a reader from the binary on disk, which takes over (reader/keeper.ts). */
+async function upgradeReader(ctx: Parameters<Command['run']>[0], mp: string): Promise<number> {
+  const abs = path.resolve(mp);
+  const on = findMount(await readMountinfo(), abs);
+  if (!on || on.fstype !== 'fuse.hfk') {
+    throw new MountpointError('missing', mp, `no hfk mount on ${mp}${on ? ` (it is ${on.fstype})` : ''}`, { hint: 'grep fuse.hfk /proc/self/mounts lists the hfk mounts there are' });
+  }
+  const before = readStats(abs);
+  if (!before?.keeper) {
+    throw new HfkError('E_USAGE', `the reader of ${mp} has no keeper to upgrade it (it was started by an older hfk)`, { hint: `remount it: hfk umount ${mp}, then hfk mount again` });
+  }
+  process.kill(before.keeper.pid, 'SIGUSR1');
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    const now = readStats(abs);
+    if (now?.keeper && now.keeper.generation > before.keeper.generation && now.pid !== before.pid) {
+      const out = { mountpoint: abs, keeper: before.keeper.pid, previousReader: before.pid, reader: now.pid, generation: now.keeper.generation };
+      if (flag(ctx, 'json')) printJson(ctx.io, out);
+      else ctx.io.out(`${abs}: reader ${before.pid} replaced by ${now.pid} (keeper ${before.keeper.pid})\n`);
+      return 0;
+    }
+    if (Date.now() > deadline) {
+      throw new HfkError('E_TIMEOUT', `no new reader took over ${mp} within 120 s`, { hint: `see the keeper's log (hfk mount --log, default /run/hfk/mount-*.log)` });
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
 
 export const umountCommand: Command = {
   name: 'umount',
