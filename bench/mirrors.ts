@@ -64,7 +64,7 @@ function makeLinks(r: () => number, n: number, bytes: number): Link[] {
 
 export async function benchMirrors(trials = 20, seed = 42): Promise<BenchResult> {
   const dir = workDir('mirrors');
-  const { store, name } = await benchStore();
+  const { store, name, pub } = await benchStore();
   const nginx = await startNginx(store, dir);
   const pointer = decodePointer(readFileSync(join(store, pointerPath(name))));
   const manifest = decodeManifest(readFileSync(join(store, manifestPath(name, pointer.version))), null);
@@ -84,7 +84,7 @@ export async function benchMirrors(trials = 20, seed = 42): Promise<BenchResult>
       });
       try {
         const urls = links.map((l) => `http://${l.ip}:8000/`);
-        const out = await run(NODE, [HFK, 'mirrors', 'rank', ...urls, '--name', name, '--json'], { maxBuffer: 16 << 20 });
+        const out = await run(NODE, [HFK, 'mirrors', 'rank', ...urls, '--name', name, '--key', pub, '--json'], { maxBuffer: 16 << 20 });
         const ranking = JSON.parse(out.stdout) as { ms: number; mirrors: { url: string; ttfbMs: number | null; blockMs: number | null; score: number; partial: boolean }[] };
         const picked = new URL(ranking.mirrors[0]!.url).hostname;
         // What hfk measured of the fastest mirror and of its pick, next to the truth.
