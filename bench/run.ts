@@ -14,6 +14,7 @@ const BENCHES: Record<string, () => Promise<BenchResult>> = {
   mirrors: async () => (await import('./mirrors.ts')).benchMirrors(),
   mount: async () => (await import('./mount.ts')).benchMount(),
   boot: async () => (await import('./boot.ts')).benchBoot(),
+  soak: async () => (await import('./soak.ts')).benchSoak(),
 };
 
 const wanted = process.argv.slice(2).filter((a) => a !== '--');
