@@ -15,7 +15,7 @@ import type { ReaderSpec, ReadyMessage } from './spec.ts';
 export interface SpawnReaderOptions {
   /** The command: [node, script, args…] (the reader's Node options, readerNodeFlags, go in after node). */
   argv: readonly string[];
-  /** argv[0] of the process as others see it (hfk-init: '@hfk-reader'). */
+  /** argv[0] of the process as others see it (hfk-init: '@hfk-keeper', whose readers are '@hfk-reader'). */
   argv0?: string;
   /** Where the reader's stdout/stderr go (default: inherited). */
   logFd?: number;
