@@ -21,7 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { describeError } from '../errors.ts';
 import { constants as osc } from 'node:os';
 import { findMount, FUSE_DEVICE, openFuseDevice, readMountinfo, unmount, unmountOnSignals } from '../fuse/mount.ts';
-import { Op, requestBufferSize, resolveProtocolOptions } from '../fuse/protocol.ts';
+import { encodeOutHeader, Errno, OUT_HEADER_SIZE, Op, requestBufferSize, resolveProtocolOptions } from '../fuse/protocol.ts';
 import { type ReaderMessage, startDeviceReader } from '../fuse/session.ts';
 import { type ChildMessage, type KeeperMessage, ReaderSpec, type ReadyMessage } from './spec.ts';
 
@@ -67,7 +67,6 @@ interface Pending {
 
 /** A request that this many readers died holding is answered EIO by the keeper, so it cannot stall the mount forever. */
 const POISON_DEATHS = 3;
-const EIO = 5;
 
 /**
  * Runs a keeper to the end: starts the first reader with `spec`, reports its
@@ -109,12 +108,8 @@ export async function runKeeper(specInput: ReaderSpec, ready: (m: ReadyMessage) 
   };
   /** Answers a request with an error from here (the keeper holds the fd too). */
   const answerError = (unique: bigint, errno: number) => {
-    const out = Buffer.alloc(16);
-    out.writeUInt32LE(16, 0);
-    out.writeInt32LE(-errno, 4);
-    out.writeBigUInt64LE(unique, 8);
     try {
-      fs.writeSync(fd, out);
+      fs.writeSync(fd, encodeOutHeader(OUT_HEADER_SIZE, errno, Number(unique)));
     } catch {
       // interrupted or unmounted: nobody waits for it
     }
@@ -209,7 +204,7 @@ export async function runKeeper(specInput: ReaderSpec, ready: (m: ReadyMessage) 
         p.sentTo = undefined;
         if (!c.draining && ++p.deaths >= POISON_DEATHS) {
           log(`keeper: ${POISON_DEATHS} readers died holding request ${u} (opcode ${p.req.readUInt32LE(4)}): answering it EIO`);
-          answerError(u, EIO);
+          answerError(u, Errno.EIO);
           pending.delete(u);
         }
       }
