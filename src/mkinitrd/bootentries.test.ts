@@ -9,6 +9,7 @@ import {
   checkKernel,
   checkLoaders,
   DEBIAN_LOADERS,
+  formatBootEntries,
   grubQuote,
   grubSnippet,
   ipxeScript,
@@ -29,6 +30,7 @@ import {
   writeTree,
   xorrisoArgs,
 } from './bootentries.ts';
+import { DEBIAN_EFI_LOADERS, espTree } from './efi.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'hfk-bootentries-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
@@ -188,11 +190,22 @@ describe('layouts', () => {
     expect((t[5] as { content: string }).content).toMatch(/\n {2}KERNEL \/hfk\/vmlinuz\n {2}INITRD \/hfk\/initrd.img\n/);
   });
 
+  it('for UEFI too: the ISO gets /.disk/info and GRUB\'s menu, the PXE tree shim, GRUB and its menu', () => {
+    const iso = isoTree({ ...input, efi: DEBIAN_EFI_LOADERS });
+    expect(iso.slice(0, 2).map((f) => f.path)).toEqual(['.disk/info', 'boot/grub/grub.cfg']);
+    expect((iso[1] as { content: string }).content).toMatch(/^\tlinux \/hfk\/vmlinuz console=tty0 .*\n\tinitrd \/hfk\/initrd.img$/m);
+    expect(iso.slice(2)).toEqual(isoTree(input)); // the BIOS part unchanged
+    const pxe = pxeTree({ ...input, efi: DEBIAN_EFI_LOADERS });
+    expect(pxe.slice(-4).map((f) => f.path)).toEqual(['bootx64.efi', 'grubx64.efi', 'mmx64.efi', 'grub/grub.cfg']);
+    expect(pxe.slice(0, -4)).toEqual(pxeTree(input));
+  });
+
   it('xorriso: El Torito for CDs, the isohybrid MBR for USB sticks', () => {
     expect(xorrisoArgs({ out: '/o.iso', stage: '/s', mbr: '/usr/lib/ISOLINUX/isohdpfx.bin' }).join(' ')).toBe(
       '-as mkisofs -quiet -o /o.iso -V HFK -R -J -iso-level 3 -isohybrid-mbr /usr/lib/ISOLINUX/isohdpfx.bin -partition_offset 16 ' +
         '-c isolinux/boot.cat -b isolinux/isolinux.bin -no-emul-boot -boot-load-size 4 -boot-info-table /s',
     );
+    expect(xorrisoArgs({ out: '/o.iso', stage: '/s', mbr: '/m', efiImage: 'boot/grub/efi.img' }).slice(-6).join(' ')).toBe('-eltorito-alt-boot -e boot/grub/efi.img -no-emul-boot -isohybrid-gpt-basdat /s');
   });
 });
 
@@ -256,11 +269,12 @@ describe('writing', () => {
     expect([...readdirSync(dir), ...readdirSync(join(dir, 'a'))].sort()).toEqual(['a', 'b.txt', 'initrd.img', 'k']); // no temporary file left
   });
 
-  it('writes the same hybrid ISO twice, byte for byte (xorriso, SOURCE_DATE_EPOCH)', () => {
-    const files = isoTree({ entries: menuEntries({ image: 'debian' }), timeout: 2, kernel, initrd });
-    const a = writeIso({ out: join(work, 'a.iso'), files, mbr: DEBIAN_LOADERS['isohdpfx.bin'].path, mtime: 1_700_000_000 });
-    const b = writeIso({ out: join(work, 'b.iso'), files, mbr: DEBIAN_LOADERS['isohdpfx.bin'].path, mtime: 1_700_000_000 });
+  it('writes the same hybrid ISO twice, byte for byte (xorriso, SOURCE_DATE_EPOCH; the EFI partition too)', () => {
+    const files = isoTree({ entries: menuEntries({ image: 'debian' }), timeout: 2, kernel, initrd, efi: DEBIAN_EFI_LOADERS });
+    const a = writeIso({ out: join(work, 'a.iso'), files, esp: espTree(), mbr: DEBIAN_LOADERS['isohdpfx.bin'].path, mtime: 1_700_000_000 });
+    const b = writeIso({ out: join(work, 'b.iso'), files, esp: espTree(), mbr: DEBIAN_LOADERS['isohdpfx.bin'].path, mtime: 1_700_000_000 });
     expect(a.sha256).toBe(b.sha256);
+    expect(readFileSync(a.path).toString('latin1', 512, 520)).toBe('EFI PART');
     const bytes = readFileSync(a.path);
     expect(bytes.readUInt16LE(510)).toBe(0xaa55); // the MBR a BIOS boots from a stick
     expect(bytes.toString('latin1', 0x8801, 0x8806)).toBe('CD001'); // ISO 9660 primary volume descriptor
@@ -273,7 +287,13 @@ describe('writing', () => {
   it('plans (checking everything first) and writes the PXE tree and the ISO', () => {
     const pxe = join(work, 'pxe');
     const iso = join(work, 'plan.iso');
-    expect(() => planBootEntries({ entry: {}, kernel, modulesVersion: '6.1.0-test' })).toThrow('boot entries need somewhere to go: --iso FILE, --pxe DIR, or both');
+    expect(() => planBootEntries({ entry: {}, kernel, modulesVersion: '6.1.0-test' })).toThrow('boot entries need somewhere to go: --iso FILE, --pxe DIR, --uki FILE, or several');
+    expect(() => planBootEntries({ entry: {}, kernel, modulesVersion: '6.1.0-test', pxe, ukiSigning: { key: 'k', cert: 'c' } })).toThrow('--uki-key and --uki-cert sign the UKI: give --uki FILE with them');
+    const noShim = { ...DEBIAN_EFI_LOADERS, 'shimx64.efi': { path: join(work, 'none/shimx64.efi.signed'), package: 'shim-signed' } };
+    const e = thrown(() => planBootEntries({ entry: {}, kernel, modulesVersion: '6.1.0-test', pxe }, { efi: noShim }));
+    expect(e.message).toMatch(/^boot loader file missing: .*shimx64.efi.signed \(shimx64.efi, from package shim-signed\): the UEFI entries need them$/);
+    expect(e.hint).toBe('apt-get install shim-signed, or pass --no-uefi for BIOS entries only');
+    expect(planBootEntries({ entry: {}, kernel, modulesVersion: '6.1.0-test', pxe, uefi: false }, { efi: noShim }).efi).toBeNull();
     expect(() => planBootEntries({ entry: {}, kernel, modulesVersion: '6.1.0-other', pxe })).toThrow(/is version 6.1.0-test, but the modules are for 6.1.0-other/);
     expect(() => planBootEntries({ entry: {}, kernel, modulesVersion: '6.1.0-test', pxe, grubDir: 'boot' })).toThrow(/grubDir: must be an absolute path/);
     const noXorriso = () => {
@@ -290,5 +310,15 @@ describe('writing', () => {
     for (const f of r.pxe!.files) expect(existsSync(join(pxe, f)), f).toBe(true);
     expect(readFileSync(join(pxe, 'boot.ipxe'), 'utf8')).toMatch(/^kernel vmlinuz initrd=initrd.img console=tty0 .* quiet$/m);
     expect(r.iso).toMatchObject({ path: iso, bytes: statSync(iso).size });
+    // UEFI: shim and GRUB in the PXE tree, an ESP on the ISO
+    expect(r.uefi).toBe(true);
+    expect(r.pxe!.bootfiles).toEqual(['pxelinux.0', 'boot.ipxe', 'bootx64.efi']);
+    expect(readFileSync(join(pxe, 'bootx64.efi')).equals(readFileSync(DEBIAN_EFI_LOADERS['shimx64.efi'].path))).toBe(true);
+    expect(readFileSync(join(pxe, 'grub/grub.cfg'), 'utf8')).toMatch(/^\tlinux \$cmdpath\/vmlinuz console=tty0 .* quiet$/m);
+    const bytes = readFileSync(iso);
+    expect(bytes.toString('latin1', 512, 520)).toBe('EFI PART'); // the GPT a UEFI machine finds the ESP on a stick by
+    expect(bytes.includes('\tlinux /hfk/vmlinuz console=tty0 console=ttyS0,115200n8 hfk.image=debian')).toBe(true); // GRUB's menu
+    expect(bytes.includes(readFileSync(DEBIAN_EFI_LOADERS['gcdx64.efi'].path).subarray(0, 65536))).toBe(true); // inside the ESP image
+    expect(formatBootEntries(r)).toMatch(/BIOS and UEFI, Secure Boot through Debian's shim/);
   });
 });

@@ -1,6 +1,7 @@
 // Boot entries: what starts an hfk initrd from the boot loaders people use —
-// pxelinux and iPXE over the network, GRUB on a disk, and a hybrid ISO
-// (isolinux) for a CD or a USB stick.
+// pxelinux, iPXE and (UEFI) shim with GRUB over the network, GRUB on a
+// disk, a hybrid ISO for a CD or a USB stick (isolinux on BIOS, shim and
+// GRUB on UEFI), and a unified kernel image for UEFI HTTP Boot (efi.ts).
 //
 // The configs are data: small pure functions render them from typed options
 // (golden-tested beside this file), and the layouts are lists of files
@@ -13,7 +14,6 @@
 // then hfk.image= and hfk.mirrors= when known, then the user's parameters.
 // The menus wait DEFAULT_MENU_TIMEOUT seconds, then start the first entry.
 
-import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -23,6 +23,10 @@ import { InputError, UsageError } from '../errors.ts';
 import { parseCmdline } from '../config/cmdline.ts';
 import { tempPathFor, writeFileAtomicSync } from '../util/atomic.ts';
 import { removeOnInterrupt } from '../util/interrupt.ts';
+import { checkUki, DEBIAN_EFI_LOADERS, EFI_LOADERS, type EfiLoader, espTree, grubEfiConfig, ISO_EFI, PXE_EFI, pxeEfiTree, type UkiResult, writeEspImage, writeUki } from './efi.ts';
+import { checkLoaders, type EntryFiles, grubQuote, type LoaderSource, type MenuEntry, type Runner, runTool, type TreeFile } from './loaders.ts';
+
+export { checkLoaders, type EntryFiles, grubQuote, type LoaderSource, type MenuEntry, type Runner, runTool, type TreeFile } from './loaders.ts';
 
 // ---------------------------------------------------------------- kernel parameters
 
@@ -82,13 +86,6 @@ export function kernelParams(input: EntryOptions): string[] {
   return params;
 }
 
-export interface MenuEntry {
-  /** Label/id in the loader's config (letters, digits, -). */
-  id: string;
-  title: string;
-  params: string[];
-}
-
 /** The entries every menu offers; the first is the default. Pure. */
 export function menuEntries(input: EntryOptions): MenuEntry[] {
   const o = EntryOptions.parse(input);
@@ -102,12 +99,6 @@ export function menuEntries(input: EntryOptions): MenuEntry[] {
 }
 
 // ---------------------------------------------------------------- configs (pure)
-
-/** Where a loader finds the kernel and the initrd. */
-export interface EntryFiles {
-  kernel: string;
-  initrd: string;
-}
 
 export interface SyslinuxMenu {
   entries: MenuEntry[];
@@ -157,11 +148,6 @@ export function ipxeScript(entry: MenuEntry, files: EntryFiles): string {
   ].join('\n');
 }
 
-/** A GRUB string literal: single quotes, with ' written as '\''. */
-export function grubQuote(text: string): string {
-  return `'${text.replaceAll("'", `'\\''`)}'`;
-}
-
 /**
  * grub.cfg snippet to paste into an existing GRUB (/etc/grub.d/40_custom):
  * the default entry, and the others in a submenu. `dir` is where the kernel
@@ -197,12 +183,6 @@ function basenameOf(path: string): string {
 export const LOADER_FILES = ['pxelinux.0', 'isolinux.bin', 'isohdpfx.bin', 'ldlinux.c32', 'menu.c32', 'libutil.c32', 'libcom32.c32'] as const;
 export type LoaderFile = (typeof LOADER_FILES)[number];
 
-/** Where a host keeps a loader file, and the Debian package that puts it there. */
-export interface LoaderSource {
-  path: string;
-  package: string;
-}
-
 const BIOS_MODULES = '/usr/lib/syslinux/modules/bios';
 
 /** Debian's (and Ubuntu's) places for the syslinux family. */
@@ -221,16 +201,6 @@ export const SYSLINUX_MODULES = ['ldlinux.c32', 'menu.c32', 'libutil.c32', 'libc
 
 export const PXE_LOADERS: readonly LoaderFile[] = ['pxelinux.0', ...SYSLINUX_MODULES];
 export const ISO_LOADERS: readonly LoaderFile[] = ['isolinux.bin', 'isohdpfx.bin', ...SYSLINUX_MODULES];
-
-/** Throws an InputError naming every missing file and the packages that provide them. */
-export function checkLoaders(needed: readonly LoaderFile[], loaders: Readonly<Record<LoaderFile, LoaderSource>> = DEBIAN_LOADERS, exists: (p: string) => boolean = existsSync): void {
-  const missing = needed.filter((f) => !exists(loaders[f].path));
-  if (!missing.length) return;
-  const packages = [...new Set(missing.map((f) => loaders[f].package))];
-  throw new InputError(`boot loader file${missing.length > 1 ? 's' : ''} missing: ${missing.map((f) => `${loaders[f].path} (${f}, from package ${loaders[f].package})`).join(', ')}`, {
-    hint: `apt-get install ${packages.join(' ')}`,
-  });
-}
 
 // ---------------------------------------------------------------- the kernel
 
@@ -281,9 +251,6 @@ export function checkKernel(path: string, modulesVersion: string): string {
 
 // ---------------------------------------------------------------- layouts (pure)
 
-/** A file of a layout: copied from a host file, or written from text. */
-export type TreeFile = { path: string; from: string } | { path: string; content: string };
-
 /** Names in the PXE tree (relative to its root, which may be a subfolder of the TFTP root). */
 export const PXE_FILES = { kernel: 'vmlinuz', initrd: 'initrd.img', config: 'pxelinux.cfg/default', ipxe: 'boot.ipxe', grub: 'grub.cfg' } as const;
 /** Names on the ISO (8.3, so they read the same without Rock Ridge). */
@@ -300,6 +267,8 @@ export interface LayoutInput {
   loaders?: Readonly<Record<LoaderFile, LoaderSource>>;
   /** Where the GRUB snippet looks for vmlinuz and initrd.img (default /boot/hfk). */
   grubDir?: string;
+  /** UEFI loaders too (shim, GRUB): their host files, or null for BIOS only. */
+  efi?: Readonly<Record<EfiLoader, LoaderSource>> | null;
 }
 
 /**
@@ -317,13 +286,25 @@ export function pxeTree(i: LayoutInput): TreeFile[] {
     { path: PXE_FILES.grub, content: grubSnippet(i.entries, i.grubDir ?? GRUB_DIR) },
     { path: PXE_FILES.kernel, from: i.kernel },
     { path: PXE_FILES.initrd, from: i.initrd },
+    ...(i.efi ? pxeEfiTree({ entries: i.entries, timeout: i.timeout, files, loaders: i.efi }) : []),
   ];
 }
 
-/** What goes on the ISO (isohdpfx.bin is not a file on it: xorriso writes it as the MBR). Pure. */
+/**
+ * What goes on the ISO (isohdpfx.bin is not a file on it: xorriso writes it
+ * as the MBR). For UEFI, /.disk/info and GRUB's config; the ESP image
+ * (espTree) is built beside it. Pure.
+ */
 export function isoTree(i: LayoutInput): TreeFile[] {
   const loaders = i.loaders ?? DEBIAN_LOADERS;
+  const files = { kernel: ISO_FILES.kernel, initrd: ISO_FILES.initrd };
   return [
+    ...(i.efi
+      ? [
+          { path: ISO_EFI.diskInfo, content: `hfk boot ISO: ${i.entries[0]!.title}\n` },
+          { path: ISO_EFI.config, content: grubEfiConfig({ entries: i.entries, files, timeout: i.timeout, where: 'iso' }) },
+        ]
+      : []),
     { path: `${ISO_FILES.dir}/isolinux.bin`, from: loaders['isolinux.bin'].path },
     ...SYSLINUX_MODULES.map((f) => ({ path: `${ISO_FILES.dir}/${f}`, from: loaders[f].path })),
     { path: `${ISO_FILES.dir}/isolinux.cfg`, content: syslinuxConfig({ entries: i.entries, files: { kernel: ISO_FILES.kernel, initrd: ISO_FILES.initrd }, timeout: i.timeout, loader: 'isolinux' }) },
@@ -339,11 +320,15 @@ export interface XorrisoInput {
   /** The isohybrid MBR (isohdpfx.bin). */
   mbr: string;
   volid?: string;
+  /** The ESP image inside the tree (UEFI's El Torito entry and the GPT partition on a stick). */
+  efiImage?: string;
 }
 
 /**
  * xorriso's argv (mkisofs emulation) for a hybrid ISO: El Torito boots
  * isolinux from a CD; the isohybrid MBR boots it from a USB stick or disk.
+ * With an ESP image, a second El Torito entry boots UEFI from a CD, and the
+ * image is also a partition (MBR and GPT) that UEFI boots from a stick.
  * Dates come from SOURCE_DATE_EPOCH in xorriso's environment. Pure.
  */
 export function xorrisoArgs(x: XorrisoInput): string[] {
@@ -358,6 +343,7 @@ export function xorrisoArgs(x: XorrisoInput): string[] {
     '-c', ISO_FILES.catalog,
     '-b', `${ISO_FILES.dir}/isolinux.bin`,
     '-no-emul-boot', '-boot-load-size', '4', '-boot-info-table',
+    ...(x.efiImage ? ['-eltorito-alt-boot', '-e', x.efiImage, '-no-emul-boot', '-isohybrid-gpt-basdat'] : []),
     x.stage,
   ];
 }
@@ -396,19 +382,6 @@ export function writeTree(files: readonly TreeFile[], dir: string, mtime?: numbe
   }
 }
 
-/** Runs a tool; says which package to install when it is not there. Injected in tests. */
-export type Runner = (tool: string, args: string[], env: NodeJS.ProcessEnv) => void;
-
-export const runTool: Runner = (tool, args, env) => {
-  try {
-    execFileSync(tool, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException & { stderr?: Buffer };
-    if (err.code === 'ENOENT') throw new InputError(`${tool} is not installed`, { hint: `apt-get install ${tool}` });
-    throw new InputError(`${tool} failed: ${err.stderr?.toString().trim().split('\n').slice(-5).join('\n') || err.message}`, { cause: e });
-  }
-};
-
 /** Fails early (before a long initrd build) when xorriso is missing. */
 export function checkXorriso(run: Runner = runTool): void {
   run('xorriso', ['-version'], process.env);
@@ -425,19 +398,30 @@ export interface IsoResult {
  * runs xorriso with SOURCE_DATE_EPOCH=mtime, and renames the result into
  * place: the same inputs give the same bytes.
  */
-export function writeIso(o: { out: string; files: readonly TreeFile[]; mbr: string; mtime: number; volid?: string; run?: Runner }): IsoResult {
+export function writeIso(o: { out: string; files: readonly TreeFile[]; esp?: readonly TreeFile[]; mbr: string; mtime: number; volid?: string; run?: Runner }): IsoResult {
   if (!existsSync(dirname(resolve(o.out)))) throw new InputError(`cannot write ${o.out}: folder ${dirname(resolve(o.out))} does not exist`);
   const stage = mkdtempSync(join(tmpdir(), 'hfk-iso-'));
+  const espRoot = mkdtempSync(join(tmpdir(), 'hfk-esp-'));
   const tmp = `${o.out}.tmp-${process.pid}`;
-  const forget = [removeOnInterrupt(stage), removeOnInterrupt(tmp)];
+  const forget = [removeOnInterrupt(stage), removeOnInterrupt(espRoot), removeOnInterrupt(tmp)];
+  const run = o.run ?? runTool;
   try {
     writeTree(o.files, stage, o.mtime);
+    if (o.esp?.length) {
+      writeTree(o.esp, espRoot, o.mtime);
+      const image = join(stage, ISO_EFI.image);
+      mkdirSync(dirname(image), { recursive: true });
+      writeEspImage({ image, root: espRoot, files: o.esp.map((f) => f.path), run });
+      utimesSync(image, o.mtime, o.mtime);
+      utimesSync(dirname(image), o.mtime, o.mtime);
+    }
     rmSync(tmp, { force: true });
-    (o.run ?? runTool)('xorriso', xorrisoArgs({ out: tmp, stage, mbr: o.mbr, ...(o.volid ? { volid: o.volid } : {}) }), { ...process.env, SOURCE_DATE_EPOCH: String(o.mtime) });
+    run('xorriso', xorrisoArgs({ out: tmp, stage, mbr: o.mbr, ...(o.volid ? { volid: o.volid } : {}), ...(o.esp?.length ? { efiImage: ISO_EFI.image } : {}) }), { ...process.env, SOURCE_DATE_EPOCH: String(o.mtime) });
     renameSync(tmp, o.out);
   } finally {
     rmSync(tmp, { force: true });
     rmSync(stage, { recursive: true, force: true });
+    rmSync(espRoot, { recursive: true, force: true });
     for (const f of forget) f();
   }
   return { path: o.out, bytes: statSync(o.out).size, sha256: createHash('sha256').update(readFileSync(o.out)).digest('hex') };
@@ -455,6 +439,12 @@ export const BootEntriesOptions = z.strictObject({
   iso: z.string().min(1).optional(),
   /** A folder for the PXE tree. */
   pxe: z.string().min(1).optional(),
+  /** UEFI entries too (shim and GRUB on the ISO and in the PXE tree). */
+  uefi: z.boolean().default(true),
+  /** A unified kernel image to write (UEFI HTTP Boot, Secure Boot with one's own key). */
+  uki: z.string().min(1).optional(),
+  /** Sign the UKI with this key pair (sbsign). */
+  ukiSigning: z.strictObject({ key: z.string().min(1), cert: z.string().min(1) }).optional(),
   /** Dates on the ISO (default SOURCE_DATE_EPOCH or 0, as the initrd). */
   mtime: z.number().int().min(0).max(0xffffffff).default(0),
   /** Where the GRUB snippet looks for vmlinuz and initrd.img. */
@@ -466,6 +456,7 @@ export interface BootEntriesPlan {
   options: z.output<typeof BootEntriesOptions>;
   entries: MenuEntry[];
   loaders: Readonly<Record<LoaderFile, LoaderSource>>;
+  efi: Readonly<Record<EfiLoader, LoaderSource>> | null;
 }
 
 export interface BootEntriesReport {
@@ -474,38 +465,59 @@ export interface BootEntriesReport {
   entries: { id: string; title: string }[];
   pxe: { dir: string; files: string[]; bootfiles: string[] } | null;
   iso: IsoResult | null;
+  /** Whether the ISO and the PXE tree boot UEFI machines too. */
+  uefi: boolean;
+  uki: UkiResult | null;
 }
 
 /**
  * Everything that can be checked before the initrd is built: the options,
- * the kernel parameters, the kernel's version, the loader files, xorriso.
+ * the kernel parameters, the kernel's version, the loader files, the tools.
  */
-export function planBootEntries(input: BootEntriesOptions, deps: { loaders?: Readonly<Record<LoaderFile, LoaderSource>>; run?: Runner } = {}): BootEntriesPlan {
+export function planBootEntries(
+  input: BootEntriesOptions,
+  deps: { loaders?: Readonly<Record<LoaderFile, LoaderSource>>; efi?: Readonly<Record<EfiLoader, LoaderSource>>; run?: Runner; exists?: (p: string) => boolean } = {},
+): BootEntriesPlan {
   const parsed = BootEntriesOptions.safeParse(input);
   if (!parsed.success) throw new UsageError(`boot entry options: ${parsed.error.issues.map((i) => `${i.path.join('.') || 'options'}: ${i.message}`).join('; ')}`);
   const o = parsed.data;
-  if (!o.iso && !o.pxe) throw new UsageError('boot entries need somewhere to go: --iso FILE, --pxe DIR, or both');
+  if (!o.iso && !o.pxe && !o.uki) throw new UsageError('boot entries need somewhere to go: --iso FILE, --pxe DIR, --uki FILE, or several');
+  if (o.ukiSigning && !o.uki) throw new UsageError('--uki-key and --uki-cert sign the UKI: give --uki FILE with them');
   const entries = menuEntries(o.entry);
   checkKernel(o.kernel, o.modulesVersion);
+  const exists = deps.exists ?? existsSync;
   const loaders = deps.loaders ?? DEBIAN_LOADERS;
-  checkLoaders([...new Set([...(o.pxe ? PXE_LOADERS : []), ...(o.iso ? ISO_LOADERS : [])])], loaders);
+  checkLoaders([...new Set([...(o.pxe ? PXE_LOADERS : []), ...(o.iso ? ISO_LOADERS : [])])], loaders, exists);
+  const efi = o.uefi && (o.iso || o.pxe) ? (deps.efi ?? DEBIAN_EFI_LOADERS) : null;
+  if (efi) {
+    try {
+      checkLoaders([...EFI_LOADERS], efi, exists);
+    } catch (e) {
+      throw new InputError(`${(e as Error).message}: the UEFI entries need them`, { hint: `${(e as InputError).hint ?? ''}, or pass --no-uefi for BIOS entries only`, cause: e });
+    }
+  }
   if (o.iso) checkXorriso(deps.run);
-  return { options: o, entries, loaders };
+  if (o.iso && efi) for (const tool of ['mkfs.vfat', 'mcopy']) (deps.run ?? runTool)(tool, ['--help'], process.env);
+  if (o.uki) checkUki({ ...(o.ukiSigning ? { signing: o.ukiSigning } : {}), ...(deps.run ? { run: deps.run } : {}), exists });
+  return { options: o, entries, loaders, efi };
 }
 
 /** Writes the PXE tree and/or the ISO around a built initrd. */
 export function writeBootEntries(plan: BootEntriesPlan, initrd: string, deps: { run?: Runner } = {}): BootEntriesReport {
   const o = plan.options;
-  const layout: LayoutInput = { entries: plan.entries, timeout: o.entry.timeout ?? DEFAULT_MENU_TIMEOUT, kernel: o.kernel, initrd, loaders: plan.loaders, grubDir: o.grubDir };
+  const layout: LayoutInput = { entries: plan.entries, timeout: o.entry.timeout ?? DEFAULT_MENU_TIMEOUT, kernel: o.kernel, initrd, loaders: plan.loaders, grubDir: o.grubDir, efi: plan.efi };
   let pxe: BootEntriesReport['pxe'] = null;
   if (o.pxe) {
     const files = pxeTree(layout);
     mkdirSync(o.pxe, { recursive: true });
     writeTree(files, o.pxe);
-    pxe = { dir: o.pxe, files: files.map((f) => f.path), bootfiles: ['pxelinux.0', PXE_FILES.ipxe] };
+    pxe = { dir: o.pxe, files: files.map((f) => f.path), bootfiles: ['pxelinux.0', PXE_FILES.ipxe, ...(plan.efi ? [PXE_EFI.shim] : [])] };
   }
-  const iso = o.iso ? writeIso({ out: o.iso, files: isoTree(layout), mbr: plan.loaders['isohdpfx.bin'].path, mtime: o.mtime, ...(deps.run ? { run: deps.run } : {}) }) : null;
-  return { cmdline: plan.entries[0]!.params.join(' '), entries: plan.entries.map((e) => ({ id: e.id, title: e.title })), pxe, iso };
+  const run = deps.run ? { run: deps.run } : {};
+  const iso = o.iso ? writeIso({ out: o.iso, files: isoTree(layout), ...(plan.efi ? { esp: espTree(plan.efi) } : {}), mbr: plan.loaders['isohdpfx.bin'].path, mtime: o.mtime, ...run }) : null;
+  const first = plan.entries[0]!;
+  const uki = o.uki ? writeUki({ out: o.uki, kernel: o.kernel, initrd, cmdline: first.params.join(' '), title: first.title, ...(o.ukiSigning ? { signing: o.ukiSigning } : {}), ...run }) : null;
+  return { cmdline: first.params.join(' '), entries: plan.entries.map((e) => ({ id: e.id, title: e.title })), pxe, iso, uefi: plan.efi !== null, uki };
 }
 
 /** The report as text for a person. */
@@ -513,8 +525,9 @@ export function formatBootEntries(r: BootEntriesReport): string {
   const lines = [`boot entries: ${r.cmdline}`];
   if (r.pxe) {
     lines.push(`  PXE tree ${r.pxe.dir}: ${r.pxe.files.join(' ')}`);
-    lines.push(`    DHCP boot file: pxelinux.0 (PXE ROMs) or ${PXE_FILES.ipxe} (iPXE); GRUB snippet: ${join(r.pxe.dir, PXE_FILES.grub)}`);
+    lines.push(`    DHCP boot file: pxelinux.0 (BIOS PXE ROMs), ${PXE_FILES.ipxe} (iPXE)${r.uefi ? `, ${PXE_EFI.shim} (UEFI PXE; GRUB reads ${PXE_EFI.config} at the TFTP root)` : ''}; GRUB snippet: ${join(r.pxe.dir, PXE_FILES.grub)}`);
   }
-  if (r.iso) lines.push(`  ISO ${r.iso.path}: ${(r.iso.bytes / 1e6).toFixed(1)} MB, sha256 ${r.iso.sha256} (CD, or dd to a USB stick)`);
+  if (r.iso) lines.push(`  ISO ${r.iso.path}: ${(r.iso.bytes / 1e6).toFixed(1)} MB, sha256 ${r.iso.sha256} (CD, or dd to a USB stick; ${r.uefi ? 'BIOS and UEFI, Secure Boot through Debian\'s shim' : 'BIOS only'})`);
+  if (r.uki) lines.push(`  UKI ${r.uki.path}: ${(r.uki.bytes / 1e6).toFixed(1)} MB, ${r.uki.signedBy ? `signed by ${r.uki.signedBy}` : 'unsigned'} (UEFI HTTP Boot, or \\EFI\\BOOT\\BOOTX64.EFI on a stick)`);
   return `${lines.join('\n')}\n`;
 }

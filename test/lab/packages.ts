@@ -13,6 +13,8 @@ export const PACKAGES = [
   'linux-image-cloud-amd64', 'qemu-system-x86', 'qemu-utils', 'ipxe-qemu', 'busybox-static', 'debootstrap', 'kmod', 'cpio', 'zstd', 'binutils',
   // boot entries
   'xorriso', 'grub-pc-bin', 'grub-common', 'isolinux', 'syslinux', 'syslinux-common', 'pxelinux', 'mtools', 'dosfstools',
+  // UEFI boot entries: Debian's signed chain, the UKI stub and signing, and OVMF to prove them
+  'shim-signed', 'grub-efi-amd64-signed', 'systemd-boot-efi', 'sbsigntool', 'ovmf',
   'ca-certificates', 'openssl', 'iproute2', 'procps', 'util-linux',
   // peak memory of a command (/usr/bin/time -f %M)
   'time',

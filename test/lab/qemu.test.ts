@@ -41,6 +41,24 @@ describe('qemuArgs', () => {
     expect(b).not.toContain('-netdev');
   });
 
+  it('UEFI: OVMF in pflash on q35 (SMM for Secure Boot), OVMF\'s own NIC driver, boot order by bootindex', () => {
+    const uefi = { code: '/ovmf/CODE.fd', vars: '/w/vars.fd', secureBoot: true };
+    const cd = qemuArgs({ name: 'cd', cdrom: '/x/hfk.iso', uefi, timeoutMs: 1 });
+    expect(cd[cd.indexOf('-machine') + 1]).toBe('q35,smm=on');
+    expect(cd.join(' ')).toContain('-global driver=cfi.pflash01,property=secure,value=on -drive if=pflash,format=raw,unit=0,readonly=on,file=/ovmf/CODE.fd -drive if=pflash,format=raw,unit=1,file=/w/vars.fd');
+    expect(cd.slice(cd.indexOf('-netdev') + 2, cd.indexOf('-netdev') + 4)).toEqual(['-device', 'virtio-net-pci,netdev=n0,romfile=']);
+    expect(cd.slice(-4)).toEqual(['-drive', 'file=/x/hfk.iso,media=cdrom,readonly=on,if=none,id=cd0', '-device', 'ide-cd,drive=cd0,bootindex=0']);
+    expect(cd).not.toContain('-boot');
+    const usb = qemuArgs({ name: 'usb', disks: [{ path: '/x/hfk.iso', readonly: true, interface: 'usb' }], uefi: { ...uefi, secureBoot: false }, timeoutMs: 1 });
+    expect(usb[usb.indexOf('-machine') + 1]).toBe('q35');
+    expect(usb).not.toContain('-global');
+    expect(usb.slice(-6)).toEqual(['-device', 'qemu-xhci,id=xhci', '-drive', 'file=/x/hfk.iso,format=raw,if=none,id=d0,readonly=on', '-device', 'usb-storage,bus=xhci.0,drive=d0,bootindex=0']);
+    const pxe = qemuArgs({ name: 'pxe', net: { restrict: true, tftp: '/t', bootfile: 'bootx64.efi' }, uefi, timeoutMs: 1 });
+    expect(pxe.at(-1)).toBe('virtio-net-pci,netdev=n0,romfile=,bootindex=0');
+    const http = qemuArgs({ name: 'http', uefi, timeoutMs: 1 }); // HTTP Boot: the variable store's BootOrder decides
+    expect(http.join(' ')).not.toContain('bootindex');
+  });
+
   it('refuses unrestricted networking, KVM, and options that do not go together', () => {
     expect(() => qemuArgs({ name: 'x', kernel: 'k', net: { restrict: false as true }, timeoutMs: 1 })).toThrow(/net.restrict must be true/);
     expect(() => qemuArgs({ name: 'x', kernel: 'k', extraArgs: ['-enable-kvm'], timeoutMs: 1 })).toThrow(/must not enable KVM/);

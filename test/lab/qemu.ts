@@ -120,9 +120,19 @@ const Disk = z.union([
     path: z.string(),
     format: z.enum(['raw', 'qcow2']).default('raw'),
     readonly: z.boolean().default(false),
-    interface: z.enum(['virtio', 'ide', 'scsi']).default('virtio'),
+    /** usb: a USB stick on an xHCI controller. */
+    interface: z.enum(['virtio', 'ide', 'scsi', 'usb']).default('virtio'),
   }),
 ]);
+
+/** OVMF: its code, and the variable store this VM may write (a copy per VM). */
+export const Uefi = z.strictObject({
+  code: z.string(),
+  vars: z.string(),
+  /** The Secure Boot build: SMM on, the flash writable only from SMM. */
+  secureBoot: z.boolean().default(false),
+});
+export type Uefi = z.input<typeof Uefi>;
 
 export const VmOptions = z
   .strictObject({
@@ -147,10 +157,12 @@ export const VmOptions = z
     qemu: z.string().default('qemu-system-x86_64'),
     /** Appended verbatim (for experiments; prefer a typed option). */
     extraArgs: z.array(z.string()).default([]),
+    /** UEFI firmware (OVMF) instead of SeaBIOS; the machine becomes q35 and boot order goes by bootindex. */
+    uefi: Uefi.optional(),
   })
   .superRefine((o, ctx) => {
     if (!o.kernel && (o.initrd || o.append)) ctx.addIssue({ code: 'custom', message: 'initrd and append need kernel: QEMU passes them to a kernel it loads itself' });
-    if (!o.kernel && !o.cdrom && !o.disks.length && !(o.net && o.net.bootfile)) {
+    if (!o.kernel && !o.cdrom && !o.disks.length && !(o.net && o.net.bootfile) && !o.uefi) {
       ctx.addIssue({ code: 'custom', message: 'nothing to boot: give kernel, cdrom, disks or net.bootfile' });
     }
     if (o.net && o.net.bootfile && !o.net.tftp) ctx.addIssue({ code: 'custom', message: 'net.bootfile needs net.tftp: the folder QEMU serves it from' });
@@ -201,19 +213,42 @@ export function qemuArgs(input: VmOptions): string[] {
   if (o.kernel) args.push('-kernel', o.kernel);
   if (o.initrd) args.push('-initrd', o.initrd);
   if (o.append) args.push('-append', o.append);
+  const uefi = o.uefi ? Uefi.parse(o.uefi) : undefined;
+  if (uefi) {
+    const at = args.indexOf('-machine') + 1;
+    args[at] = `${o.machine === 'pc' ? 'q35' : o.machine}${uefi.secureBoot ? ',smm=on' : ''}`;
+    if (uefi.secureBoot) args.push('-global', 'driver=cfi.pflash01,property=secure,value=on');
+    args.push('-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${qemuValue(uefi.code)}`, '-drive', `if=pflash,format=raw,unit=1,file=${qemuValue(uefi.vars)}`);
+  }
+  // UEFI boots what has bootindex 0: the CD, else the first disk, else the network card (PXE).
+  // Without one (HTTP Boot), OVMF keeps the variable store's BootOrder.
+  const first = o.kernel ? '' : o.cdrom ? 'cd' : o.disks.length ? 'disk' : o.net && o.net.bootfile ? 'net' : '';
+  const bootindex = (what: string) => (uefi && first === what ? ',bootindex=0' : '');
   if (o.net) {
     const parts = ['user', 'id=n0', 'restrict=on'];
     if (o.net.tftp) parts.push(`tftp=${qemuValue(o.net.tftp)}`);
     if (o.net.bootfile) parts.push(`bootfile=${qemuValue(o.net.bootfile)}`);
     for (const f of o.net.guestfwd) parts.push(`guestfwd=${qemuValue(guestfwdRule(f))}`);
-    args.push('-netdev', parts.join(','), '-device', `${o.net.device},netdev=n0`);
+    // On UEFI, OVMF's own virtio-net driver and network stack (PXE, HTTP Boot), not iPXE's option ROM.
+    args.push('-netdev', parts.join(','), '-device', `${o.net.device},netdev=n0${uefi ? ',romfile=' : ''}${bootindex('net')}`);
   }
   o.disks.forEach((d, i) => {
     const disk = typeof d === 'string' ? { path: d, format: 'raw', readonly: false, interface: 'virtio' } : d;
-    args.push('-drive', `file=${qemuValue(disk.path)},format=${disk.format},if=${disk.interface},index=${i}${disk.readonly ? ',readonly=on' : ''}`);
+    const ro = disk.readonly ? ',readonly=on' : '';
+    if (disk.interface === 'usb') {
+      if (!args.includes('qemu-xhci,id=xhci')) args.push('-device', 'qemu-xhci,id=xhci');
+      args.push('-drive', `file=${qemuValue(disk.path)},format=${disk.format},if=none,id=d${i}${ro}`, '-device', `usb-storage,bus=xhci.0,drive=d${i}${i === 0 ? bootindex('disk') : ''}`);
+    } else if (uefi && disk.interface === 'virtio') {
+      args.push('-drive', `file=${qemuValue(disk.path)},format=${disk.format},if=none,id=d${i}${ro}`, '-device', `virtio-blk-pci,drive=d${i}${i === 0 ? bootindex('disk') : ''}`);
+    } else {
+      args.push('-drive', `file=${qemuValue(disk.path)},format=${disk.format},if=${disk.interface},index=${i}${ro}`);
+    }
   });
-  if (o.cdrom) args.push('-drive', `file=${qemuValue(o.cdrom)},media=cdrom,readonly=on,if=ide,index=2`);
-  if (!o.kernel) args.push('-boot', o.cdrom ? 'd' : o.disks.length ? 'c' : 'n');
+  if (o.cdrom) {
+    if (uefi) args.push('-drive', `file=${qemuValue(o.cdrom)},media=cdrom,readonly=on,if=none,id=cd0`, '-device', `ide-cd,drive=cd0${bootindex('cd')}`);
+    else args.push('-drive', `file=${qemuValue(o.cdrom)},media=cdrom,readonly=on,if=ide,index=2`);
+  }
+  if (!o.kernel && !uefi) args.push('-boot', o.cdrom ? 'd' : o.disks.length ? 'c' : 'n');
   args.push(...o.extraArgs);
   return args;
 }

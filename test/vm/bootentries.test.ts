@@ -18,13 +18,14 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BootEntriesReport } from '../../src/mkinitrd/bootentries.ts';
 import { hfk } from '../helpers/cli.ts';
 import { requireTool } from '../helpers/images.ts';
-import { countRequests, type Server, startNginx } from '../helpers/mirrors.ts';
-import { GUEST_MIRRORS, type LoginResult, loginAndReport, powerOff, type PublishedRoot, publishedDebian } from '../lab/hfkboot.ts';
-import { findKernel, startVm, type VmOptions } from '../lab/qemu.ts';
+import { type Server, startNginx } from '../helpers/mirrors.ts';
+import { bootEntryToLogin, type EntryBoot, type EntryLab } from '../lab/entryboot.ts';
+import { GUEST_MIRRORS, type PublishedRoot, publishedDebian } from '../lab/hfkboot.ts';
+import { findKernel } from '../lab/qemu.ts';
 
 const kernel = findKernel();
 const work = mkdtempSync(join(tmpdir(), 'hfk-vm-entries-'));
@@ -60,49 +61,14 @@ afterAll(async () => {
   if (timings.length) process.stderr.write(`boot entries, time to login:\n${timings.map((t) => `  ${t}\n`).join('')}`);
 });
 
-/** Console text without the menus' ANSI colours and cursor moves. */
-function plain(text: string): string {
-  return text.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '');
-}
-
-/** Boots a VM whose only way to the root is the mirror, logs in, and checks the boot report. */
-async function bootToLogin(name: string, boot: Pick<VmOptions, 'cdrom' | 'disks'> & { tftp?: string; bootfile?: string }): Promise<LoginResult & { console: string; commandLine: string }> {
-  const blocksBefore = countRequests(nginx.accessLog, '/blocks/');
-  const startedAt = performance.now();
-  const vm = startVm({
-    name,
-    memoryMiB: 2048,
-    ...(boot.cdrom ? { cdrom: boot.cdrom } : {}),
-    ...(boot.disks ? { disks: boot.disks } : {}),
-    net: {
-      restrict: true,
-      ...(boot.tftp ? { tftp: boot.tftp } : {}),
-      ...(boot.bootfile ? { bootfile: boot.bootfile } : {}),
-      guestfwd: [{ guestIp: GUEST_MIRRORS[0], guestPort: 80, hostPort: nginx.port }],
-    },
-    timeoutMs: VM_MS,
-  });
-  onTestFinished(() => void vm.stop());
-  const result = await loginAndReport(vm, startedAt, VM_MS);
-  const { report } = result;
-  expect(report.ok, JSON.stringify(report.error)).toBe(true);
-  expect(report.image).toMatchObject({ name: 'debian', filesystem: 'squashfs' });
-  expect(report.mirrors.chosen).toBe(MIRROR);
-  expect(report.kernel.cmdline).toContain(CMDLINE);
-  expect(countRequests(nginx.accessLog, '/blocks/')).toBeGreaterThan(blocksBefore);
-  // The guest booted with no kernel from QEMU: the entry under test started it.
-  expect(vm.commandLine).not.toMatch(/ -kernel | -initrd /);
-  timings.push(`${name}: ${(result.timeToLoginMs / 1000).toFixed(1)} s`);
-  process.stderr.write(`${name}: login after ${(result.timeToLoginMs / 1000).toFixed(1)} s\n`);
-  const out = { ...result, console: plain(vm.console), commandLine: vm.commandLine };
-  await powerOff(vm);
-  return out;
-}
+const lab = (): EntryLab => ({ mirror: nginx, cmdline: CMDLINE, vmMs: VM_MS, timings });
+const bootToLogin = (name: string, boot: EntryBoot) => bootEntryToLogin(lab(), name, boot);
 
 describe('the hybrid ISO', () => {
   it('boots as a CD (-cdrom, no disk): isolinux menu, then Debian from the mirror', async () => {
     const r = await bootToLogin('entry-iso-cdrom', { cdrom: iso });
     expect(r.commandLine).not.toMatch(/if=virtio|if=scsi/);
+    expect(r.firmware).not.toMatch(/^uefi/); // SeaBIOS, not UEFI: the ISO's EFI partition does not get in the way
     expect(r.console).toMatch(/ISOLINUX \d+\.\d+/);
     expect(r.console).toMatch(/Automatic boot in \d seconds?/); // the menu timed out to its default entry
     expect(r.report.kernel.cmdline).toMatch(/^BOOT_IMAGE=\/hfk\/vmlinuz /);

@@ -149,8 +149,13 @@ describe('hfk mkinitrd boot entries (--iso, --pxe, --kernel)', () => {
 
   it('refuses options that do not go together, before building anything', async () => {
     const out = join(work, 'never.img');
-    await expect(run([...base, '--out', out, '--kernel', kernel.kernel])).rejects.toThrow('--kernel is for boot entries: give --iso FILE or --pxe DIR with it');
-    await expect(run([...base, '--out', out, '--append', 'quiet'])).rejects.toThrow('--append is for boot entries: give --iso FILE or --pxe DIR with it');
+    await expect(run([...base, '--out', out, '--kernel', kernel.kernel])).rejects.toThrow('--kernel is for boot entries: give --iso FILE, --pxe DIR or --uki FILE with it');
+    await expect(run([...base, '--out', out, '--append', 'quiet'])).rejects.toThrow('--append is for boot entries: give --iso FILE, --pxe DIR or --uki FILE with it');
+    await expect(run([...base, '--uki', join(work, 'x.efi')])).rejects.toThrow(/^--uki needs --kernel VMLINUZ/);
+    await expect(run([...base, '--out', out, '--uki-key', 'k.pem', '--uki-cert', 'c.pem'])).rejects.toThrow('--uki-key and --uki-cert sign the UKI: give --uki FILE with them');
+    await expect(run([...base, '--uki', join(work, 'x.efi'), '--kernel', kernel.kernel, '--uki-key', 'k.pem'])).rejects.toThrow('--uki-key needs --uki-cert: sbsign takes the key and its certificate together');
+    await expect(run([...base, '--uki', join(work, 'x.efi'), '--kernel', kernel.kernel, '--uki-key', join(work, 'no.key'), '--uki-cert', join(work, 'no.crt')])).rejects.toThrow(`--uki-key ${join(work, 'no.key')}: no such file`);
+    expect(existsSync(join(work, 'x.efi'))).toBe(false);
     await expect(run([...base, '--iso', join(work, 'x.iso')])).rejects.toThrow(`--iso needs --kernel VMLINUZ: the kernel its entries start (the one ${kernel.modulesDir} belongs to)`);
     await expect(run([...base, '--pxe', join(work, 'p')])).rejects.toThrow(/--pxe needs --kernel VMLINUZ/);
     await expect(run(base)).rejects.toThrow(/--out is required/);
@@ -175,14 +180,20 @@ describe('hfk mkinitrd boot entries (--iso, --pxe, --kernel)', () => {
     expect(report.out).toBe(join(pxe, 'initrd.img'));
     const entries = report.bootEntries;
     expect(entries.cmdline).toBe('console=tty0 console=ttyS0,115200n8 hfk.image=debian hfk.mirrors=http://10.0.2.100/ quiet hfk.timeout=60 ip=dhcp');
-    expect(entries.pxe!.files.sort()).toEqual(['boot.ipxe', 'grub.cfg', 'initrd.img', 'ldlinux.c32', 'libcom32.c32', 'libutil.c32', 'menu.c32', 'pxelinux.0', 'pxelinux.cfg/default', 'vmlinuz']);
+    expect(entries.pxe!.files.sort()).toEqual([
+      'boot.ipxe', 'bootx64.efi', 'grub.cfg', 'grub/grub.cfg', 'grubx64.efi', 'initrd.img', 'ldlinux.c32', 'libcom32.c32', 'libutil.c32', 'menu.c32', 'mmx64.efi', 'pxelinux.0', 'pxelinux.cfg/default', 'vmlinuz',
+    ]);
     expect(readFileSync(join(pxe, 'vmlinuz')).equals(readFileSync(kernel.kernel))).toBe(true);
     expect(readFileSync(join(pxe, 'pxelinux.cfg/default'), 'utf8')).toContain(`APPEND ${entries.cmdline}\n`);
     expect(entries.iso!.path).toBe(iso);
     expect(entries.iso!.bytes).toBeGreaterThan(readFileSync(join(pxe, 'initrd.img')).length);
     // the text report names both
     const text = await run([...base, '--mirrors', 'http://10.0.2.100/', '--image', 'debian', '--level', '1', '--kernel', kernel.kernel, '--iso', join(work, 'only.iso')]);
-    expect(text.out.stdout).toMatch(/^built the initrd for the ISO: /);
+    expect(text.out.stdout).toMatch(/^built the initrd for the boot entries: /);
     expect(text.out.stdout).toMatch(/\nboot entries: console=tty0 console=ttyS0,115200n8 hfk.image=debian hfk.mirrors=http:\/\/10.0.2.100\/\n {2}ISO .*only.iso: \d+\.\d MB, sha256 [0-9a-f]{64} /);
+    // --no-uefi: BIOS entries only
+    const bios = await run([...base, '--level', '1', '--kernel', kernel.kernel, '--pxe', join(work, 'bios'), '--no-uefi', '--json']);
+    expect((JSON.parse(bios.out.stdout) as { bootEntries: BootEntriesReport }).bootEntries.uefi).toBe(false);
+    expect(existsSync(join(work, 'bios', 'bootx64.efi'))).toBe(false);
   }, 120_000);
 });

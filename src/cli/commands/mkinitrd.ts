@@ -38,18 +38,18 @@ export function resolveInit(given: string | undefined, exists: (p: string) => bo
   });
 }
 
-/** Where the initrd goes: --out, else the PXE tree's initrd.img, else a temporary file (only --iso). */
-export function initrdTarget(o: { out?: string; iso?: string; pxe?: string }): { path: string; temporary: boolean } {
+/** Where the initrd goes: --out, else the PXE tree's initrd.img, else a temporary file (only --iso or --uki). */
+export function initrdTarget(o: { out?: string; iso?: string; pxe?: string; uki?: string }): { path: string; temporary: boolean } {
   if (o.out) return { path: o.out, temporary: false };
   if (o.pxe) return { path: join(o.pxe, PXE_FILES.initrd), temporary: false };
-  if (o.iso) return { path: join(mkdtempSync(join(tmpdir(), 'hfk-mkinitrd-iso-')), 'initrd.img'), temporary: true };
-  throw new UsageError('--out is required: the initramfs file to write (or give --iso FILE or --pxe DIR with --kernel)');
+  if (o.iso || o.uki) return { path: join(mkdtempSync(join(tmpdir(), 'hfk-mkinitrd-iso-')), 'initrd.img'), temporary: true };
+  throw new UsageError('--out is required: the initramfs file to write (or give --iso FILE, --pxe DIR or --uki FILE with --kernel)');
 }
 
 export const mkinitrdCommand: Command = {
   name: 'mkinitrd',
   summary: 'Build the initramfs that boots a machine from hfk mirrors (Node, busybox, modules, hfk-init), and boot entries for it.',
-  usage: '--modules /lib/modules/VERSION (--out FILE | --iso FILE | --pxe DIR) [--kernel VMLINUZ] [options]',
+  usage: '--modules /lib/modules/VERSION (--out FILE | --iso FILE | --pxe DIR | --uki FILE) [--kernel VMLINUZ] [options]',
   description: `
 The initramfs holds the Node binary running this command with its libraries,
 a static busybox, the kernel modules a network boot needs (NICs, virtio,
@@ -62,9 +62,25 @@ same inputs give the same bytes (mtimes are SOURCE_DATE_EPOCH or 0).
 Boot entries (with --kernel, the vmlinuz of the --modules version):
   --pxe DIR  writes a network boot tree: pxelinux.0 and its modules,
              pxelinux.cfg/default, boot.ipxe, a grub.cfg snippet, vmlinuz
-             and initrd.img (the initrd is built there unless --out is given)
-  --iso FILE writes a hybrid ISO (isolinux): boots as a CD, or written to a
-             USB stick
+             and initrd.img (the initrd is built there unless --out is
+             given); for UEFI also bootx64.efi (shim), grubx64.efi and
+             grub/grub.cfg (GRUB reads grub/ at the TFTP root)
+  --iso FILE writes a hybrid ISO: boots as a CD, or written to a USB stick,
+             on BIOS (isolinux) and on UEFI (shim and GRUB, signed by
+             Microsoft and Debian: boots with Secure Boot on)
+  --uki FILE writes a unified kernel image (kernel, initrd and command line
+             in one EFI program) for UEFI HTTP Boot or a stick; with
+             --uki-key and --uki-cert it is signed for Secure Boot with
+             your own key, which then covers the initrd too (the UKI
+             holds the default entry only)
+Which to use:
+  BIOS or UEFI, CD or USB stick (Secure Boot on or off)  --iso
+  BIOS network boot (PXE ROM)    --pxe, DHCP boot file pxelinux.0 (boot.ipxe for iPXE)
+  UEFI network boot (PXE)        --pxe, DHCP boot file bootx64.efi
+  UEFI HTTP Boot                 --uki, boot URL http://SERVER/PATH/hfk.efi
+  Secure Boot with your own key  --uki --uki-key KEY --uki-cert CERT
+The UEFI files come from Debian's shim-signed and grub-efi-amd64-signed
+(--no-uefi: BIOS only); the UKI needs systemd-boot-efi and sbsigntool.
 Their kernel command line is console=tty0 console=ttyS0,115200n8, then
 hfk.image= and hfk.mirrors= from the baked config, then --append. Menus
 start the first entry after 2 seconds. See docs/BOOT.md.`,
@@ -86,6 +102,10 @@ start the first entry after 2 seconds. See docs/BOOT.md.`,
     'no-strip': { type: 'boolean', description: 'pack Node with its symbols (18 MB more; by default they are stripped with binutils strip when it is installed)' },
     iso: { type: 'string', arg: 'FILE', description: 'also write a bootable hybrid ISO (CD or USB stick; needs --kernel)' },
     pxe: { type: 'string', arg: 'DIR', description: 'also write a PXE/iPXE/GRUB boot tree into DIR (needs --kernel)' },
+    uki: { type: 'string', arg: 'FILE', description: 'also write a unified kernel image, one EFI program (needs --kernel)' },
+    'uki-key': { type: 'string', arg: 'KEY', description: 'sign the UKI with this private key (PEM; with --uki-cert)' },
+    'uki-cert': { type: 'string', arg: 'CERT', description: "the key's X.509 certificate (PEM), the one enrolled in the firmware's db" },
+    'no-uefi': { type: 'boolean', description: 'BIOS entries only: no shim or GRUB for UEFI on the ISO or in the PXE tree' },
     kernel: { type: 'string', arg: 'VMLINUZ', description: 'the kernel the boot entries start (the --modules version)' },
     append: { type: 'string', arg: 'PARAMS', multiple: true, description: "more kernel parameters for the boot entries, e.g. 'hfk.timeout=60 quiet'" },
     json: { type: 'boolean', description: 'print the report as JSON' },
@@ -95,14 +115,19 @@ start the first entry after 2 seconds. See docs/BOOT.md.`,
     const modulesDir = required(ctx, 'modules', 'the kernel module folder, e.g. /lib/modules/$(uname -r)');
     const iso = str(ctx, 'iso');
     const pxe = str(ctx, 'pxe');
+    const uki = str(ctx, 'uki');
+    const ukiKey = str(ctx, 'uki-key');
+    const ukiCert = str(ctx, 'uki-cert');
+    if ((ukiKey === undefined) !== (ukiCert === undefined)) throw new UsageError(`--${ukiKey === undefined ? 'uki-cert' : 'uki-key'} needs --${ukiKey === undefined ? 'uki-key' : 'uki-cert'}: sbsign takes the key and its certificate together`);
+    if (ukiKey !== undefined && uki === undefined) throw new UsageError('--uki-key and --uki-cert sign the UKI: give --uki FILE with them');
     const kernel = str(ctx, 'kernel');
     const appendValues = ctx.values.append; // not list(): a parameter may hold commas
     const append = splitParams(Array.isArray(appendValues) ? appendValues : typeof appendValues === 'string' ? [appendValues] : []);
-    if (!iso && !pxe) {
-      if (kernel !== undefined) throw new UsageError('--kernel is for boot entries: give --iso FILE or --pxe DIR with it');
-      if (append.length) throw new UsageError('--append is for boot entries: give --iso FILE or --pxe DIR with it');
+    if (!iso && !pxe && !uki) {
+      if (kernel !== undefined) throw new UsageError('--kernel is for boot entries: give --iso FILE, --pxe DIR or --uki FILE with it');
+      if (append.length) throw new UsageError('--append is for boot entries: give --iso FILE, --pxe DIR or --uki FILE with it');
     } else if (kernel === undefined) {
-      throw new UsageError(`--${iso ? 'iso' : 'pxe'} needs --kernel VMLINUZ: the kernel its entries start (the one ${modulesDir} belongs to)`);
+      throw new UsageError(`--${iso ? 'iso' : pxe ? 'pxe' : 'uki'} needs --kernel VMLINUZ: the kernel its entries start (the one ${modulesDir} belongs to)`);
     }
     const compressText = str(ctx, 'compress') ?? 'zstd';
     if (!(COMPRESSIONS as readonly string[]).includes(compressText)) throw new UsageError(`--compress must be one of ${COMPRESSIONS.join(', ')}: got '${compressText}'`);
@@ -143,11 +168,14 @@ start the first entry after 2 seconds. See docs/BOOT.md.`,
         modulesVersion: kernelVersionOf(modulesDir.replace(/\/+$/, '')),
         ...(iso ? { iso } : {}),
         ...(pxe ? { pxe } : {}),
+        ...(uki ? { uki } : {}),
+        ...(ukiKey !== undefined && ukiCert !== undefined ? { ukiSigning: { key: ukiKey, cert: ukiCert } } : {}),
+        uefi: !flag(ctx, 'no-uefi'),
         mtime: sourceDateEpoch(),
       });
       if (pxe) mkdirSync(pxe, { recursive: true });
     }
-    const target = initrdTarget({ ...(str(ctx, 'out') ? { out: str(ctx, 'out')! } : {}), ...(iso ? { iso } : {}), ...(pxe ? { pxe } : {}) });
+    const target = initrdTarget({ ...(str(ctx, 'out') ? { out: str(ctx, 'out')! } : {}), ...(iso ? { iso } : {}), ...(pxe ? { pxe } : {}), ...(uki ? { uki } : {}) });
     try {
       const bar = new ProgressBar(ctx.io, { label: `mkinitrd ${compress}`, total: 0, unit: 'bytes' });
       const report = await buildInitramfs(
@@ -173,7 +201,7 @@ start the first entry after 2 seconds. See docs/BOOT.md.`,
       if (json) printJson(ctx.io, entries ? { ...shown, bootEntries: entries } : shown);
       else {
         const text = formatSizeReport(report);
-        ctx.io.out(target.temporary ? text.replace(/^wrote \S+: /, 'built the initrd for the ISO: ') : text);
+        ctx.io.out(target.temporary ? text.replace(/^wrote \S+: /, 'built the initrd for the boot entries: ') : text);
         if (entries) ctx.io.out(formatBootEntries(entries));
       }
       return 0;
