@@ -516,7 +516,7 @@ export function writeBootEntries(plan: BootEntriesPlan, initrd: string, deps: { 
   const run = deps.run ? { run: deps.run } : {};
   const iso = o.iso ? writeIso({ out: o.iso, files: isoTree(layout), ...(plan.efi ? { esp: espTree(plan.efi) } : {}), mbr: plan.loaders['isohdpfx.bin'].path, mtime: o.mtime, ...run }) : null;
   const first = plan.entries[0]!;
-  const uki = o.uki ? writeUki({ out: o.uki, kernel: o.kernel, initrd, cmdline: first.params.join(' '), title: first.title, ...(o.ukiSigning ? { signing: o.ukiSigning } : {}), ...run }) : null;
+  const uki = o.uki ? writeUki({ out: o.uki, kernel: o.kernel, initrd, cmdline: first.params.join(' '), title: first.title, ...(o.ukiSigning ? { signing: o.ukiSigning } : {}), mtime: o.mtime, ...run }) : null;
   return { cmdline: first.params.join(' '), entries: plan.entries.map((e) => ({ id: e.id, title: e.title })), pxe, iso, uefi: plan.efi !== null, uki };
 }
 

@@ -46,13 +46,12 @@ describe('the ESP image', () => {
     expect(espSizeKiB([])).toBe(1024);
   });
 
-  it('mkfs.vfat with a fixed volume id and --invariant, folders once, files with their dates', () => {
-    const c = espCommands({ image: '/s/efi.img', sizeKiB: 7168, root: '/e', files: ['EFI/BOOT/BOOTX64.EFI', 'EFI/BOOT/grubx64.efi'] });
+  it('mkfs.vfat with a fixed volume id and --invariant, then each top folder copied with its dates', () => {
+    const c = espCommands({ image: '/s/efi.img', sizeKiB: 7168, root: '/e', files: ['EFI/BOOT/BOOTX64.EFI', 'EFI/BOOT/grubx64.efi', 'loader/x.conf'] });
     expect(c).toEqual([
       ['mkfs.vfat', ['-C', '--invariant', '-i', '48464b45', '-n', 'HFK_EFI', '/s/efi.img', '7168']],
-      ['mmd', ['-i', '/s/efi.img', '::/EFI', '::/EFI/BOOT']],
-      ['mcopy', ['-m', '-i', '/s/efi.img', '/e/EFI/BOOT/BOOTX64.EFI', '::/EFI/BOOT/BOOTX64.EFI']],
-      ['mcopy', ['-m', '-i', '/s/efi.img', '/e/EFI/BOOT/grubx64.efi', '::/EFI/BOOT/grubx64.efi']],
+      ['mcopy', ['-s', '-m', '-i', '/s/efi.img', '/e/EFI', '::/']],
+      ['mcopy', ['-s', '-m', '-i', '/s/efi.img', '/e/loader', '::/']],
     ]);
   });
 
@@ -60,7 +59,7 @@ describe('the ESP image', () => {
     const root = join(work, 'esp');
     execFileSync('mkdir', ['-p', join(root, 'EFI/BOOT')]);
     writeFileSync(join(root, 'EFI/BOOT/BOOTX64.EFI'), Buffer.alloc(300_000, 7));
-    execFileSync('touch', ['-d', '@1700000000', join(root, 'EFI/BOOT/BOOTX64.EFI')]);
+    for (const p of ['EFI/BOOT/BOOTX64.EFI', 'EFI/BOOT', 'EFI']) execFileSync('touch', ['-d', '@1700000000', join(root, p)]);
     const a = join(work, 'a.img');
     const b = join(work, 'b.img');
     writeEspImage({ image: a, root, files: ['EFI/BOOT/BOOTX64.EFI'] });
@@ -69,6 +68,9 @@ describe('the ESP image', () => {
     expect(readFileSync(a).toString('latin1', 0x2b, 0x3e)).toBe('HFK_EFI    FAT12   '); // label and type in the boot sector
     const listing = execFileSync('mdir', ['-i', a, '-b', '::/EFI/BOOT'], { env: { ...process.env, MTOOLS_SKIP_CHECK: '1' } }).toString();
     expect(listing).toContain('::/EFI/BOOT/BOOTX64.EFI');
+    // every entry, folders too, carries the staged date, not the time of the build
+    const dates = execFileSync('mdir', ['-i', a, '-/', '::/'], { env: { ...process.env, MTOOLS_SKIP_CHECK: '1' } }).toString().match(/\d{4}-\d{2}-\d{2}/g);
+    expect(new Set(dates)).toEqual(new Set([new Date(1_700_000_000_000).toISOString().slice(0, 10)]));
     execFileSync('mcopy', ['-i', a, '::/EFI/BOOT/BOOTX64.EFI', join(work, 'back.efi')], { env: { ...process.env, MTOOLS_SKIP_CHECK: '1' } });
     expect(readFileSync(join(work, 'back.efi')).equals(Buffer.alloc(300_000, 7))).toBe(true);
   });
@@ -109,7 +111,7 @@ describe('the unified kernel image', () => {
     expect(() => checkUki({ exists: () => true, signing: { key: notPem, cert: notPem }, run: () => {} })).toThrow(`--uki-cert ${notPem} is not a PEM certificate`);
   });
 
-  it('builds around systemd\'s stub, signs with sbsign (sbverify checks it), the same bytes twice', () => {
+  it('builds around systemd\'s stub, signs with sbsign (sbverify checks it); unsigned, the same bytes twice', () => {
     if (!existsSync(UKI_STUB.path)) throw new Error(`${UKI_STUB.path} missing: apt-get install ${UKI_STUB.package}`);
     const key = join(work, 'uki.key');
     const cert = join(work, 'uki.crt');
@@ -120,8 +122,6 @@ describe('the unified kernel image', () => {
     writeFileSync(initrd, Buffer.alloc(3_000_000, 2));
     const o = { kernel, initrd, cmdline: 'console=ttyS0 hfk.image=debian', title: 'Boot debian', signing: { key, cert } };
     const a = writeUki({ ...o, out: join(work, 'a.efi') });
-    const b = writeUki({ ...o, out: join(work, 'b.efi') });
-    expect(a.sha256).toBe(b.sha256);
     expect(a.signedBy).toBe('CN=hfk unit test');
     expect(a.bytes).toBeGreaterThan(5_000_000);
     const sections = execFileSync('objdump', ['-h', a.path]).toString();
@@ -129,8 +129,14 @@ describe('the unified kernel image', () => {
     execFileSync('objcopy', ['-O', 'binary', '--only-section=.cmdline', a.path, join(work, 'cmdline')]);
     expect(readFileSync(join(work, 'cmdline'), 'latin1').replace(/\0+$/, '')).toBe('console=ttyS0 hfk.image=debian');
     expect(execFileSync('sbverify', ['--cert', cert, a.path], { stdio: ['ignore', 'pipe', 'pipe'] }).toString()).toMatch(/Signature verification OK/);
+    // Unsigned, the same inputs give the same bytes (a signature carries its signing time).
     const { signing: _, ...unsigned } = o;
-    expect(writeUki({ ...unsigned, out: join(work, 'u.efi') }).signedBy).toBeNull();
+    const u1 = writeUki({ ...unsigned, out: join(work, 'u1.efi'), mtime: 1_700_000_000 });
+    execFileSync('sleep', ['1.1']); // objcopy stamps the time of its run: a later build must still match
+    const u2 = writeUki({ ...unsigned, out: join(work, 'u2.efi'), mtime: 1_700_000_000 });
+    expect(u1.signedBy).toBeNull();
+    expect(u1.sha256).toBe(u2.sha256);
+    expect(readFileSync(u1.path).readUInt32LE(readFileSync(u1.path).readUInt32LE(0x3c) + 8)).toBe(1_700_000_000); // the PE header's date
     expect(readdirSync(work).filter((f) => f.includes('.tmp-'))).toEqual([]); // nothing half-written left
   });
 });

@@ -12,7 +12,7 @@
 // them unchanged. The initrd is outside that chain.
 
 import { createHash, X509Certificate } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { InputError, UsageError } from '../errors.ts';
 import { removeOnInterrupt } from '../util/interrupt.ts';
@@ -91,15 +91,15 @@ export function espSizeKiB(fileBytes: readonly number[]): number {
 
 /**
  * mkfs.vfat and mtools' argv for the ESP image: fixed volume id and
- * --invariant so the same files give the same bytes; mcopy -m keeps the
- * files' (staged) dates. Pure.
+ * --invariant so the same files give the same bytes; mcopy -s -m copies
+ * each top-level folder recursively with the staged dates (mmd would date
+ * folders now). Pure.
  */
 export function espCommands(o: { image: string; sizeKiB: number; root: string; files: readonly string[] }): [string, string[]][] {
-  const dirs = [...new Set(o.files.flatMap((f) => f.split('/').slice(0, -1).map((_, i, parts) => parts.slice(0, i + 1).join('/'))))].sort();
+  const tops = [...new Set(o.files.map((f) => f.split('/')[0]!))].sort();
   return [
     ['mkfs.vfat', ['-C', '--invariant', '-i', '48464b45', '-n', 'HFK_EFI', o.image, String(o.sizeKiB)]],
-    ...(dirs.length ? [['mmd', ['-i', o.image, ...dirs.map((d) => `::/${d}`)]] as [string, string[]]] : []),
-    ...o.files.map((f) => ['mcopy', ['-m', '-i', o.image, join(o.root, f), `::/${f}`]] as [string, string[]]),
+    ...tops.map((t) => ['mcopy', ['-s', '-m', '-i', o.image, join(o.root, t), '::/']] as [string, string[]]),
   ];
 }
 
@@ -143,6 +143,31 @@ export function ukiObjcopyArgs(o: { stub: string; out: string; osrel: string; cm
   ];
 }
 
+/**
+ * Sets a PE file's COFF TimeDateStamp (objcopy writes the time of the run
+ * there, and has no option against it) and zeroes the optional header's
+ * CheckSum, which objcopy derives from it (firmware does not check it), so
+ * the same inputs give the same bytes.
+ */
+export function setPeTimestamp(path: string, seconds: number): void {
+  const fd = openSync(path, 'r+');
+  try {
+    const head = Buffer.alloc(0x40);
+    readSync(fd, head, 0, head.length, 0);
+    if (head.toString('latin1', 0, 2) !== 'MZ') throw new InputError(`${path} is not a PE file (no MZ header)`);
+    const pe = head.readUInt32LE(0x3c);
+    const sig = Buffer.alloc(4);
+    readSync(fd, sig, 0, 4, pe);
+    if (sig.toString('latin1') !== 'PE\0\0') throw new InputError(`${path} is not a PE file (no PE signature at ${pe})`);
+    const stamp = Buffer.alloc(4);
+    stamp.writeUInt32LE(seconds >>> 0);
+    writeSync(fd, stamp, 0, 4, pe + 8);
+    writeSync(fd, Buffer.alloc(4), 0, 4, pe + 24 + 64);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** The .osrel section: names the UKI for boot menus (systemd-boot lists it by these). Pure. */
 export function ukiOsRelease(title: string): string {
   return `NAME="hfk"\nID=hfk\nPRETTY_NAME=${JSON.stringify(title)}\n`;
@@ -178,9 +203,10 @@ export function checkUki(o: { signing?: UkiSigning; stub?: LoaderSource; run?: R
 /**
  * Builds the UKI (objcopy around systemd's stub) and, with `signing`, signs
  * it with sbsign and checks the signature with sbverify. Written through a
- * temporary name; the same inputs give the same bytes.
+ * temporary name. Unsigned, the same inputs give the same bytes; a
+ * signature carries its signing time.
  */
-export function writeUki(o: { out: string; kernel: string; initrd: string; cmdline: string; title: string; signing?: UkiSigning; stub?: string; run?: Runner; certSubject?: (cert: string) => string }): UkiResult {
+export function writeUki(o: { out: string; kernel: string; initrd: string; cmdline: string; title: string; signing?: UkiSigning; stub?: string; run?: Runner; mtime?: number; certSubject?: (cert: string) => string }): UkiResult {
   const out = resolve(o.out);
   const dir = dirname(out);
   mkdirSync(dir, { recursive: true });
@@ -192,6 +218,7 @@ export function writeUki(o: { out: string; kernel: string; initrd: string; cmdli
     writeFileSync(parts.osrel, ukiOsRelease(o.title));
     writeFileSync(parts.cmdline, `${o.cmdline}\0`);
     run('objcopy', ukiObjcopyArgs({ stub: o.stub ?? UKI_STUB.path, out: parts.unsigned, osrel: parts.osrel, cmdline: parts.cmdline, kernel: o.kernel, initrd: o.initrd, kernelBytes: statSync(o.kernel).size }), process.env);
+    setPeTimestamp(parts.unsigned, o.mtime ?? 0);
     let result = parts.unsigned;
     if (o.signing) {
       run('sbsign', ['--key', o.signing.key, '--cert', o.signing.cert, '--output', parts.signed, parts.unsigned], process.env);
