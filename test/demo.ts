@@ -12,7 +12,7 @@
 //      size, the mirror ranking, time per stage
 
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { HFK, NODE } from './helpers/cli.ts';
 import { startNginx, waitForPort, freePort } from './helpers/mirrors.ts';
@@ -96,14 +96,13 @@ async function main(): Promise<void> {
       console.log(`image:           ${report.image!.name} v${report.image!.version}, ${report.image!.filesystem}, ${mb(report.image!.size)} in ${report.image!.blocks} blocks`);
       console.log(`fetched:         ${mb(fetched)} of block objects at login (${((100 * fetched) / report.image!.size).toFixed(1)}% of the image size), ${stats.blocksFetched} blocks`);
       console.log(`mirror used:     ${report.mirrors.chosen}`);
-      console.log('mirror ranking:');
-      for (const m of report.mirrors.ranking) {
-        console.log(`  ${m.url.padEnd(22)} TTFB ${String(m.ttfbMs ?? '-').padStart(7)} ms  block ${String(m.blockMs ?? '-').padStart(7)} ms  score ${String(m.score ?? 'dead').padStart(7)}`);
-      }
-      console.log('stages:');
-      for (const s of report.stages) console.log(`  ${s.stage.padEnd(11)} ${String(Math.round(s.ms)).padStart(6)} ms  ${s.description}`);
       console.log(`modules loaded:  ${report.modules.loaded.join(' ')}`);
       console.log(`network:         ${report.network?.interface} ${report.network?.address} (${report.network?.method})`);
+      // The stages, ranking and timeline as hfk report shows them, and the boot drawn next to the report.
+      const reportFile = join(work, 'boot-report.json');
+      writeFileSync(reportFile, `${JSON.stringify(report, null, 2)}\n`);
+      say(`hfk report ${reportFile} --svg ${join(work, 'boot-timeline.svg')}`);
+      process.stdout.write(execFileSync(NODE, [HFK, 'report', reportFile, '--svg', join(work, 'boot-timeline.svg')], { encoding: 'utf8' }));
     } finally {
       await vm.stop();
     }

@@ -6,17 +6,20 @@ import { diffCommand } from './commands/diff.ts';
 import { gcCommand } from './commands/gc.ts';
 import { getCommand } from './commands/get.ts';
 import { keygen } from './commands/keygen.ts';
+import { listCommand } from './commands/list.ts';
 import { mkinitrdCommand } from './commands/mkinitrd.ts';
 import { mirrorsCommand } from './commands/mirrors.ts';
 import { mountCommand, umountCommand } from './commands/mount.ts';
+import { promoteCommand } from './commands/promote.ts';
 import { publishCommand } from './commands/publish.ts';
+import { reportCommand } from './commands/report.ts';
 import { serveCommand } from './commands/serve.ts';
 import { verifyCommand } from './commands/verify.ts';
 
 declare const HFK_VERSION: string;
 export const VERSION = typeof HFK_VERSION === 'string' ? HFK_VERSION : 'dev';
 
-export const COMMANDS: Command[] = [keygen, publishCommand, verifyCommand, diffCommand, gcCommand, serveCommand, mirrorsCommand, getCommand, mountCommand, umountCommand, mkinitrdCommand];
+export const COMMANDS: Command[] = [keygen, publishCommand, verifyCommand, diffCommand, gcCommand, listCommand, promoteCommand, serveCommand, mirrorsCommand, getCommand, mountCommand, umountCommand, mkinitrdCommand, reportCommand];
 
 function overview(): string {
   const w = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;

@@ -88,10 +88,11 @@ describe('parseConfig', () => {
   });
 
   const bad: [string, string][] = [
-    ['imag: debian\n', "hfk.yaml:1: unknown key 'imag' (allowed here: image, mirrors, mirrorlist, proxy, key, cache, init, fetch)"],
+    ['imag: debian\n', "hfk.yaml:1: unknown key 'imag' (allowed here: image, mirrors, mirrorlist, proxy, noProxy, netrc, key, cache, init, fetch)"],
     ['cache:\n  memory: 1M\n  maxsize: 2G\n', "hfk.yaml:3: unknown key 'cache.maxsize' (allowed here: memory, dir, maxSize)"],
     ['init:\n  modules: []\n  extra: 1\n', "hfk.yaml:3: unknown key 'init.extra' (allowed here: cache, overlay, timeout, modules, break, reader)"],
-    ['init:\n  reader:\n    jit: baseline\n', "hfk.yaml:3: unknown key 'init.reader.jit' (allowed here: readahead, prefetch, verifyThreads, cpuProfile)"],
+    ['init:\n  reader:\n    jit: baseline\n', "hfk.yaml:3: unknown key 'init.reader.jit' (allowed here: readahead, prefetch, verifyThreads, cpuProfile, metrics)"],
+    ['init:\n  reader:\n    metrics: localhost\n', 'hfk.yaml:3: init.reader.metrics: must be HOST:PORT, e.g. 127.0.0.1:9101 or [::1]:9101'],
     ['init:\n  reader:\n    readahead: far\n', "hfk.yaml:3: init.reader.readahead: 'far' is not a size like 268435456, 256M or 2G"],
     ['init:\n  reader:\n    verifyThreads: 17\n', 'hfk.yaml:3: init.reader.verifyThreads: 17 is not a whole number of threads from 0 to 16'],
     ['init:\n  reader:\n    cpuProfile: 1\n', 'hfk.yaml:3: init.reader.cpuProfile: 1 is not true or false'],

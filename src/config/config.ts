@@ -15,10 +15,11 @@ import { z } from 'zod';
 import { errnoCode, HfkError } from '../errors.ts';
 import { parseImageRef } from '../format/manifest.ts';
 import { normalizeBaseUrl } from '../store/http.ts';
+import { redactUrl } from '../store/auth.ts';
 import { DEFAULT_BUDGET } from '../store/budget.ts';
 import { parseSize } from '../util/size.ts';
 import { STAGES, type StageName } from './stages.ts';
-import { MAX_VERIFY_THREADS } from '../reader/spec.ts';
+import { ListenAddress, MAX_VERIFY_THREADS } from '../reader/spec.ts';
 
 export const DEFAULT_CONFIG_PATH = '/etc/hfk/hfk.yaml';
 
@@ -50,7 +51,7 @@ function httpUrlProblem(text: string, options: { base?: boolean } = {}): string 
 export const MirrorUrl = z.unknown().transform((v, ctx) => {
   if (typeof v !== 'string') return bad(ctx, v, 'is not a URL (a string like http://mirror.example/hfk/)');
   const problem = httpUrlProblem(v.trim());
-  if (problem) return bad(ctx, v, problem);
+  if (problem) return bad(ctx, redactUrl(v), problem);
   return normalizeBaseUrl(v.trim(), 'mirror');
 });
 
@@ -58,8 +59,14 @@ export const MirrorUrl = z.unknown().transform((v, ctx) => {
 export const ProxyUrl = z.unknown().transform((v, ctx) => {
   if (typeof v !== 'string') return bad(ctx, v, 'is not a proxy URL (http://HOST:PORT)');
   const problem = httpUrlProblem(v.trim());
-  if (problem) return bad(ctx, v, problem.replace('URL', 'proxy URL'));
+  if (problem) return bad(ctx, redactUrl(v), problem.replace('URL', 'proxy URL'));
   return v.trim();
+});
+
+/** One no_proxy entry: a host name or suffix, '*', an IP or a CIDR range, with an optional :PORT. */
+export const NoProxyEntry = z.unknown().transform((v, ctx) => {
+  if (typeof v === 'string' && /^[A-Za-z0-9*.:\[\]\/_-]+$/.test(v.trim())) return v.trim();
+  return bad(ctx, v, "is not a host name, '.domain', '*', an IP or a CIDR range (with an optional :PORT)");
 });
 
 function pathProblem(text: string, relativeOk: boolean): string | undefined {
@@ -264,6 +271,11 @@ export const InitReader = z.strictObject({
    * for Chrome's DevTools or any .cpuprofile reader.
    */
   cpuProfile: Bool.default(false),
+  /**
+   * Serve the reader's Prometheus metrics on HOST:PORT (/metrics) for the
+   * life of the system, e.g. 0.0.0.0:9101. Default: off.
+   */
+  metrics: ListenAddress.optional(),
 });
 export type InitReader = z.output<typeof InitReader>;
 
@@ -276,8 +288,15 @@ export const Config = z.strictObject({
   mirrors: z.array(MirrorUrl).default([]),
   /** A URL or file with more mirrors, one per line. */
   mirrorlist: mirrorListSource(true).optional(),
-  /** HTTP proxy for every request. */
+  /**
+   * HTTP proxy for every request; wins over http_proxy/https_proxy/all_proxy
+   * in the environment (which hfk reads as curl does when this is unset).
+   */
   proxy: ProxyUrl.optional(),
+  /** Hosts reached directly, not through the proxy (replaces no_proxy): names (and the names under them), '*', IPs, CIDR ranges, each with an optional :PORT. */
+  noProxy: z.array(NoProxyEntry).optional(),
+  /** A netrc file with logins for mirrors given without credentials (default: ~/.netrc if it exists). */
+  netrc: z.string().min(1).optional(),
   /** The publisher's public key (inline or a .pub path). */
   key: keySource(true).optional(),
   cache: z
@@ -426,6 +445,7 @@ function resolvePaths(c: Config, file: string): Config {
     ...c,
     ...(c.key !== undefined ? { key: isPath(c.key) ? abs(c.key) : c.key } : {}),
     ...(c.mirrorlist !== undefined ? { mirrorlist: isUrl(c.mirrorlist) ? c.mirrorlist : abs(c.mirrorlist) } : {}),
+    ...(c.netrc !== undefined ? { netrc: abs(c.netrc) } : {}),
     cache: { ...c.cache, ...(c.cache.dir !== undefined ? { dir: abs(c.cache.dir) } : {}) },
   };
 }
@@ -500,9 +520,9 @@ export function parseMirrorList(text: string, source: string): string[] {
     const line = lines[i]!.replace(/(^|\s)#.*$/, '').trim();
     if (line === '') continue;
     const where = `${source}:${i + 1}`;
-    if (/\s/.test(line)) throw new MirrorListError(source, `${where}: '${line}' is more than one URL: give one mirror per line`);
+    if (/\s/.test(line)) throw new MirrorListError(source, `${where}: '${redactUrl(line)}' is more than one URL: give one mirror per line`);
     const problem = httpUrlProblem(line);
-    if (problem) throw new MirrorListError(source, `${where}: '${line}' ${problem}`);
+    if (problem) throw new MirrorListError(source, `${where}: '${redactUrl(line)}' ${problem}`);
     const url = normalizeBaseUrl(line, where);
     if (!seen.has(url)) {
       seen.add(url);

@@ -5,6 +5,7 @@
 
 import { ReadThroughCache } from '../source/cache.ts';
 import type { DiskCache } from '../source/diskcache.ts';
+import { FailureLog } from '../source/failurelog.ts';
 import { MirrorGroup, type GroupOptions } from '../source/group.ts';
 import type { Mirror } from '../source/mirror.ts';
 import { Retrying, type RetryOptions } from '../source/retry.ts';
@@ -41,8 +42,12 @@ export interface SourceOptions extends Omit<GroupOptions, 'owns'>, Omit<RetryOpt
 
 /** The block source for one image: read-through disk cache → retries (hard or soft) → mirror group. */
 export function blockSource(o: SourceOptions): BlockSource {
-  const { mirrors, disk, mode, owns, hedge, minHedgeMs, explore, ...retry } = o;
+  const { mirrors, disk, mode, owns, hedge, minHedgeMs, explore, failures, observe, timeline, ...retry } = o;
   const group = new MirrorGroup(mirrors, {
+    // Mirror failures go to the same log as the retries, once per mirror a minute.
+    failures: failures ?? (retry.log ? new FailureLog(retry.log) : undefined),
+    ...(observe ? { observe } : {}),
+    ...(timeline ? { timeline } : {}),
     ...(hedge !== undefined ? { hedge } : {}),
     ...(minHedgeMs !== undefined ? { minHedgeMs } : {}),
     ...(explore !== undefined ? { explore } : {}),

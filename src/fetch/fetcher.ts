@@ -49,6 +49,7 @@ export interface FetcherOptions {
 export interface FetcherStats extends SourceStats {
   image: { name: string; version: number; size: number; blockSize: number; blocks: number };
   memoryHits: number;
+  memoryMisses: number;
   zeroBlocks: number;
   /** Reads that joined a fetch already under way. */
   sharedFetches: number;
@@ -342,6 +343,7 @@ export class BlockFetcher {
       ...sources,
       ...this.counters,
       memoryHits: this.o.memory.hits,
+      memoryMisses: this.o.memory.misses,
       inFlight: this.inflight.size,
       memory: { bytes: this.o.memory.size, limitBytes: this.o.memory.limit, blocks: this.o.memory.count, backing: this.o.memory.backing },
       buffers: this.pool ? { madeBytes: this.pool.made, idleBytes: this.pool.idleBytes } : null,

@@ -17,6 +17,9 @@ import { DiskCache } from '../source/diskcache.ts';
 import type { GroupOptions } from '../source/group.ts';
 import { Mirror } from '../source/mirror.ts';
 import { normalizeLocation, Origins } from '../source/origin.ts';
+import { splitCredentials } from '../store/auth.ts';
+import type { NetrcEntry } from '../store/netrc.ts';
+import { anyProxy, type ProxySetting } from '../store/proxy.ts';
 import type { HealthOptions } from '../source/score.ts';
 import { makeVerifier, type Verifier } from '../source/verifier.ts';
 import type { BlockFetcher, FetcherOptions } from './fetcher.ts';
@@ -41,7 +44,9 @@ export interface MirrorOptions {
 export interface OpenImageOptions {
   /** Mirror base URLs (or store folders), in the order to try before any ranking. */
   mirrors: readonly string[];
-  proxy?: string | undefined;
+  proxy?: ProxySetting | undefined;
+  /** netrc logins for mirrors given without credentials. */
+  netrc?: readonly NetrcEntry[] | undefined;
   name: string;
   version?: number | undefined;
   key: PublicKey;
@@ -76,11 +81,12 @@ export interface MirrorSeed {
 /** Mirrors for these URLs (or folders), each with its client from one Origins; close() releases them all. */
 export function openMirrors(
   urls: readonly string[],
-  o: { proxy?: string | undefined; lookup?: LookupFunction | undefined; mirrorOptions?: MirrorOptions | undefined; verifier?: Verifier } = {},
+  o: { proxy?: ProxySetting | undefined; netrc?: readonly NetrcEntry[] | undefined; lookup?: LookupFunction | undefined; mirrorOptions?: MirrorOptions | undefined; verifier?: Verifier } = {},
 ): { mirrors: Mirror[]; origins: Origins; close(): Promise<void> } {
   const m = o.mirrorOptions ?? {};
   const origins = new Origins({
     proxy: o.proxy,
+    netrc: o.netrc,
     lookup: o.lookup,
     ...(m.connections ? { connections: m.connections } : {}),
     ...(m.pipelining ? { pipelining: m.pipelining } : {}),
@@ -91,9 +97,14 @@ export function openMirrors(
     ...(m.graceMs ? { graceMs: m.graceMs } : {}),
   });
   const capacity = (m.connections ?? 4) * (m.pipelining ?? 8);
-  const unique = [...new Set(urls.map((u) => normalizeLocation(u)))];
-  const mirrors = unique.map(
-    (u) => new Mirror(u, origins.open(u), { capacity, ...(o.verifier ? { verifier: o.verifier } : {}), ...(m.health ? { health: m.health } : {}) }),
+  // A mirror is named by its URL without credentials (Origins sends them): logs and reports never show them.
+  const unique = new Map<string, string>();
+  for (const u of urls.map((x) => normalizeLocation(x))) {
+    const name = splitCredentials(u).url;
+    if (!unique.has(name)) unique.set(name, u);
+  }
+  const mirrors = [...unique].map(
+    ([name, u]) => new Mirror(name, origins.open(u), { capacity, ...(o.verifier ? { verifier: o.verifier } : {}), ...(m.health ? { health: m.health } : {}) }),
   );
   return { mirrors, origins, close: () => origins.close() };
 }
@@ -113,7 +124,7 @@ export class ImageOpener {
   constructor(o: OpenImageOptions) {
     this.o = o;
     this.verifier = makeVerifier(o.verifyThreads ?? 0);
-    const opened = openMirrors(o.mirrors, { proxy: o.proxy, lookup: o.lookup, mirrorOptions: o.mirrorOptions, verifier: this.verifier });
+    const opened = openMirrors(o.mirrors, { proxy: o.proxy, netrc: o.netrc, lookup: o.lookup, mirrorOptions: o.mirrorOptions, verifier: this.verifier });
     this.origins = opened.origins;
     this.mirrors = opened.mirrors;
   }
@@ -158,7 +169,7 @@ export class ImageOpener {
         name: this.o.name,
         key: this.o.key,
         manifests: this.manifests,
-        viaProxy: Boolean(this.o.proxy),
+        viaProxy: anyProxy(this.o.proxy),
         ...this.o.rank,
         ...options,
         ...(own ? { signal: own.signal } : {}),

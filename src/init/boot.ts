@@ -27,6 +27,7 @@ import { ModuleDb } from './modalias.ts';
 import { formatNetworkReport, type NetworkOptions, type NetworkReport } from './network.ts';
 import { formatProbeReport, type ProbeOptions, type ProbeReport } from './probe.ts';
 import { type CommandRunner, commandFailure, type Logger, step, type Step } from './steps.ts';
+import { redactUrl } from '../store/auth.ts';
 
 // The settings of the boot's block reader: init.reader in hfk.yaml (see
 // InitReader in src/config/config.ts, where the defaults live), and the
@@ -258,7 +259,7 @@ export const readConfig: Step<BootContext, void> = step('config', 'read the kern
       hint: 'add hfk.key=BASE64 (from PREFIX.pub) to the kernel command line, or build the initrd with hfk mkinitrd --key PREFIX.pub',
     });
   }
-  sys.log.info(`image ${settings.image.name}${settings.image.version ? `@${settings.image.version}` : ''}, key ${state.key.id}, ${settings.mirrors.length} mirrors${settings.mirrorlist ? ` + list ${settings.mirrorlist}` : ''}${settings.proxy ? `, proxy ${settings.proxy}` : ''}`);
+  sys.log.info(`image ${settings.image.name}${settings.image.version ? `@${settings.image.version}` : ''}, key ${state.key.id}, ${settings.mirrors.length} mirrors${settings.mirrorlist ? ` + list ${redactUrl(settings.mirrorlist)}` : ''}${settings.proxy ? `, proxy ${redactUrl(settings.proxy)}` : ''}`);
 });
 
 export const probe: Step<BootContext, void> = step('probe', 'probe hardware: load modules for every device (modalias), then hfk\'s', async ({ sys, state }) => {
@@ -410,6 +411,7 @@ export const fuse: Step<BootContext, void> = step('fuse', 'start the block reade
     // On the reader's main thread by default: with object digests a worker thread costs more than it saves on small machines.
     verifyThreads: s.config.init.reader.verifyThreads,
     cpuProfile: s.config.init.reader.cpuProfile,
+    ...(s.config.init.reader.metrics ? { metrics: s.config.init.reader.metrics } : {}),
     info: { bootRanking: state.ranking, manifestFrom: state.image!.from },
   };
   sys.writeFile(PATHS.readerSpec, JSON.stringify(spec));

@@ -27,6 +27,7 @@ import type { NetworkReport } from './network.ts';
 import { planProbe, type ProbeReport } from './probe.ts';
 import { type CommandResult, formatCommand, type Logger, spawnRunner, type Step } from './steps.ts';
 import { kernelRelease, procCmdline } from './system.ts';
+import { redactUrl } from '../store/auth.ts';
 
 interface Check {
   stage: string;
@@ -349,9 +350,9 @@ function fill(r: DryRunReport, state: BootState, sys: RecordingSystem | undefine
   if (s && state.key) {
     r.settings = {
       image: `${s.image.name}${s.image.version ? `@${s.image.version}` : ''}`,
-      mirrors: s.mirrors,
-      mirrorlist: s.mirrorlist ?? null,
-      proxy: s.proxy ?? null,
+      mirrors: s.mirrors.map(redactUrl),
+      mirrorlist: s.mirrorlist ? redactUrl(s.mirrorlist) : null,
+      proxy: s.proxy ? redactUrl(s.proxy) : null,
       key: state.key.id,
       cache: formatMountSource(s.cache),
       overlay: formatMountSource(s.overlay),

@@ -193,6 +193,7 @@ describe('bringUpNetwork', () => {
       }),
     );
     expect(commands).toEqual([
+      'ip link set lo up', // the loopback first: 127.0.0.1 exists only once it is up
       'ip link set eth0 up',
       'udhcpc -i eth0 -f -n -q -t 2 -T 3 -s /usr/share/udhcpc/default.script',
       'ip addr show dev eth0',
@@ -216,7 +217,7 @@ describe('bringUpNetwork', () => {
     const report = await bringUpNetwork(options(root, { mode: 'dhcp', dns: [] }, { ...time, run }));
     expect(report.interface).toBe('eth0');
     expect(report.waitInterfaceMs).toBe(400);
-    expect(commands[0]).toBe('ip link set eth0 up');
+    expect(commands.slice(0, 2)).toEqual(['ip link set lo up', 'ip link set eth0 up']);
   });
 
   test('no interface: names the loaded modules and the virtual interfaces', async () => {
@@ -242,7 +243,7 @@ describe('bringUpNetwork', () => {
     const { commands, run } = fakeRunner(root);
     const report = await bringUpNetwork(options(root, { mode: 'dhcp', device: 'br0', dns: [] }, { run }));
     expect(report.interface).toBe('br0');
-    expect(commands.slice(0, 2)).toEqual(['ip link set br0 up', 'udhcpc -i br0 -f -n -q -t 2 -T 3 -s /usr/share/udhcpc/default.script']);
+    expect(commands.slice(0, 3)).toEqual(['ip link set lo up', 'ip link set br0 up', 'udhcpc -i br0 -f -n -q -t 2 -T 3 -s /usr/share/udhcpc/default.script']);
   });
 
   test('no carrier', async () => {
@@ -251,7 +252,7 @@ describe('bringUpNetwork', () => {
     const e = await networkError(bringUpNetwork(options(root, { mode: 'dhcp', dns: [] }, { run, timeoutMs: 2500 })));
     expect(e.code).toBe('E_NO_CARRIER');
     expect(e.message).toBe('no carrier on eth0, eth1 after 2.5 s: the link is down');
-    expect(commands).toEqual(['ip link set eth0 up', 'ip link set eth1 up']);
+    expect(commands).toEqual(['ip link set lo up', 'ip link set eth0 up', 'ip link set eth1 up']);
   });
 
   test('DHCP fails on one interface: the next one with carrier is tried', async () => {
@@ -299,6 +300,7 @@ describe('bringUpNetwork', () => {
       options(root, { mode: 'static', address: '10.0.2.15', prefix: 24, netmask: '255.255.255.0', gateway: '10.0.2.2', device: 'eth1', dns: ['10.0.2.3', '1.1.1.1'] }, { run }),
     );
     expect(commands).toEqual([
+      'ip link set lo up',
       'ip link set eth1 up',
       'ip addr add 10.0.2.15/24 dev eth1',
       'ip route add default via 10.0.2.2 dev eth1',

@@ -260,7 +260,9 @@ export async function bringUpNetwork(options: NetworkOptions): Promise<NetworkRe
   }
   log?.debug(`network interfaces: ${candidates.join(', ')}`);
 
-  // 2. links up
+  // 2. links up; the loopback too (it has 127.0.0.1 only once up): a reader may serve metrics there
+  const lo = await run(['ip', 'link', 'set', 'lo', 'up'], { timeoutMs: 10_000 });
+  if (lo.code !== 0) log?.warn(`cannot bring the loopback up: ${commandFailure(['ip', 'link', 'set', 'lo', 'up'], lo)}`);
   for (const name of candidates) {
     const argv = ['ip', 'link', 'set', name, 'up'];
     const r = await run(argv, { timeoutMs: 10_000 });

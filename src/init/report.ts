@@ -8,6 +8,15 @@ import { writeFileAtomicSync } from '../util/atomic.ts';
 import type { BootState } from './boot.ts';
 import type { StepRecord } from './steps.ts';
 
+/** Blocks over time and mirror switches (source/timeline.ts TimelineSnapshot). */
+export const BootTimeline = z.object({
+  startMs: z.number(),
+  bucketMs: z.number().positive(),
+  blocks: z.array(z.number()),
+  bytes: z.array(z.number()),
+  switches: z.array(z.object({ atMs: z.number(), from: z.string().nullable(), to: z.string() })),
+});
+
 export const BootReport = z.object({
   format: z.literal('hfk-boot-report/1'),
   ok: z.boolean(),
@@ -32,6 +41,11 @@ export const BootReport = z.object({
   fetched: z.object({ bytes: z.number(), blocks: z.number(), memoryHits: z.number(), diskHits: z.number() }).nullable(),
   cache: z.string().nullable(),
   warnings: z.array(z.string()),
+  /**
+   * The reader's blocks over time and mirror switches at switch_root (ms of
+   * uptime, as uptime.initStart; source/timeline.ts). Absent in older reports.
+   */
+  timeline: BootTimeline.nullable().optional(),
 });
 export type BootReport = z.infer<typeof BootReport>;
 
@@ -41,10 +55,12 @@ export function makeReport(
   o: { kernelRelease: string; switchRootUptime: number | null; failure?: { stage: string; code: string; message: string; hint: string | null } },
 ): BootReport {
   let fetched: BootReport['fetched'] = null;
+  let timeline: BootReport['timeline'] = null;
   if (state.reader) {
     try {
       const s = JSON.parse(fs.readFileSync(`${state.reader.mountpoint}/.hfk/stats.json`, 'utf8')) as Record<string, number>;
       fetched = { bytes: s.bytesFetched ?? 0, blocks: s.blocksFetched ?? 0, memoryHits: s.memoryHits ?? 0, diskHits: s.diskHits ?? 0 };
+      timeline = BootTimeline.safeParse((s as Record<string, unknown>).timeline).data ?? null; // a bad one must not cost the report
     } catch {
       fetched = null;
     }
@@ -88,6 +104,7 @@ export function makeReport(
     fetched,
     cache: state.cacheDir ?? null,
     warnings: [...state.warnings, ...(state.probe?.warnings ?? [])],
+    timeline,
   });
 }
 

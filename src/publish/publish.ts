@@ -14,16 +14,16 @@ import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { type Codec, DEFAULT_LEVEL, isValidBlockSize, LEVEL_RANGE } from '../format/codec.ts';
-import { MissingError, StoreError, UsageError } from '../errors.ts';
+import { StoreError, UsageError } from '../errors.ts';
 import { detectFilesystem, FSTYPE_PROBE_BYTES, type Filesystem } from '../format/fstype.ts';
 import type { PrivateKey } from '../format/keys.ts';
-import { blockPath, manifestFile, manifestPath, pointerPath } from '../format/layout.ts';
-import { blockCountFor, type BootProfile, encodeManifest, encodePointer, fromRuns, type Manifest, ManifestHeader, manifestDigest, toRuns } from '../format/manifest.ts';
-import { readManifest } from '../store/images.ts';
+import { blockPath, manifestPath } from '../format/layout.ts';
+import { blockCountFor, type BootProfile, fromRuns, type Manifest, ManifestHeader, toRuns } from '../format/manifest.ts';
 import type { StoreWriter } from '../store/store.ts';
 import { chunkSizeFor, openInput } from './input.ts';
 import { BufferPool } from '../util/bufpool.ts';
 import { transferable } from '../util/transfer.ts';
+import { defaultCreated, nextVersion, sameAsLatest, type WrittenVersion, writeVersion } from './version.ts';
 import { publishPool } from './worker.ts';
 
 export interface PublishOptions {
@@ -51,6 +51,12 @@ export interface PublishProgress {
 
 export interface PublishResult {
   name: string;
+  /**
+   * The image is the latest version over again (same blocks, codec, profile,
+   * key): no manifest was written and the pointer was left alone; `version`
+   * and `manifest` are the latest's.
+   */
+  unchanged: boolean;
   version: number;
   previousVersion: number | null;
   manifest: string;
@@ -98,12 +104,6 @@ export function checkPublishOptions(o: Pick<PublishOptions, 'blockSize' | 'codec
   return level;
 }
 
-function defaultCreated(): Date {
-  const epoch = process.env.SOURCE_DATE_EPOCH;
-  if (epoch && /^\d+$/.test(epoch)) return new Date(Number(epoch) * 1000);
-  return new Date();
-}
-
 async function syncFilesystem(dir: string): Promise<void> {
   // syncfs(2) through coreutils: one call flushes every object just written.
   await promisify(execFile)('sync', ['-f', dir]).catch(() => promisify(execFile)('sync', []).catch(() => {}));
@@ -123,15 +123,8 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
   const createdDirs: string[] = []; // fan-out folders this run made; removed on failure
   try {
     // The previous version, if any: its pointer gives the number to follow.
-    let previous: { version: number; sha256: string } | null = null;
-    try {
-      const prev = await readManifest(o.store, o.name, undefined, null);
-      previous = { version: prev.manifest.header.version, sha256: prev.digest };
-    } catch (e) {
-      if (!(e instanceof MissingError)) throw e;
-    }
-    const versions = await o.store.listVersions(o.name);
-    const version = Math.max(previous?.version ?? 0, ...versions, 0) + 1;
+    const { latest, version } = await nextVersion(o.store, o.name);
+    const previous = latest && { version: latest.manifest.header.version, sha256: latest.digest };
 
     const blockCount = blockCountFor(input.size, o.blockSize);
     const blocks: (string | null)[] = new Array(blockCount);
@@ -237,16 +230,15 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
       objectSizes: sizes,
       objectDigests: digests,
     };
-    const bytes = encodeManifest(manifest, o.key);
-    const digest = manifestDigest(bytes);
-    await syncFilesystem(o.store.root);
-    await o.store.write(manifestPath(o.name, version), bytes, { fsync: true });
-    created.push(manifestPath(o.name, version));
-    await o.store.write(
-      pointerPath(o.name),
-      encodePointer({ format: 'hfk-pointer/1', name: o.name, version, manifest: manifestFile(version), sha256: digest, size: bytes.length }),
-      { fsync: true },
-    );
+    // The latest version over again: nothing to write (blocks it lacked, if any, stay: it references them).
+    const unchanged = latest !== null && sameAsLatest(manifest, latest, o.key);
+    let out: WrittenVersion;
+    if (unchanged) {
+      out = { manifest: manifestPath(o.name, latest.manifest.header.version), sha256: latest.digest, bytes: 0 };
+    } else {
+      await syncFilesystem(o.store.root);
+      out = await writeVersion(o.store, manifest, o.key);
+    }
     created.length = 0; // published: nothing to roll back
     createdDirs.length = 0;
 
@@ -256,16 +248,17 @@ export async function publish(o: PublishOptions): Promise<PublishResult> {
     const cpu = process.cpuUsage(cpu0);
     return {
       name: o.name,
-      version,
-      previousVersion: previous?.version ?? null,
-      manifest: manifestPath(o.name, version),
-      manifestSha256: digest,
+      unchanged,
+      version: unchanged ? latest.manifest.header.version : version,
+      previousVersion: (unchanged ? latest.manifest.header.previous : previous)?.version ?? null,
+      manifest: out.manifest,
+      manifestSha256: out.sha256,
       image: { path: input.path, kind: input.kind, size: input.size, filesystem },
       blockSize: o.blockSize,
       codec: o.codec,
       level,
       blocks: { total: blockCount, zero: stats.zero, unique: sizes.size, new: stats.new, reused: stats.reused },
-      bytes: { image: input.size, newData: stats.newData, written: stats.written, manifest: bytes.length, stored },
+      bytes: { image: input.size, newData: stats.newData, written: stats.written, manifest: out.bytes, stored },
       compressionRatio: stats.written ? stats.newData / stats.written : 1,
       dedupRatio: uniqueData ? input.size / Math.min(uniqueData, input.size) : 1,
       seconds: (performance.now() - t0) / 1000,

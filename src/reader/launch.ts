@@ -10,6 +10,7 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import { clientFor } from '../source/origin.ts';
+import type { ProxySetting } from '../store/proxy.ts';
 import type { ReaderSpec, ReadyMessage } from './spec.ts';
 
 export interface SpawnReaderOptions {
@@ -106,7 +107,7 @@ export function readerEnv(env: NodeJS.ProcessEnv, cpuinfo: () => string = procCp
 export type ReaderJit = 'baseline' | 'full';
 
 /** The JIT a reader of these mirrors should run with (see ReaderJit). */
-export function jitForMirrors(mirrors: readonly string[], proxy?: string): ReaderJit {
+export function jitForMirrors(mirrors: readonly string[], proxy?: ProxySetting): ReaderJit {
   return mirrors.some((u) => clientFor(u, proxy) === 'undici') ? 'full' : 'baseline';
 }
 

@@ -95,9 +95,12 @@ export async function runReader(
     cacheDir = '.';
     if (trustAbs?.startsWith(`${abs}/`)) trustFile = path.relative(abs, trustAbs);
   }
+  // Loaded only when asked for: the boot's reader starts faster without it.
+  const metrics = spec.metrics ? (await import('./metrics.ts')).readerMetrics() : undefined;
   const common = {
     mirrors: spec.mirrors,
     proxy: spec.proxy,
+    netrc: spec.netrc,
     key,
     cacheDir,
     ...(spec.cacheBytes ? { cacheBytes: spec.cacheBytes } : {}),
@@ -113,6 +116,7 @@ export async function runReader(
     ...(spec.verifyThreads !== undefined ? { verifyThreads: spec.verifyThreads } : {}),
     mirrorOptions: { ...spec.transfer, ...(spec.connections !== undefined ? { connections: spec.connections } : {}) },
     ...(spec.softTimeoutMs ? { softTimeoutMs: spec.softTimeoutMs } : {}),
+    ...(metrics ? { group: { observe: metrics.observe } } : {}),
     log,
   };
   let opened: { fetcher: BlockFetcher; close(): Promise<void> };
@@ -149,6 +153,11 @@ export async function runReader(
   const h = opened.fetcher.manifest.header;
   const tMounted = performance.now();
   log(`reader: ${h.name} v${h.version} ${sup?.resumeManifest ? 'taken over' : 'mounted'} on ${m.mountpoint} in ${Math.round(tMounted - t0)} ms (image opened in ${Math.round(tOpened - t0)} ms, FUSE mount ${Math.round(tMounted - tOpened)} ms; process up ${(process.uptime()).toFixed(1)} s)`);
+  let served: { close(): Promise<void> } | undefined;
+  if (metrics && spec.metrics) {
+    metrics.stats = () => opened.fetcher.stats();
+    served = (await import('./metrics.ts')).serveMetrics(metrics, spec.metrics, log);
+  }
   // A boot profile in the manifest: fetch those blocks now, before they are asked for.
   if (!sup?.resumeManifest) void opened.fetcher.prefetchProfile();
   // hfk mount: SIGTERM/SIGINT unmount lazily and exit. The init's reader
@@ -156,6 +165,7 @@ export async function runReader(
   if (options.unmountOnSignals) unmountOnSignals(m);
   ready({ ready: true, pid: process.pid, mountpoint: m.mountpoint, image: h.name, version: h.version, size: h.imageSize, ...(ranking ? { ranking } : {}) });
   const end = await m.done;
+  await served?.close();
   await opened.close();
   if (end.reason === 'failed') log(`reader: session ended: ${end.error?.message ?? 'unknown error'}`);
 }

@@ -9,16 +9,31 @@ import { HfkError } from '../errors.ts';
 import type { Ranking } from '../fetch/rank.ts';
 import { ImageName } from '../format/manifest.ts';
 
-/** Everything a background reader needs, handed over as a JSON file. */
 /** The most worker threads that may verify blocks (config init.reader.verifyThreads, hfk mount --verify-threads). */
 export const MAX_VERIFY_THREADS = 16;
 
+/** Where a metrics endpoint listens: HOST:PORT, an IPv6 host in brackets ([::1]:9101). */
+export const ListenAddress = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be HOST:PORT, e.g. 127.0.0.1:9101 or [::1]:9101')
+  .refine((a) => splitListen(a).port <= 65535, 'the port must be from 0 to 65535');
+
+/** HOST:PORT as a host (brackets of an IPv6 address taken off) and a port. */
+export function splitListen(addr: string): { host: string; port: number } {
+  const i = addr.lastIndexOf(':');
+  return { host: addr.slice(0, i).replace(/^\[(.*)\]$/, '$1'), port: Number(addr.slice(i + 1)) };
+}
+
+/** Everything a background reader needs, handed over as a JSON file. */
 export const ReaderSpec = z.strictObject({
   mountpoint: z.string().min(1),
   name: ImageName,
   version: z.number().int().positive().optional(),
   mirrors: z.array(z.string()).min(1),
-  proxy: z.string().optional(),
+  /** One proxy for every request, or per-scheme proxies and no_proxy hosts (src/store/proxy.ts). */
+  proxy: z.union([z.string(), z.strictObject({ http: z.string().optional(), https: z.string().optional(), noProxy: z.array(z.string()).optional() })]).optional(),
+  /** netrc logins for mirrors given without credentials (src/store/netrc.ts). */
+  netrc: z.array(z.strictObject({ machine: z.string().optional(), login: z.string().optional(), password: z.string().optional() })).optional(),
   /** The pinned public key, base64 of its 32 bytes. */
   key: z.string(),
   /** A manifest file already fetched and checked (the init's): no second ranking or download. */
@@ -52,6 +67,8 @@ export const ReaderSpec = z.strictObject({
   info: z.record(z.string(), z.unknown()).optional(),
   /** For developers: the reader process (daemon.ts) profiles its main thread; SIGUSR2 writes reader.cpuprofile. */
   cpuProfile: z.boolean().optional(),
+  /** Serve Prometheus metrics of this reader on HOST:PORT (/metrics). */
+  metrics: ListenAddress.optional(),
 });
 export type ReaderSpec = z.input<typeof ReaderSpec>;
 

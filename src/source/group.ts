@@ -9,8 +9,13 @@
 // One pass only: retrying rounds is the Retrying decorator's job.
 
 import { AbortedError, BrokenError, type HfkError, MissingError } from '../errors.ts';
+import type { FailureLog } from './failurelog.ts';
 import type { Mirror } from './mirror.ts';
-import { asSourceError, type Block, type BlockRequest, type BlockSource, failureKind, type SourceStats, blockName } from './source.ts';
+import { asSourceError, type Block, type BlockRequest, type BlockSource, type FailureKind, failureKind, type SourceStats, blockName } from './source.ts';
+import { Timeline } from './timeline.ts';
+
+/** One request to one mirror, as it ended: how long it took (verification included), and how. */
+export type MirrorObserver = (mirror: string, ms: number, outcome: 'ok' | FailureKind) => void;
 
 export interface GroupOptions {
   /** Ask a second mirror when one is slow (default true). */
@@ -21,12 +26,21 @@ export interface GroupOptions {
   explore?: number;
   /** Released after the mirrors on close (their verifier, their origins' shared dispatcher). */
   owns?: { close(): Promise<void> }[];
+  /** Where failures, corrupt blocks and failovers are said (rate-limited). */
+  failures?: FailureLog | undefined;
+  /** Told of every request to a mirror (metrics). */
+  observe?: MirrorObserver | undefined;
+  /** Records blocks over time and mirror switches (default: one of its own). */
+  timeline?: Timeline;
 }
 
 export class MirrorGroup implements BlockSource {
   readonly mirrors: readonly Mirror[];
   readonly location: string;
-  private readonly o: Required<Omit<GroupOptions, 'owns'>>;
+  private readonly o: Required<Omit<GroupOptions, 'owns' | 'failures' | 'observe' | 'timeline'>>;
+  private readonly failures: FailureLog | undefined;
+  private readonly observe: MirrorObserver | undefined;
+  private readonly timeline: Timeline;
   private readonly owns: { close(): Promise<void> }[];
   private readonly requests = new Set<AbortController>();
   private closed = false;
@@ -36,8 +50,12 @@ export class MirrorGroup implements BlockSource {
   constructor(mirrors: readonly Mirror[], options: GroupOptions = {}) {
     this.mirrors = mirrors;
     this.location = mirrors.length === 1 ? mirrors[0]!.url : `${mirrors.length} mirrors`;
-    this.o = { hedge: true, minHedgeMs: 40, explore: 0.02, ...options };
-    this.owns = options.owns ?? [];
+    const { owns, failures, observe, timeline, ...o } = options;
+    this.o = { hedge: true, minHedgeMs: 40, explore: 0.02, ...o };
+    this.owns = owns ?? [];
+    this.failures = failures;
+    this.observe = observe;
+    this.timeline = timeline ?? new Timeline();
   }
 
   /**
@@ -81,6 +99,7 @@ export class MirrorGroup implements BlockSource {
       let active = 0;
       let done = false;
       let hedgeTimer: NodeJS.Timeout | undefined;
+      let latest: Mirror | undefined; // the mirror asked last
       const controllers = new Set<AbortController>();
       const onAbort = () => finish(new AbortedError('read cancelled'));
       signal?.addEventListener('abort', onAbort, { once: true });
@@ -96,6 +115,7 @@ export class MirrorGroup implements BlockSource {
       const launch = (hedged: boolean) => {
         if (done || next >= order.length) return;
         const m = order[next++]!;
+        latest = m;
         if (hedged) this.counters.hedges++;
         else if (next > 1) this.counters.failovers++;
         active++;
@@ -103,17 +123,27 @@ export class MirrorGroup implements BlockSource {
         controllers.add(ac);
         this.requests.add(ac);
         if (this.closed) ac.abort();
+        const t0 = this.observe ? performance.now() : 0;
         m.get(req, ac.signal)
           .then((b) => {
+            this.observe?.(m.url, performance.now() - t0, 'ok');
             if (done) return req.pool?.put(b.data);
             this.counters.blocksFetched++;
             if (hedged) this.counters.hedgesWon++;
+            this.timeline.fetched(m.url, b.object?.length ?? b.data.length);
             finish(b, ac);
           })
           .catch((e: unknown) => {
+            const error = asSourceError(e, m.url);
+            const kind = failureKind(error);
+            this.observe?.(m.url, performance.now() - t0, kind);
             if (done) return;
-            errors.push(asSourceError(e, m.url));
+            errors.push(error);
             if (active === 1) launch(false); // nothing else running: fail over now
+            if (kind === 'broken' || kind === 'invalid') {
+              const to = latest !== m ? latest!.url : this.closed ? undefined : null;
+              this.failures?.note(m.url, kind === 'invalid' ? 'corrupt' : 'failed', error.message, to);
+            }
           })
           .finally(() => {
             active--;
@@ -137,12 +167,15 @@ export class MirrorGroup implements BlockSource {
     into.hedges += this.counters.hedges;
     into.hedgesWon += this.counters.hedgesWon;
     into.failovers += this.counters.failovers;
+    into.mirror = this.timeline.mirror;
+    into.timeline = this.timeline.snapshot();
     for (const m of this.mirrors) m.stats(into);
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.failures?.flush();
     for (const ac of this.requests) ac.abort();
     this.requests.clear();
     await Promise.all(this.mirrors.map((m) => m.close().catch(() => {})));

@@ -14,10 +14,15 @@ import { H1Origin } from '../store/h1.ts';
 import { HttpOrigin, makeDispatcher, normalizeBaseUrl, viaUndici } from '../store/http.ts';
 import { LocalStore } from '../store/local.ts';
 import { isUrl, type ReadOptions, type StoreReader } from '../store/store.ts';
+import { mirrorAuth, redactUrl } from '../store/auth.ts';
+import type { NetrcEntry } from '../store/netrc.ts';
+import { proxyFor, type ProxySetting } from '../store/proxy.ts';
 
 export interface OriginOptions {
-  /** HTTP proxy for every http(s) origin (plain HTTP is forwarded, so caching proxies cache). */
-  proxy?: string | undefined;
+  /** HTTP proxy for every http(s) origin, or rules per scheme and host (plain HTTP is forwarded, so caching proxies cache). */
+  proxy?: ProxySetting | undefined;
+  /** netrc logins for URLs given without credentials (src/store/netrc.ts). */
+  netrc?: readonly NetrcEntry[] | undefined;
   /** Keep-alive connections per origin (default 4). */
   connections?: number;
   /** Requests pipelined on each connection (default 8). */
@@ -38,7 +43,7 @@ export interface OriginOptions {
 export type OriginClient = 'hfk' | 'undici' | 'folder';
 
 /** Which client reads `location` with this proxy setting. */
-export function clientFor(location: string, proxy?: string): OriginClient {
+export function clientFor(location: string, proxy?: ProxySetting): OriginClient {
   if (!isUrl(location)) return 'folder';
   return viaUndici(location, proxy) ? 'undici' : 'hfk';
 }
@@ -51,7 +56,7 @@ export function normalizeLocation(location: string, what = 'mirror URL'): string
 
 /** The origins of one fetcher or command, sharing undici's dispatcher when they need one. */
 export class Origins {
-  readonly proxy: string | undefined;
+  readonly proxy: ProxySetting | undefined;
   private readonly o: OriginOptions;
   private dispatcher: Promise<Dispatcher> | undefined;
   private readonly opened = new Set<StoreReader>();
@@ -61,9 +66,13 @@ export class Origins {
     this.proxy = options.proxy || undefined;
   }
 
-  /** The client for one store location (a base URL or a folder). */
+  /**
+   * The client for one store location (a base URL or a folder). Credentials
+   * in the URL (or netrc's for its host) go to the client, not into its
+   * location: what names the origin in messages has none.
+   */
   open(location: string): StoreReader {
-    const where = normalizeLocation(location);
+    const { url: where, authorization } = mirrorAuth(normalizeLocation(location), this.o.netrc);
     const timeouts = this.timeouts();
     let origin: StoreReader;
     switch (clientFor(where, this.proxy)) {
@@ -79,10 +88,12 @@ export class Origins {
           ...(this.o.lookup ? { lookup: this.o.lookup } : {}),
           // A redirect to https: undici carries that hop, as part of this origin (errors name it, its mirror is booked).
           elsewhere: (url, options) => this.redirected(where).read(url, options),
+          proxied: (u) => proxyFor(u, this.proxy) !== undefined,
+          authorization,
         });
         break;
       case 'undici':
-        origin = new HttpOrigin(where, { dispatcher: this.shared(), ...timeouts });
+        origin = new HttpOrigin(where, { dispatcher: this.shared(), ...timeouts, authorization });
         break;
     }
     this.opened.add(origin);
@@ -131,13 +142,13 @@ export class Origins {
     const full = url ? new URL(location) : undefined;
     const base = full ? new URL('.', full).href : path.dirname(path.resolve(location));
     const file = full ? full.pathname.slice(full.pathname.lastIndexOf('/') + 1) : path.basename(location);
-    if (!file) throw new InputError(`${location} names a folder, not a file`);
+    if (!file) throw new InputError(`${redactUrl(location)} names a folder, not a file`);
     const name = full && full.protocol !== 'file:' ? file + full.search : file;
     const origin = this.open(base);
     try {
       return await origin.read(name, { fresh: true, ...options });
     } catch (e) {
-      if (e instanceof MissingError) throw new MissingError(e.source, `${location} does not exist`, { cause: e });
+      if (e instanceof MissingError) throw new MissingError(e.source, `${redactUrl(location)} does not exist`, { cause: e });
       throw e;
     } finally {
       this.opened.delete(origin);

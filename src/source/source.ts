@@ -13,6 +13,7 @@ import { AbortedError, BrokenError, HfkError, InvalidError, MissingError } from 
 import type { SizedBufferPool } from '../util/bufpool.ts';
 import type { DiskCacheStats } from './diskcache.ts';
 import type { HealthSnapshot } from './score.ts';
+import type { TimelineSnapshot } from './timeline.ts';
 
 /** Room in the memory cache that a verifying thread writes the block into. */
 export interface Reservation {
@@ -66,6 +67,10 @@ export interface SourceStats {
   retryRounds: number;
   disk: DiskCacheStats | null;
   mirrors: ({ url: string; inFlight: number } & HealthSnapshot)[];
+  /** The mirror the last block came from (a mirror group's). */
+  mirror?: string | null;
+  /** Blocks fetched over time and the mirror switches (a mirror group's). */
+  timeline?: TimelineSnapshot;
 }
 
 export function emptyStats(): SourceStats {

@@ -69,6 +69,10 @@ export interface H1Options {
   idleTimeoutMs?: number;
   /** Custom DNS lookup (the init pins resolved addresses). */
   lookup?: net.LookupFunction;
+  /** Authorization header sent to this origin only (not to a redirect's other host). */
+  authorization?: string | undefined;
+  /** Whether a redirect's target goes through a proxy: then `elsewhere` (undici) reads it. */
+  proxied?: ((url: URL) => boolean) | undefined;
 }
 
 /** Pools kept for the other hosts redirects lead to. */
@@ -163,7 +167,7 @@ class Connection {
   send(ex: Exchange): void {
     ex.conn = this;
     this.sent.push(ex);
-    this.outbox += `GET ${ex.path} HTTP/1.1\r\nHost: ${this.pool.host}\r\nUser-Agent: hfk\r\n${ex.fresh ? 'Cache-Control: no-cache\r\nPragma: no-cache\r\n' : ''}\r\n`;
+    this.outbox += `GET ${ex.path} HTTP/1.1\r\nHost: ${this.pool.host}\r\nUser-Agent: hfk\r\n${this.pool.auth}${ex.fresh ? 'Cache-Control: no-cache\r\nPragma: no-cache\r\n' : ''}\r\n`;
     if (this.sent.length === 1) this.lastActivity = performance.now();
   }
 
@@ -319,8 +323,10 @@ class H1Pool {
   readonly host: string;
   readonly hostname: string;
   readonly port: number;
-  readonly options: Required<Omit<H1Options, 'lookup' | 'elsewhere' | 'headersTimeoutMs' | 'minBytesPerSec' | 'graceMs'>> & Pick<H1Options, 'lookup'>;
+  readonly options: Required<Omit<H1Options, 'lookup' | 'elsewhere' | 'headersTimeoutMs' | 'minBytesPerSec' | 'graceMs' | 'authorization' | 'proxied'>> & Pick<H1Options, 'lookup'>;
   readonly budget: TimeBudget;
+  /** The Authorization header line sent on every request, or ''. */
+  auth = '';
   /** Every socket read lands here and is consumed before the callback returns. */
   readonly readBuffer = Buffer.allocUnsafe(256 * 1024);
   private readonly conns: Connection[] = [];
@@ -491,6 +497,7 @@ export class H1Origin implements StoreReader {
     this.location = u.toString();
     this.options = options;
     this.pool = new H1Pool(this.location, u, options);
+    if (options.authorization) this.pool.auth = `Authorization: ${options.authorization}\r\n`;
   }
 
   read(rel: string, options: ReadOptions = {}): Promise<Buffer> {
@@ -547,7 +554,7 @@ export class H1Origin implements StoreReader {
     const to = redirectTarget(this.location, chain, r);
     if (!(to instanceof URL)) return Promise.reject(to);
     const next = { ...options, redirects: chain };
-    if (to.protocol === 'https:') {
+    if (to.protocol === 'https:' || this.options.proxied?.(to)) {
       if (this.options.elsewhere) return this.options.elsewhere(to.href, next);
       return Promise.reject(new BrokenError(this.location, `${url}: redirected to ${to.href}, which this plain-HTTP client cannot follow`));
     }

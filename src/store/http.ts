@@ -24,6 +24,8 @@ import {
   statusError,
 } from './response.ts';
 import type { ReadOptions, StoreReader } from './store.ts';
+import { anyProxy, proxyFor, type ProxySetting } from './proxy.ts';
+import { redactUrl } from './auth.ts';
 
 export interface HttpOriginOptions {
   /** Keep-alive connections to this origin (default 8). */
@@ -44,8 +46,10 @@ export interface HttpOriginOptions {
   minBytesPerSec?: number;
   /** Time after a head in which its body may be slow, and the window the rate is measured over (default 10000 ms). */
   graceMs?: number;
-  /** HTTP proxy to send requests through (plain HTTP is forwarded, not tunnelled, so caching proxies cache). */
-  proxy?: string;
+  /** HTTP proxy for every request, or rules per scheme and host (plain HTTP is forwarded, not tunnelled, so caching proxies cache). */
+  proxy?: ProxySetting | undefined;
+  /** Authorization header sent with requests to this origin only (not to a redirect's other origin). */
+  authorization?: string | undefined;
   /** A dispatcher to share (tests, the fetcher); overrides connections/proxy. */
   dispatcher?: Dispatcher | Promise<Dispatcher>;
   /** Custom DNS lookup for the connector (the init pins resolved addresses). */
@@ -58,13 +62,13 @@ export function normalizeBaseUrl(text: string, what: string): string {
   try {
     u = new URL(text);
   } catch {
-    if (/^https?:\/\//i.test(text)) throw new UsageError(`${what} is not a valid URL: got '${text}' (check its host name and port)`);
-    throw new UsageError(`${what} must be an http:// or https:// URL: got '${text}'`);
+    if (/^https?:\/\//i.test(text)) throw new UsageError(`${what} is not a valid URL: got '${redactUrl(text)}' (check its host name and port)`);
+    throw new UsageError(`${what} must be an http:// or https:// URL: got '${redactUrl(text)}'`);
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:') {
-    throw new UsageError(`${what} must be an http:// or https:// URL: got '${text}'`);
+    throw new UsageError(`${what} must be an http:// or https:// URL: got '${redactUrl(text)}'`);
   }
-  if (u.search || u.hash) throw new UsageError(`${what} must not have a query or fragment: got '${text}'`);
+  if (u.search || u.hash) throw new UsageError(`${what} must not have a query or fragment: got '${redactUrl(text)}'`);
   u.pathname = u.pathname.replace(/\/*$/, '/');
   return u.toString();
 }
@@ -76,7 +80,7 @@ export function normalizeBaseUrl(text: string, what: string): string {
  */
 export async function makeDispatcher(options: HttpOriginOptions = {}): Promise<Dispatcher> {
   if (options.dispatcher) return options.dispatcher;
-  const { Agent, buildConnector, ProxyAgent } = await import('undici');
+  const { Agent, buildConnector, Dispatcher, ProxyAgent } = await import('undici');
   const connect = {
     timeout: options.connectTimeoutMs ?? 5000,
     ...(options.lookup ? { lookup: options.lookup } : {}),
@@ -89,12 +93,14 @@ export async function makeDispatcher(options: HttpOriginOptions = {}): Promise<D
     bodyTimeout: options.bodyTimeoutMs ?? 10_000,
     connect,
   };
-  if (options.proxy) {
+  const proxied = (uri: string) => {
     trustMachineCAs(); // which connections will be TLS (to the proxy, or tunnelled through it) is not known here
-    return new ProxyAgent({ uri: options.proxy, ...common, proxyTls: connect, requestTls: connect });
-  }
+    return new ProxyAgent({ uri, ...common, proxyTls: connect, requestTls: connect });
+  };
+  const rules = options.proxy;
+  if (typeof rules === 'string' && rules) return proxied(rules);
   const base = buildConnector(connect);
-  return new Agent({
+  const direct = new Agent({
     ...common,
     connect: (o, cb) => {
       if (o.protocol === 'https:') trustMachineCAs(); // read the bundle only once TLS is needed
@@ -104,6 +110,41 @@ export async function makeDispatcher(options: HttpOriginOptions = {}): Promise<D
       });
     },
   });
+  if (!rules || !anyProxy(rules)) return direct;
+  // Per-scheme proxies and no_proxy: each request goes to the direct agent or its proxy's.
+  const agents = new Map<string, Dispatcher>();
+  const pick = (origin: string): Dispatcher => {
+    const p = proxyFor(origin, rules);
+    if (!p) return direct;
+    let a = agents.get(p);
+    if (!a) agents.set(p, (a = proxied(p)));
+    return a;
+  };
+  const all = () => [direct, ...agents.values()];
+  class ProxyRouter extends Dispatcher {
+    override dispatch(o: Dispatcher.DispatchOptions, h: Dispatcher.DispatchHandler): boolean {
+      return pick(String(o.origin)).dispatch(o, h);
+    }
+    override close(): Promise<void>;
+    override close(cb: () => void): void;
+    override close(cb?: () => void): Promise<void> | void {
+      const p = Promise.all(all().map((d) => d.close())).then(() => {});
+      if (!cb) return p;
+      void p.then(cb, cb);
+    }
+    override destroy(): Promise<void>;
+    override destroy(e: Error | null): Promise<void>;
+    override destroy(cb: () => void): void;
+    override destroy(e: Error | null, cb: () => void): void;
+    override destroy(a?: Error | null | (() => void), b?: () => void): Promise<void> | void {
+      const e = typeof a === 'function' ? null : (a ?? null);
+      const cb = typeof a === 'function' ? a : b;
+      const p = Promise.all(all().map((d) => d.destroy(e))).then(() => {});
+      if (!cb) return p;
+      void p.then(cb, cb);
+    }
+  }
+  return new ProxyRouter();
 }
 
 /**
@@ -138,6 +179,8 @@ interface Watched {
 
 export class HttpOrigin implements StoreReader {
   readonly location: string;
+  /** The origin the authorization (if any) is sent to. */
+  private readonly origin: string;
   private readonly dispatcher: Promise<Dispatcher>;
   private readonly ownDispatcher: boolean;
   private readonly options: HttpOriginOptions;
@@ -147,6 +190,7 @@ export class HttpOrigin implements StoreReader {
 
   constructor(baseUrl: string, options: HttpOriginOptions = {}) {
     this.location = normalizeBaseUrl(baseUrl, 'store URL');
+    this.origin = new URL(this.location).origin;
     this.options = options;
     this.budget = timeBudget({
       ...(options.headersTimeoutMs !== undefined ? { headTimeoutMs: options.headersTimeoutMs } : {}),
@@ -257,7 +301,10 @@ export class HttpOrigin implements StoreReader {
             // the answers ahead of it have their headers, so `pipelining` really pipelines. Cancelling
             // one (a hedge's loser) resets its connection; undici sends the requests behind it again.
             blocking: false,
-            headers: options.fresh ? { 'cache-control': 'no-cache' } : {},
+            headers: {
+              ...(options.fresh ? { 'cache-control': 'no-cache' } : {}),
+              ...(this.options.authorization && u.origin === this.origin ? { authorization: this.options.authorization } : {}),
+            },
             headersTimeout: 2 * this.budget.headTimeoutMs, // a backstop: the budget (which bytes do not extend) ends a slow head first
             bodyTimeout: this.options.bodyTimeoutMs ?? 10_000,
           },
@@ -382,8 +429,8 @@ export function trustMachineCAs(env: NodeJS.ProcessEnv = process.env): number {
  * behind a proxy. Plain HTTP without a proxy goes through hfk's own client
  * (h1.ts). Origins (src/source/origin.ts) picks each client by this.
  */
-export function viaUndici(url: string, proxy?: string): boolean {
-  return Boolean(proxy) || !/^http:/i.test(url);
+export function viaUndici(url: string, proxy?: ProxySetting): boolean {
+  return !/^http:/i.test(url) || proxyFor(url, proxy) !== undefined;
 }
 
 /**
@@ -396,7 +443,7 @@ export function viaUndici(url: string, proxy?: string): boolean {
  * The init calls it while the network comes up, so that on a slow (emulated)
  * CPU the loading does not count against the mirror ranking's deadline.
  */
-export async function preloadHttpClient(urls: readonly string[], proxy?: string): Promise<boolean> {
+export async function preloadHttpClient(urls: readonly string[], proxy?: ProxySetting): Promise<boolean> {
   if (!urls.some((u) => viaUndici(u, proxy))) return false;
   await import('undici');
   trustMachineCAs();

@@ -21,6 +21,8 @@ export const DROP_MAX = 64 * 1024;
 export function statusError(origin: string, url: string, status: number): SourceError | undefined {
   if (status === 404 || status === 410) return new MissingError(origin, `${url}: HTTP ${status}`);
   if (status === 403) return new MissingError(origin, `${url}: HTTP 403 (forbidden: how an object store answers for a missing key)`);
+  if (status === 401) return new BrokenError(origin, `${url}: HTTP 401 (the mirror wants a login)`, { hint: 'give it in the mirror URL (http://USER:PASS@host/…) or in a netrc file (~/.netrc, or netrc: in hfk.yaml)' });
+  if (status === 407) return new BrokenError(origin, `${url}: HTTP 407 (the proxy wants a login)`, { hint: 'give it in the proxy URL: http://USER:PASS@proxy:PORT/' });
   if (status !== 200) return new BrokenError(origin, `${url}: HTTP ${status}`);
   return undefined;
 }
@@ -61,6 +63,9 @@ export function redirectTarget(origin: string, chain: readonly string[], r: Redi
     return new BrokenError(origin, `${from}: HTTP ${r.status} to '${r.location.slice(0, 200)}', which is not a URL`);
   }
   to.hash = '';
+  // Credentials in a Location are neither used nor shown.
+  to.username = '';
+  to.password = '';
   if (to.protocol !== 'http:' && to.protocol !== 'https:') return new BrokenError(origin, `${from}: redirected to ${to.protocol} URL ${to.href.slice(0, 200)}: only http and https are followed`);
   if (to.protocol === 'http:' && new URL(from).protocol === 'https:') {
     return new BrokenError(origin, `${from}: redirected from https down to plain http (${to.href.slice(0, 200)}): refused`, { hint: 'give the mirror by the URL it redirects to, if it is to be trusted over plain http' });

@@ -64,6 +64,7 @@ The file appears under its name only when complete.`,
     const opened = await openImage({
       mirrors: src.mirrors,
       proxy: src.proxy,
+      netrc: src.netrc,
       name: ref.name,
       version: ref.version,
       key,

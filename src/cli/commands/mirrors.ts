@@ -6,6 +6,7 @@ import { formatRanking, rankMirrors } from '../../fetch/rank.ts';
 import { normalizeBaseUrl } from '../../store/http.ts';
 import { type Command, flag, int, printJson, required, str } from '../command.ts';
 import { MIRROR_OPTIONS, mirrorSources } from '../mirrorargs.ts';
+import { anyProxy } from '../../store/proxy.ts';
 
 export const mirrorsCommand: Command = {
   name: 'mirrors',
@@ -38,7 +39,7 @@ it, versions are shown as claimed ("3?") and no block is fetched.`,
     const keyArg = str(ctx, 'key');
     const key = keyArg !== undefined ? resolvePublicKey(keyArg, '--key') : undefined;
     const src = await mirrorSources(ctx, urls.map((u) => normalizeBaseUrl(u, 'mirror URL')));
-    const set = openMirrors(src.mirrors, { proxy: src.proxy });
+    const set = openMirrors(src.mirrors, { proxy: src.proxy, netrc: src.netrc });
     try {
       const ranking = await rankMirrors(set.mirrors, {
         name,
@@ -46,7 +47,7 @@ it, versions are shown as claimed ("3?") and no block is fetched.`,
         rounds: int(ctx, 'rounds', 1, 20) ?? 3,
         deadlineMs: int(ctx, 'deadline', 50, 600_000) ?? 1500,
         icmp: flag(ctx, 'icmp'),
-        viaProxy: Boolean(src.proxy),
+        viaProxy: anyProxy(src.proxy),
       });
       if (flag(ctx, 'json')) printJson(ctx.io, ranking);
       else ctx.io.out(formatRanking(ranking));

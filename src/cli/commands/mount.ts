@@ -10,11 +10,12 @@ import { FuseDeviceError, MountpointError, NotRootError } from '../../fuse/error
 import { checkMountpoint, findMount, readMountinfo, unmount } from '../../fuse/mount.ts';
 import { runKeeper } from '../../reader/keeper.ts';
 import { jitForMirrors, readerNodeFlags, spawnReader } from '../../reader/launch.ts';
-import { errorMessage, type ReaderSpec, type ReadyMessage, reportReady } from '../../reader/spec.ts';
+import { errorMessage, ListenAddress, type ReaderSpec, type ReadyMessage, reportReady } from '../../reader/spec.ts';
 import { formatRanking } from '../../fetch/rank.ts';
 import { formatBytes, parseSize } from '../../util/size.ts';
 import { type Command, flag, int, noteNewFolder, printJson, required, str } from '../command.ts';
 import { MIRROR_OPTIONS, mirrorSources } from '../mirrorargs.ts';
+import { splitCredentials } from '../../store/auth.ts';
 
 function preflight(): void {
   if (typeof process.getuid === 'function' && process.getuid() !== 0) {
@@ -56,6 +57,7 @@ from the hfk installed now the same way.`,
     foreground: { type: 'boolean', description: 'serve in this process until unmounted or signalled' },
     upgrade: { type: 'boolean', description: 'replace the reader of the hfk mount on MOUNTPOINT by one from the hfk installed now (reads wait, none fail); no other option needed' },
     log: { type: 'string', arg: 'FILE', description: 'log of a background reader', default: '/run/hfk/mount-<hash>.log' },
+    metrics: { type: 'string', arg: 'HOST:PORT', description: 'serve Prometheus metrics of the reader on http://HOST:PORT/metrics (e.g. 127.0.0.1:9101)' },
     'ready-fd': { type: 'string', arg: 'FD', description: '(internal) report readiness on this file descriptor' },
     json: { type: 'boolean', description: 'print the result as JSON' },
   },
@@ -69,6 +71,10 @@ from the hfk installed now the same way.`,
     const src = await mirrorSources(ctx);
     const readyFd = int(ctx, 'ready-fd', 3, 1000);
     const json = flag(ctx, 'json');
+    const metrics = str(ctx, 'metrics');
+    if (metrics !== undefined && !ListenAddress.safeParse(metrics).success) {
+      throw new UsageError(`--metrics must be HOST:PORT, e.g. 127.0.0.1:9101 or [::1]:9101: got '${metrics}'`);
+    }
     const fail = (e: unknown): never => {
       if (readyFd !== undefined) reportReady(readyFd, errorMessage(e));
       throw e;
@@ -85,6 +91,7 @@ from the hfk installed now the same way.`,
       ...(ref.version ? { version: ref.version } : {}),
       mirrors: src.mirrors,
       ...(src.proxy ? { proxy: src.proxy } : {}),
+      ...(src.netrc.length ? { netrc: src.netrc } : {}),
       key: key.raw.toString('base64'),
       ...(str(ctx, 'cache') ? { cacheDir: path.resolve(str(ctx, 'cache')!) } : {}),
       cacheBytes: parseSize(str(ctx, 'cache-size') ?? '4G', '--cache-size'),
@@ -97,6 +104,7 @@ from the hfk installed now the same way.`,
       transfer: src.transfer,
       ...(str(ctx, 'readahead') ? { readAheadKb: Math.round(parseSize(str(ctx, 'readahead')!, '--readahead') / 1024) } : {}),
       ...(str(ctx, 'prefetch') ? { prefetchBytes: parseSize(str(ctx, 'prefetch')!, '--prefetch') } : {}),
+      ...(metrics ? { metrics } : {}),
     };
 
     // Said once, by the command the user ran (not again by the background reader it starts).
@@ -135,9 +143,12 @@ from the hfk installed now the same way.`,
     fs.mkdirSync(path.dirname(logFile), { recursive: true });
     const logFd = fs.openSync(logFile, 'a', 0o600);
     const script = process.argv[1] ?? fileURLToPath(import.meta.url);
-    const forward = ['mount', spec.mountpoint, '--name', str(ctx, 'name')!, '--key', keyText, '--mirrors', src.mirrors.join(',')];
-    if (src.proxy) forward.push('--proxy', src.proxy);
-    for (const o of ['cache', 'cache-size', 'memory', 'soft-timeout', 'verify-threads', 'connections', 'readahead', 'prefetch', 'config'] as const) if (str(ctx, o)) forward.push(`--${o}`, str(ctx, o)!);
+    // Mirrors with credentials go in a private mirror list, not on a command line any user can read.
+    const secret = src.mirrors.some((u) => splitCredentials(u).url !== u) ? privateMirrorList(src.mirrors) : undefined;
+    const forward = ['mount', spec.mountpoint, '--name', str(ctx, 'name')!, '--key', keyText, ...(secret ? ['--mirrorlist', secret.file] : ['--mirrors', src.mirrors.join(',')])];
+    // The proxy: as given (the reader has this environment, so it reads http_proxy and the rest the same way).
+    for (const o of ['proxy', 'no-proxy'] as const) if (str(ctx, o) !== undefined) forward.push(`--${o}`, str(ctx, o)!);
+    for (const o of ['cache', 'cache-size', 'memory', 'soft-timeout', 'verify-threads', 'connections', 'readahead', 'prefetch', 'metrics', 'config'] as const) if (str(ctx, o)) forward.push(`--${o}`, str(ctx, o)!);
     if (flag(ctx, 'soft')) forward.push('--soft');
     forward.push('--foreground', '--ready-fd', '3');
     let r;
@@ -145,6 +156,7 @@ from the hfk installed now the same way.`,
       r = await spawnReader({ argv: [process.execPath, script, ...forward], logFd, timeoutMs: 300_000, jit: jitForMirrors(src.mirrors, src.proxy) });
     } finally {
       fs.closeSync(logFd);
+      secret?.remove();
     }
     const m = r.message;
     if (!m.ready) throw new HfkError(m.error.code, m.error.message, m.error.hint ? { hint: m.error.hint } : {});
@@ -224,3 +236,11 @@ export const umountCommand: Command = {
     return 0;
   },
 };
+
+/** A mirror list only this user can read, removed once the reader has started. */
+function privateMirrorList(mirrors: readonly string[]): { file: string; remove(): void } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hfk-mirrors-'));
+  const file = path.join(dir, 'mirrors.txt');
+  fs.writeFileSync(file, `${mirrors.join('\n')}\n`, { mode: 0o600 });
+  return { file, remove: () => fs.rmSync(dir, { recursive: true, force: true }) };
+}

@@ -17,7 +17,9 @@ export const publishCommand: Command = {
 IMAGE is a filesystem image file (squashfs, ext4, iso9660, erofs, …), a block
 device, or a KNOPPIX cloop V2 file (detected by its header; its image is
 published without an uncompressed copy). Publishing again writes only the
-blocks the store lacks; the image's pointer moves to the new version last.`,
+blocks the store lacks; the image's pointer moves to the new version last.
+An image identical to the latest version (the same blocks, codec, profile and
+key) makes no new version: nothing is written and the pointer stays.`,
   options: {
     store: { type: 'string', arg: 'DIR', description: 'store folder (created if missing)' },
     name: { type: 'string', arg: 'NAME', description: 'image name (letters, digits, . - _)' },
@@ -71,6 +73,11 @@ blocks the store lacks; the image's pointer moves to the new version last.`,
 
 export function publishSummary(r: PublishResult): string {
   const pct = (a: number, b: number) => (b ? `${((100 * a) / b).toFixed(1)}%` : '0%');
+  if (r.unchanged) {
+    // A repair is still a write: say which block objects the store lacked and got back.
+    const repaired = r.blocks.new ? `; wrote ${r.blocks.new} of its block objects again (missing or damaged in the store)` : '';
+    return `${r.name}: unchanged since v${r.version}; ${repaired ? 'no new version' : 'nothing written'}${repaired}\n`;
+  }
   return [
     `published ${r.name} v${r.version}${r.previousVersion ? ` (after v${r.previousVersion})` : ''} → ${r.manifest}`,
     `  image     ${r.image.path} (${r.image.kind}, ${r.image.filesystem}), ${formatBytes(r.image.size)} in ${r.blocks.total} blocks of ${formatBytes(r.blockSize)}`,
