@@ -86,13 +86,17 @@ export function netrcLogin(entries: readonly NetrcEntry[], host: string, user?: 
   return entries.find((e) => e.machine === h && fits(e)) ?? entries.find((e) => e.machine === undefined && fits(e));
 }
 
-/** Reads a netrc file; a missing one is no entries when `optional` (~/.netrc), else an error naming it. */
+/**
+ * Reads a netrc file; when `optional` (~/.netrc) one that is missing, or
+ * out of reach (another user's HOME, as under setpriv or sudo -u), is no
+ * entries; else an error naming it.
+ */
 export function loadNetrc(path: string, options: { optional?: boolean } = {}): NetrcEntry[] {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
   } catch (e) {
-    if (errnoCode(e) === 'ENOENT' && options.optional) return [];
+    if (options.optional && ['ENOENT', 'EACCES', 'ENOTDIR'].includes(errnoCode(e) ?? '')) return [];
     throw new InputError(`the netrc file ${path} ${errnoCode(e) === 'ENOENT' ? 'does not exist' : `cannot be read: ${(e as Error).message}`}`, {
       hint: 'fix the netrc: setting, or create the file (machine HOST login USER password PASS)',
     });

@@ -442,7 +442,10 @@ describe('when every mirror fails', () => {
     b.fault = { kind: 'reset' };
     const reading = readAll(f);
     await retrying;
-    expect(logs[0]).toMatch(/WARNING: every mirror failed for block \d+ .*retrying in/);
+    expect(logs.find((l) => /retrying/.test(l))).toMatch(/^WARNING: every mirror failed for block \d+ .*retrying in/);
+    // and each mirror's own failure, once, before it
+    expect(logs.filter((l) => l.startsWith(`mirror ${a.url}`))).toHaveLength(1);
+    expect(logs.filter((l) => l.startsWith(`mirror ${b.url}`))).toHaveLength(1);
     b.fault = { kind: 'ok' };
     expect((await reading).equals(image)).toBe(true);
     expect(f.stats().retryRounds).toBeGreaterThan(0);

@@ -4,7 +4,7 @@
 
 import { execFile, execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { copiesForNobody, HFK, hfk, hfkJson } from '../helpers/cli.ts';
 import { makeTree, mkext4, mksquashfs, pseudoRandom, treeListing } from '../helpers/images.ts';
@@ -271,7 +271,7 @@ describe('hfk mount: bad input leaves nothing mounted', () => {
   it('not root', async () => {
     const mp = tempDir();
     const inlineKey = readFileSync(pub, 'utf8').split(' ')[1]!; // the key file itself sits in a root-only folder
-    const copies = copiesForNobody([HFK]);
+    const copies = copiesForNobody([HFK, join(dirname(HFK), 'hfk-cli.mjs')]); // the launcher loads the bundle beside it
     onTestFinished(copies.remove);
     const r = execFileSync('sh', ['-c', `setpriv --reuid=65534 --regid=65534 --clear-groups ${copies.node} ${copies.path(HFK)} mount ${mp} --name sq --mirrors ${nginxUrl} --key ${inlineKey} 2>&1; echo "exit=$?"`]).toString();
     expect(r).toMatch(/needs root/);
